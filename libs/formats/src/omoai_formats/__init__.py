@@ -1,0 +1,5 @@
+"""Output writers for transcripts and post-processed documents: json, txt, srt, vtt and md."""
+
+from omoai_formats.writers import FORMATS, EXTENSIONS, render, write
+
+__all__ = ["EXTENSIONS", "FORMATS", "render", "write"]

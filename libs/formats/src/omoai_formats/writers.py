@@ -1,0 +1,115 @@
+"""Render a :class:`~omoai_core.schemas.Transcript` or :class:`~omoai_core.schemas.Document` in one
+of the output formats. Every writer is a pure function of the document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from omoai_core.errors import InvalidInputError
+from omoai_core.schemas import Document, Segment, Transcript
+
+FORMATS = ("json", "txt", "srt", "vtt", "md")
+EXTENSIONS = {fmt: f".{fmt}" for fmt in FORMATS}
+
+
+def _doc(obj: Transcript | Document) -> Document:
+    return obj if isinstance(obj, Document) else Document(transcript=obj)
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms_total = max(0, round(seconds * 1000))
+    h, rem = divmod(ms_total, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _short_clock(seconds: float) -> str:
+    total = int(seconds)
+    h, rem = divmod(total, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+
+
+def _cue_text(seg: Segment) -> str:
+    # A blank line ends a cue in SRT/VTT; "-->" would be read as a timing line in VTT.
+    return " ".join(seg.text.split()).replace("-->", "→")
+
+
+def to_json(doc: Document) -> str:
+    if doc.summary is None and doc.topics is None and doc.quality is None:
+        payload = doc.transcript.model_dump(exclude_none=True)
+    else:
+        payload = doc.model_dump(exclude_none=True)
+    return json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
+
+
+def to_txt(doc: Document) -> str:
+    lines = [s.text.strip() for s in doc.transcript.segments if s.text.strip()]
+    return ("\n".join(lines) + "\n") if lines else ""
+
+
+def to_srt(doc: Document) -> str:
+    cues = []
+    for i, seg in enumerate((s for s in doc.transcript.segments if s.text.strip()), start=1):
+        cues.append(f"{i}\n{_clock(seg.start, ',')} --> {_clock(seg.end, ',')}\n{_cue_text(seg)}\n")
+    return "\n".join(cues)
+
+
+def to_vtt(doc: Document) -> str:
+    cues = ["WEBVTT\n"]
+    for seg in doc.transcript.segments:
+        if seg.text.strip():
+            cues.append(f"{_clock(seg.start, '.')} --> {_clock(seg.end, '.')}\n{_cue_text(seg)}\n")
+    return "\n".join(cues)
+
+
+def to_md(doc: Document) -> str:
+    t = doc.transcript
+    title = doc.summary.title if doc.summary else "Transcript"
+    out = [f"# {title}", "", f"*Model:* `{t.model}` · *Duration:* {_short_clock(t.duration)}", ""]
+    if doc.summary:
+        out += ["## Summary", "", doc.summary.abstract.strip(), ""]
+        out += [f"- {b.strip()}" for b in doc.summary.bullets] + ([""] if doc.summary.bullets else [])
+    if doc.topics:
+        out += ["## Topics", ""]
+        out += [f"- **[{_short_clock(tp.start)}]** {tp.title}" for tp in doc.topics] + [""]
+    out += ["## Transcript", ""]
+    for seg in t.segments:
+        if seg.text.strip():
+            out += [f"**[{_short_clock(seg.start)}]** {seg.text.strip()}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+_WRITERS: dict[str, Callable[[Document], str]] = {
+    "json": to_json,
+    "txt": to_txt,
+    "srt": to_srt,
+    "vtt": to_vtt,
+    "md": to_md,
+}
+
+
+def render(obj: Transcript | Document, fmt: str) -> str:
+    """The text of ``obj`` in ``fmt`` (one of :data:`FORMATS`)."""
+    try:
+        writer = _WRITERS[fmt]
+    except KeyError:
+        raise InvalidInputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
+    return writer(_doc(obj))
+
+
+def write(obj: Transcript | Document, fmt: str, directory: str | os.PathLike[str], stem: str) -> Path:
+    """Write ``obj`` as ``directory/stem.<fmt>`` atomically (temp file, then rename); returns the path."""
+    text = render(obj, fmt)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{stem}{EXTENSIONS[fmt]}"
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
