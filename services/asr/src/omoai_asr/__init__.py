@@ -1,0 +1,1 @@
+"""OMOAI ASR service: the ChunkFormer engine (``omoai_asr.engine``), its HTTP app and CLI."""

@@ -1,0 +1,145 @@
+"""Audio samples to the model's input features: Kaldi log-mel filterbanks and global CMVN.
+
+The reference computes ``torchaudio.compliance.kaldi.fbank`` on int16 sample *values* held as
+float32 (not scaled to ±1). We compute the same thing with plain torch so that torchaudio is not
+needed, vectorised over frames (one strided view, one batched FFT, one matmul).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+FRAME_LENGTH = 400  # 25 ms at 16 kHz
+FRAME_SHIFT = 160  # 10 ms at 16 kHz
+FFT_SIZE = 512  # frame length rounded up to a power of two, as Kaldi does
+PREEMPHASIS = 0.97
+LOW_FREQ = 20.0
+_EPS = torch.finfo(torch.float32).eps
+
+
+def num_frames(num_samples: int) -> int:
+    """Frames Kaldi produces with ``snip_edges``: 0 for fewer than one window of samples."""
+    if num_samples < FRAME_LENGTH:
+        return 0
+    return 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
+
+
+def samples_to_tensor(samples: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """int16 (or already float) mono samples to a float32 tensor of the same *values*.
+
+    One vectorised conversion; the reference converts element by element.
+    """
+    arr = np.asarray(samples)
+    if arr.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (N,), got {arr.shape}")
+    return torch.from_numpy(arr.astype(np.float32, copy=False)).to(device)
+
+
+def _mel(freq: torch.Tensor | float) -> torch.Tensor | float:
+    if isinstance(freq, torch.Tensor):
+        return 1127.0 * torch.log(1.0 + freq / 700.0)
+    return 1127.0 * math.log(1.0 + freq / 700.0)
+
+
+@lru_cache(maxsize=8)
+def _mel_banks_cpu(n_mels: int) -> torch.Tensor:
+    """Kaldi triangular mel filters on the mel scale, (n_mels, FFT_SIZE // 2 + 1) float32."""
+    n_fft_bins = FFT_SIZE // 2
+    nyquist = 0.5 * SAMPLE_RATE
+    bin_width = SAMPLE_RATE / FFT_SIZE
+    mel_low = _mel(LOW_FREQ)
+    mel_high = _mel(nyquist)
+    delta = (mel_high - mel_low) / (n_mels + 1)
+    idx = torch.arange(n_mels).unsqueeze(1)
+    left = mel_low + idx * delta
+    center = mel_low + (idx + 1.0) * delta
+    right = mel_low + (idx + 2.0) * delta
+    mel = _mel(bin_width * torch.arange(n_fft_bins)).unsqueeze(0)  # (1, 256)
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)
+    # Kaldi has no filter weight on the Nyquist bin.
+    return torch.nn.functional.pad(banks, (0, 1)).float()
+
+
+@lru_cache(maxsize=4)
+def _povey_window_cpu() -> torch.Tensor:
+    return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float32).pow(0.85)
+
+
+def fbank(waveform: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
+    """Kaldi fbank of float32 sample values: (N,) -> (T, n_mels), T = 1 + (N - 400) // 160.
+
+    Settings: 25 ms / 10 ms, dither 0, DC removal, pre-emphasis 0.97, Povey window, power
+    spectrum, mel filters from 20 Hz to Nyquist, natural log floored at float32 epsilon.
+    Fewer than 400 samples give a (0, n_mels) tensor (the reference raises instead).
+    """
+    waveform = waveform.to(torch.float32)
+    n = num_frames(waveform.numel())
+    device = waveform.device
+    if n == 0:
+        return torch.zeros((0, n_mels), dtype=torch.float32, device=device)
+    frames = waveform.as_strided((n, FRAME_LENGTH), (FRAME_SHIFT, 1))  # (T, 400) view
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    # Pre-emphasis with the first sample of each frame as its own predecessor (Kaldi).
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = frames - PREEMPHASIS * previous
+    frames = frames * _povey_window_cpu().to(device)
+    spectrum = torch.fft.rfft(frames, n=FFT_SIZE)  # (T, 257) zero-padded to 512
+    power = spectrum.abs().pow(2.0)
+    mel_energies = power @ _mel_banks_cpu(n_mels).to(device).T  # (T, n_mels)
+    return torch.clamp(mel_energies, min=_EPS).log()
+
+
+@dataclass(frozen=True)
+class Cmvn:
+    """Global mean/inverse-std normalisation of fbank features."""
+
+    mean: torch.Tensor  # (n_mels,)
+    istd: torch.Tensor  # (n_mels,)
+
+    def apply(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., n_mels) -> (..., n_mels)."""
+        return (feats - self.mean.to(feats.device)) * self.istd.to(feats.device)
+
+
+def _cmvn_from_stats(means: list[float], var_stats: list[float], count: float) -> Cmvn:
+    # Done in Python floats (float64), then cast: the reference does exactly this.
+    mean = [m / count for m in means]
+    istd = []
+    for m, v in zip(mean, var_stats, strict=True):
+        var = max(v / count - m * m, 1.0e-20)
+        istd.append(1.0 / math.sqrt(var))
+    return Cmvn(torch.tensor(mean, dtype=torch.float32), torch.tensor(istd, dtype=torch.float32))
+
+
+def load_cmvn(path: Path, *, is_json: bool = True) -> Cmvn:
+    """Read a ``global_cmvn`` file: JSON ``{mean_stat, var_stat, frame_num}`` or Kaldi text.
+
+    Raises ``ValueError`` for a file that is neither.
+    """
+    text = path.read_text(encoding="utf-8")
+    if is_json:
+        stats = json.loads(text)
+        return _cmvn_from_stats(
+            [float(x) for x in stats["mean_stat"]],
+            [float(x) for x in stats["var_stat"]],
+            float(stats["frame_num"]),
+        )
+    # Kaldi text matrix "[ m_1 .. m_D count \n v_1 .. v_D 0 ]".
+    tokens = text.split()
+    if len(tokens) < 6 or tokens[0] != "[" or tokens[-1] != "]" or tokens[-2] != "0":
+        raise ValueError(f"{path} is not a Kaldi text CMVN matrix (binary files are not supported)")
+    dim = (len(tokens) - 4) // 2
+    means = [float(t) for t in tokens[1 : dim + 1]]
+    count = float(tokens[dim + 1])
+    variances = [float(t) for t in tokens[dim + 2 : 2 * dim + 2]]
+    return _cmvn_from_stats(means, variances, count)

@@ -1,0 +1,434 @@
+"""The ChunkFormer network: depthwise-striding subsampling, chunked relative-position Conformer
+blocks with left/right context and carried caches, and the CTC head.
+
+Module and parameter names follow the official checkpoints (``encoder.embed.conv.0.weight``,
+``encoder.encoders.3.self_attn.linear_q.weight``, ``ctc.ctc_lo.weight`` ...) so a state dict
+loads without renaming. Only the inference path of the reference's masked, overlapping-chunk
+forward ("parallel chunk") is implemented; training code, decoders and the transducer are not.
+
+Shapes: N chunks (of all utterances of a window or batch, flattened), c chunk size, l/r left and
+right attention context, L = kernel // 2 convolution context, D model width, h heads, dk = D / h.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SUBSAMPLING = 8  # three stride-2 convolutions
+SUBSAMPLING_CONTEXT = 15  # input frames one output frame needs (receptive field)
+MAX_RELATIVE_POSITION = 5000  # the reference's positional table; it bounds chunk + context
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    """Everything that shapes a ChunkFormer CTC model (from ``config.yaml``)."""
+
+    n_mels: int = 80  # input_dim
+    n_state: int = 512  # encoder_conf.output_size
+    n_head: int = 8  # encoder_conf.attention_heads
+    n_ffn: int = 2048  # encoder_conf.linear_units
+    n_layer: int = 17  # encoder_conf.num_blocks
+    cnn_kernel: int = 15  # encoder_conf.cnn_module_kernel
+    n_vocab: int = 6992  # output_dim
+    cnn_norm: str = "layer_norm"  # encoder_conf.cnn_module_norm: layer_norm | batch_norm
+    activation: str = "swish"  # encoder_conf.activation_type
+    normalize_before: bool = True  # pre-norm blocks (and the final after_norm)
+    macaron: bool = True  # encoder_conf.macaron_style: a second, half-step feed-forward
+    use_cnn: bool = True  # encoder_conf.use_cnn_module
+    final_norm_type: str = "layer_norm"  # encoder_conf.layer_norm_type: layer_norm | rms_norm
+    norm_eps: float = 1e-5  # encoder_conf.norm_eps (final norm only)
+
+    @property
+    def conv_context(self) -> int:
+        """Frames of convolution context on each side of a chunk (the reference's lorder)."""
+        return self.cnn_kernel // 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_state // self.n_head
+
+    @property
+    def subsampled_mels(self) -> int:
+        return subsampled_length(self.n_mels)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "hardtanh": nn.Hardtanh,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "selu": nn.SELU,
+    "swish": nn.SiLU,
+    "gelu": nn.GELU,
+}
+
+
+def subsampled_length(n_frames: int) -> int:
+    """Output frames of the 8x subsampling for ``n_frames`` inputs (negative inputs clamp to 0)."""
+    return max(0, (n_frames - 7) // SUBSAMPLING)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm with a unit offset on the weight (``x * (1 + w)``), as the reference's."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.type_as(x) * (1 + self.weight)
+
+
+class Subsampling(nn.Module):
+    """(N, T, n_mels) -> (N, (T - 7) // 8, D), scaled by sqrt(D) as the positional stage does."""
+
+    # Conv2d indexing beyond 2**31 elements breaks some kernels; split the batch below that.
+    _MAX_CONV_ELEMENTS = 2**31 - 1
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        ch = dims.n_state
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, ch, 3, 2),
+            nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, 2, groups=ch),
+            nn.Conv2d(ch, ch, 1),
+            nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, 2, groups=ch),
+            nn.Conv2d(ch, ch, 1),
+            nn.ReLU(),
+        )
+        self.out = nn.Linear(ch * dims.subsampled_mels, dims.n_state)
+        self.xscale = math.sqrt(dims.n_state)
+        self.channels = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)  # (N, 1, T, F)
+        # The first convolution's output is the largest tensor: (N, C, T/2, F/2).
+        per_item = self.channels * (x.size(2) // 2) * (x.size(3) // 2)
+        max_batch = max(1, self._MAX_CONV_ELEMENTS // max(per_item, 1))
+        if x.size(0) > max_batch:
+            x = torch.cat([self.conv(part) for part in x.split(max_batch)])
+        else:
+            x = self.conv(x)
+        n, c, t, f = x.shape
+        x = self.out(x.transpose(1, 2).reshape(n, t, c * f))
+        return x * self.xscale
+
+
+def relative_positions(dims: ModelDimensions, chunk: int, left: int, right: int) -> torch.Tensor:
+    """Sinusoidal embeddings of relative positions ``chunk+left-1`` down to ``-(chunk+right-1)``.
+
+    Returns (1, 2 * chunk + left + right - 1, D): the table the reference slices from its
+    5000-entry relative positional encoding (built the same way, in float32).
+    """
+    positions = torch.arange(chunk + left - 1, -(chunk + right), -1, dtype=torch.float32)
+    magnitude = positions.abs().unsqueeze(1)
+    sign = torch.sign(positions).unsqueeze(1)
+    div_term = torch.exp(
+        torch.arange(0, dims.n_state, 2, dtype=torch.float32) * -(math.log(10000.0) / dims.n_state)
+    )
+    angle = magnitude * div_term  # (P, D/2)
+    table = torch.zeros(positions.numel(), dims.n_state)
+    # sin(-x) = -sin(x), cos(-x) = cos(x): the reference evaluates them on the negated angle.
+    table[:, 0::2] = torch.where(sign < 0, torch.sin(-angle), torch.sin(angle))
+    table[:, 1::2] = torch.cos(angle)
+    return table.unsqueeze(0)
+
+
+class ChunkAttention(nn.Module):
+    """Multi-head self-attention with relative positions over [left | chunk | right] keys."""
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.h = dims.n_head
+        self.d_k = dims.head_dim
+        self.linear_q = nn.Linear(d, d)
+        self.linear_k = nn.Linear(d, d)
+        self.linear_v = nn.Linear(d, d)
+        self.linear_out = nn.Linear(d, d)
+        self.linear_pos = nn.Linear(d, d, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(self.h, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.zeros(self.h, self.d_k))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        pos_emb: torch.Tensor,
+        cache: torch.Tensor | None,
+        left: int,
+        right: int,
+        keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (N, c, D), key_mask (N, l+c+r) bool, pos_emb (1, 2c+l+r-1, D), cache (l, h, 2dk).
+
+        Every chunk attends to the l frames before it and the r after it in the flattened
+        sequence of all chunks, the cache standing before the first chunk. Returns the output
+        (N, c, D) and the next cache: the l frames before position ``keep`` (None without cache).
+        """
+        n, c, d = x.shape
+        q = self.linear_q(x).view(n, c, self.h, self.d_k)
+        k = self.linear_k(x).view(n * c, self.h, self.d_k)
+        v = self.linear_v(x).view(n * c, self.h, self.d_k)
+        kv = torch.cat([k, v], dim=-1)  # (N*c, h, 2dk)
+        if cache is None:
+            kv = F.pad(kv, (0, 0, 0, 0, left, right))
+            new_cache = None
+        else:
+            kv = torch.cat([cache.to(kv.dtype), kv])
+            new_cache = _frames_before(kv, keep, left, dim=0)
+            kv = F.pad(kv, (0, 0, 0, 0, 0, right))
+        window = left + c + right
+        kv = kv.unfold(0, window, c)  # (N, h, 2dk, l+c+r)
+        k, v = kv.transpose(2, 3).split(self.d_k, dim=-1)  # (N, h, l+c+r, dk) each
+
+        p = self.linear_pos(pos_emb).view(1, -1, self.h, self.d_k).transpose(1, 2)  # (1, h, P, dk)
+        q_u = (q + self.pos_bias_u).transpose(1, 2)  # (N, h, c, dk)
+        q_v = (q + self.pos_bias_v).transpose(1, 2)
+        matrix_ac = q_u @ k.transpose(-2, -1)  # (N, h, c, l+c+r)
+        matrix_bd = _relative_shift(q_v @ p.transpose(-2, -1), window)  # (N, h, c, l+c+r)
+        scores = (matrix_ac + matrix_bd) / math.sqrt(self.d_k)
+
+        masked = ~key_mask[:, None, None, :]  # (N, 1, 1, l+c+r)
+        scores = scores.masked_fill(masked, -float("inf"))
+        # A chunk with no valid key at all holds only padding queries: zero weights, no NaN.
+        attn = torch.softmax(scores.float(), dim=-1).type_as(v).masked_fill(masked, 0.0)
+        out = (attn @ v).transpose(1, 2).reshape(n, c, d)
+        return self.linear_out(out), new_cache
+
+
+def _frames_before(x: torch.Tensor, keep: int, size: int, dim: int) -> torch.Tensor:
+    """The ``size`` entries of ``x`` (cache first) that precede kept frame ``keep`` along ``dim``.
+
+    The reference slices ``x[:keep + size][-size:]``; near the end of the input that is the
+    last ``size`` entries.
+    """
+    end = min(keep + size, x.size(dim))
+    return x.narrow(dim, max(end - size, 0), min(size, end))
+
+
+def _relative_shift(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, h, c, P) scores against positions -> (N, h, c, window) scores against keys.
+
+    Query i and key j (both counted from the start of the key window, the query offset by the
+    left context) are ``l + i - j`` apart; that is column ``c - 1 + j - i`` of ``x``.
+    """
+    n, h, c, p = x.shape
+    x = x.contiguous()
+    return x.as_strided((n, h, c, window), (h * c * p, c * p, p - 1, 1), storage_offset=x.storage_offset() + c - 1)
+
+
+class ChunkConvolution(nn.Module):
+    """Conformer convolution module over chunks with L frames of context on both sides."""
+
+    def __init__(self, dims: ModelDimensions, activation: nn.Module) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.channels = d
+        self.context = dims.conv_context
+        self.pointwise_conv1 = nn.Conv1d(d, 2 * d, 1)
+        self.depthwise_conv = nn.Conv1d(d, d, dims.cnn_kernel, groups=d)
+        self.use_layer_norm = dims.cnn_norm == "layer_norm"
+        self.norm: nn.Module = nn.LayerNorm(d) if self.use_layer_norm else nn.BatchNorm1d(d)
+        self.pointwise_conv2 = nn.Conv1d(d, d, 1)
+        self.activation = activation
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cache: torch.Tensor | None, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (N, c, D), mask (N, c+2L) bool over [L | chunk | L], cache (D, L).
+
+        Returns (N, c, D) and the next cache: the L GLU outputs before position ``keep``.
+        """
+        n, c, d = x.shape
+        lc = self.context
+        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # (N, D, c)
+        flat = x.transpose(0, 1).reshape(d, n * c)  # (D, N*c)
+        if cache is None:
+            flat = F.pad(flat, (lc, lc))
+            new_cache = None
+        else:
+            flat = torch.cat([cache.to(flat.dtype), flat], dim=1)
+            new_cache = _frames_before(flat, keep, lc, dim=1)
+            flat = F.pad(flat, (0, lc))
+        x = flat.unfold(1, c + 2 * lc, c).transpose(0, 1)  # (N, D, c+2L)
+        x = x.masked_fill(~mask[:, None, :], 0.0)
+        x = self.depthwise_conv(x)  # (N, D, c)
+        if self.use_layer_norm:
+            x = self.activation(self.norm(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            x = self.activation(self.norm(x))
+        x = self.pointwise_conv2(x)
+        x = x.masked_fill(~mask[:, None, lc : lc + c], 0.0)
+        return x.transpose(1, 2), new_cache
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dims: ModelDimensions, activation: nn.Module) -> None:
+        super().__init__()
+        self.w_1 = nn.Linear(dims.n_state, dims.n_ffn)
+        self.activation = activation
+        self.w_2 = nn.Linear(dims.n_ffn, dims.n_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_2(self.activation(self.w_1(x)))
+
+
+class ChunkFormerBlock(nn.Module):
+    """Macaron feed-forward, chunk attention, convolution, feed-forward, final norm."""
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        d = dims.n_state
+        activation = ACTIVATIONS[dims.activation]()
+        self.normalize_before = dims.normalize_before
+        self.self_attn = ChunkAttention(dims)
+        self.feed_forward = FeedForward(dims, activation)
+        self.feed_forward_macaron = FeedForward(dims, activation) if dims.macaron else None
+        self.conv_module = ChunkConvolution(dims, activation) if dims.use_cnn else None
+        self.norm_ff = nn.LayerNorm(d, eps=1e-5)
+        self.norm_mha = nn.LayerNorm(d, eps=1e-5)
+        self.norm_ff_macaron = nn.LayerNorm(d, eps=1e-5) if dims.macaron else None
+        self.norm_conv = nn.LayerNorm(d, eps=1e-5) if dims.use_cnn else None
+        self.norm_final = nn.LayerNorm(d, eps=1e-5) if dims.use_cnn else None
+        self.ff_scale = 0.5 if dims.macaron else 1.0
+
+    def _residual(self, x: torch.Tensor, norm: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.normalize_before:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        att_mask: torch.Tensor,
+        conv_mask: torch.Tensor,
+        pos_emb: torch.Tensor,
+        att_cache: torch.Tensor | None,
+        conv_cache: torch.Tensor | None,
+        left: int,
+        right: int,
+        keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x (N, c, D) -> (N, c, D), next attention cache (l, h, 2dk), next conv cache (D, L)."""
+        if self.feed_forward_macaron is not None:
+            assert self.norm_ff_macaron is not None
+            ff = self.feed_forward_macaron
+            x = self._residual(x, self.norm_ff_macaron, lambda y: self.ff_scale * ff(y))
+
+        new_att_cache: torch.Tensor | None = None
+
+        def attend(y: torch.Tensor) -> torch.Tensor:
+            nonlocal new_att_cache
+            out, new_att_cache = self.self_attn(y, att_mask, pos_emb, att_cache, left, right, keep)
+            return out
+
+        x = self._residual(x, self.norm_mha, attend)
+
+        new_conv_cache: torch.Tensor | None = None
+        if self.conv_module is not None:
+            assert self.norm_conv is not None and self.norm_final is not None
+            conv = self.conv_module
+
+            def convolve(y: torch.Tensor) -> torch.Tensor:
+                nonlocal new_conv_cache
+                out, new_conv_cache = conv(y, conv_mask, conv_cache, keep)
+                return out
+
+            x = self._residual(x, self.norm_conv, convolve)
+
+        x = self._residual(x, self.norm_ff, lambda y: self.ff_scale * self.feed_forward(y))
+        if self.norm_final is not None:
+            x = self.norm_final(x)
+        return x, new_att_cache, new_conv_cache
+
+
+class ChunkFormerEncoder(nn.Module):
+    """Subsampling plus ``n_layer`` ChunkFormer blocks (``encoder.*`` in the checkpoint)."""
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        self.dims = dims
+        self.embed = Subsampling(dims)
+        self.encoders = nn.ModuleList(ChunkFormerBlock(dims) for _ in range(dims.n_layer))
+        self.after_norm: nn.Module = (
+            RMSNorm(dims.n_state, dims.norm_eps)
+            if dims.final_norm_type == "rms_norm"
+            else nn.LayerNorm(dims.n_state, eps=dims.norm_eps)
+        )
+
+    def forward(
+        self,
+        chunks: torch.Tensor,
+        att_mask: torch.Tensor,
+        conv_mask: torch.Tensor,
+        chunk: int,
+        left: int,
+        right: int,
+        att_cache: torch.Tensor | None = None,
+        conv_cache: torch.Tensor | None = None,
+        keep: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Encode normalised feature chunks.
+
+        chunks (N, 8c+7, n_mels) overlapping input chunks, att_mask (N, l+c+r) and conv_mask
+        (N, c+2L) key validity, att_cache (layers, l, h, 2dk) and conv_cache (layers, D, L) from
+        the previous window (None: zeros, no cache returned), ``keep`` the encoder frames of this
+        window that the next window continues from. Returns (N, c, D) and the next caches.
+        """
+        x = self.embed(chunks)  # (N, c, D)
+        pos_emb = relative_positions(self.dims, chunk, left, right).to(x.device, x.dtype)
+        att_caches: list[torch.Tensor] = []
+        conv_caches: list[torch.Tensor] = []
+        for i, layer in enumerate(self.encoders):
+            x, a, cv = layer(
+                x,
+                att_mask,
+                conv_mask,
+                pos_emb,
+                None if att_cache is None else att_cache[i],
+                None if conv_cache is None else conv_cache[i],
+                left,
+                right,
+                keep,
+            )
+            if a is not None:
+                att_caches.append(a)
+            if cv is not None:
+                conv_caches.append(cv)
+        if self.dims.normalize_before:
+            x = self.after_norm(x)
+        next_att = torch.stack(att_caches) if att_caches else None
+        next_conv = torch.stack(conv_caches) if conv_caches else None
+        return x, next_att, next_conv
+
+
+class CtcHead(nn.Module):
+    """``ctc.ctc_lo``: (..., D) -> (..., V) log-probabilities."""
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        self.ctc_lo = nn.Linear(dims.n_state, dims.n_vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.ctc_lo(x), dim=-1)
+
+
+class ChunkFormer(nn.Module):
+    """Encoder plus CTC head; the state dict keys of the official checkpoints."""
+
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = ChunkFormerEncoder(dims)
+        self.ctc = CtcHead(dims)

@@ -1,0 +1,275 @@
+"""Long-form and batched decoding: overlapping input chunks, key masks, windows and caches.
+
+Both paths run the encoder over *chunks*: an utterance's normalised fbank (T, F) is cut into
+overlapping pieces of ``8c + 7`` frames every ``8c`` frames, each of which subsamples to exactly
+``c`` encoder frames. All chunks of a window (or of a whole batch of utterances) are encoded in
+one forward pass; key masks keep every chunk inside its own utterance and inside
+``[-offset, length)`` of it.
+
+Long form (the reference's ``endless_decode``): windows of ``8 * keep`` input frames, each with
+``rel_right`` extra frames of right context (enough for every layer's right and convolution
+context); a window keeps its first ``keep`` encoder frames (all of them in the last window) and
+hands the next one its attention and convolution caches and the number of frames emitted so
+far. ``keep = c * max(1, (int(tbd // 0.01) // 2) // c // 8)`` reproduces the reference for every
+``total_batch_duration`` it accepts; the ``max(1, ...)`` is ours: below about 10.24 s (chunk 64)
+the reference computes a window of zero frames and crashes, we use one chunk per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
+from omoai_asr.engine.options import DecodeOptions
+from omoai_gpu.memory import MemoryPolicy
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """One long-form window over input (fbank) frames ``[start, stop)``."""
+
+    start: int
+    stop: int
+    final: bool
+    offset: int  # encoder frames emitted before this window
+
+    @property
+    def n_frames(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class WindowStats:
+    """What happened in one window (mirrors the fixture's ``windows`` entries)."""
+
+    input_frames: int
+    encoder_frames: int
+    n_chunks: int
+    kept_frames: int
+    offset_after: int
+
+
+@dataclass
+class LongFormResult:
+    """Frame-level outputs of one utterance."""
+
+    argmax: np.ndarray  # (T',) int64 token id per encoder frame
+    encoder_out: torch.Tensor | None = None  # (T', D) float32 on CPU, when asked for
+    logprobs: torch.Tensor | None = None  # (T', V) float32 on CPU, when asked for
+    windows: list[WindowStats] = field(default_factory=list)
+
+
+def window_keep_frames(options: DecodeOptions) -> int:
+    """Encoder frames a long-form window keeps (the reference's truncated context size)."""
+    budget = int(options.total_batch_duration // 0.01) // 2  # input frames, 10 ms each
+    return options.chunk_size * max(1, budget // options.chunk_size // SUBSAMPLING)
+
+
+def max_batch_frames(options: DecodeOptions) -> int:
+    """Input frames a masked batch may hold (the reference's batch budget)."""
+    return int(options.total_batch_duration // 0.01) // 2
+
+
+def right_context_frames(options: DecodeOptions, n_layer: int, conv_context: int) -> int:
+    """Input frames of right context a window needs so that kept frames see all they would."""
+    r = max(options.right_context, conv_context)
+    return (r + max(options.chunk_size, r) * (n_layer - 1)) * SUBSAMPLING
+
+
+def plan_windows(n_frames: int, options: DecodeOptions, n_layer: int, conv_context: int) -> list[WindowPlan]:
+    """The reference's window boundaries, without its windows that produce no frame."""
+    keep = window_keep_frames(options)
+    step = keep * SUBSAMPLING
+    right = right_context_frames(options, n_layer, conv_context)
+    plans: list[WindowPlan] = []
+    offset = 0
+    start = 0
+    while start < n_frames:
+        stop = min(min(start + step + SUBSAMPLING - 1, n_frames) + right, n_frames)
+        final = start + right >= n_frames
+        produced = subsampled_length(stop - start)
+        if produced == 0:
+            # Only a tail of < 15 frames is left: it has no frame of its own. The reference
+            # still runs it and appends chunk-padding garbage; we stop.
+            break
+        plans.append(WindowPlan(start, stop, final, offset))
+        if final:
+            break
+        offset += min(produced, keep)
+        start += step
+    return plans
+
+
+def chunk_features(feats: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(T, F) -> (n_chunks, 8c + 7, F) overlapping chunks, the last one zero-padded."""
+    size = (chunk - 1) * SUBSAMPLING + SUBSAMPLING_CONTEXT
+    step = chunk * SUBSAMPLING
+    t = feats.size(0)
+    pad = (step - (t - size) % step) % step if t >= size else size - t
+    padded = F.pad(feats, (0, 0, 0, pad))
+    return padded.unfold(0, size, step).transpose(1, 2)
+
+
+def chunk_masks(
+    n_chunks: int, length: int, offset: int, options: DecodeOptions, conv_context: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key masks of one utterance's chunks: attention (n, l+c+r) and convolution (n, c+2L).
+
+    A key at utterance frame t (negative: the carried cache) is valid when
+    ``-offset <= t < length``; the convolution also never looks more than r frames past its
+    chunk (the reference's bound when r < L).
+    """
+    c, lft, rgt = options.chunk_size, options.left_context, options.right_context
+    base = torch.arange(n_chunks, device=device).unsqueeze(1) * c  # (n, 1) first frame of chunk
+    t_att = base - lft + torch.arange(lft + c + rgt, device=device)
+    att = (t_att >= -offset) & (t_att < length)
+    t_conv = base - conv_context + torch.arange(c + 2 * conv_context, device=device)
+    conv = (t_conv >= -offset) & (t_conv < length) & (t_conv < base + c + rgt)
+    return att, conv
+
+
+def _encode(
+    model: ChunkFormer,
+    pieces: Sequence[tuple[torch.Tensor, int]],
+    options: DecodeOptions,
+    att_cache: torch.Tensor | None,
+    conv_cache: torch.Tensor | None,
+    keep: int,
+) -> tuple[list[torch.Tensor], list[int], torch.Tensor | None, torch.Tensor | None]:
+    """Encode several utterance pieces ``(feats (T, F), offset)`` in one masked forward pass.
+
+    Returns each piece's encoder output (T'_i, D), chunk counts, and the next caches.
+    """
+    dims = model.dims
+    chunks, att_masks, conv_masks, n_chunks, lengths = [], [], [], [], []
+    for feats, offset in pieces:
+        x = chunk_features(feats, options.chunk_size)
+        length = subsampled_length(feats.size(0))
+        att, conv = chunk_masks(x.size(0), length, offset, options, dims.conv_context, feats.device)
+        chunks.append(x)
+        att_masks.append(att)
+        conv_masks.append(conv)
+        n_chunks.append(x.size(0))
+        lengths.append(length)
+    xs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    out, att_cache, conv_cache = model.encoder(
+        xs,
+        torch.cat(att_masks),
+        torch.cat(conv_masks),
+        options.chunk_size,
+        options.left_context,
+        options.right_context,
+        att_cache,
+        conv_cache,
+        keep,
+    )
+    outs = [
+        o.reshape(-1, dims.n_state)[:length]
+        for o, length in zip(out.split(n_chunks), lengths, strict=True)
+    ]
+    return outs, n_chunks, att_cache, conv_cache
+
+
+def endless_decode(
+    model: ChunkFormer,
+    feats: torch.Tensor,
+    options: DecodeOptions,
+    policy: MemoryPolicy,
+    *,
+    keep_encoder_out: bool = False,
+    keep_logprobs: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> LongFormResult:
+    """Long-form decoding of one utterance's normalised fbank (T, F) on the policy's device.
+
+    The CTC head runs per window and only the argmax path stays on the device; encoder
+    outputs and log-probs are copied to the host only when asked for (tests, diagnostics).
+    """
+    dims = model.dims
+    plans = plan_windows(feats.size(0), options, dims.n_layer, dims.conv_context)
+    keep = window_keep_frames(options)
+    device = feats.device
+    with policy.inference():
+        att_cache = torch.zeros(dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device)
+        conv_cache = torch.zeros(dims.n_layer, dims.n_state, dims.conv_context, device=device)
+        paths: list[torch.Tensor] = []
+        enc_parts: list[torch.Tensor] = []
+        logp_parts: list[torch.Tensor] = []
+        stats: list[WindowStats] = []
+        for i, plan in enumerate(plans):
+            (out,), (n_chunks,), att_cache, conv_cache = _encode(
+                model, [(feats[plan.start : plan.stop], plan.offset)], options, att_cache, conv_cache, keep
+            )
+            produced = out.size(0)
+            if not plan.final:
+                out = out[:keep]
+            logp = model.ctc(out)
+            paths.append(logp.argmax(dim=-1))
+            if keep_encoder_out:
+                enc_parts.append(out.float().cpu())
+            if keep_logprobs:
+                logp_parts.append(logp.float().cpu())
+            stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + out.size(0)))
+            policy.window_done()
+            if progress is not None:
+                progress((i + 1) / len(plans))
+        argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
+    return LongFormResult(
+        argmax=argmax.astype(np.int64, copy=False),
+        encoder_out=torch.cat(enc_parts) if keep_encoder_out and enc_parts else (
+            torch.zeros(0, dims.n_state) if keep_encoder_out else None
+        ),
+        logprobs=torch.cat(logp_parts) if keep_logprobs and logp_parts else (
+            torch.zeros(0, dims.n_vocab) if keep_logprobs else None
+        ),
+        windows=stats,
+    )
+
+
+def batch_decode(
+    model: ChunkFormer,
+    feats: Sequence[torch.Tensor],
+    options: DecodeOptions,
+    policy: MemoryPolicy,
+    *,
+    keep_encoder_out: bool = False,
+    keep_logprobs: bool = False,
+) -> list[LongFormResult]:
+    """Decode several short utterances (each at most one window) in one masked forward pass.
+
+    This is the reference's ``batch_decode`` forward: zero caches, no windows. Utterances too
+    short for one encoder frame get an empty result and take no part in the pass.
+    """
+    dims = model.dims
+    results = [LongFormResult(argmax=np.zeros(0, dtype=np.int64)) for _ in feats]
+    active = [i for i, f in enumerate(feats) if subsampled_length(f.size(0)) > 0]
+    if keep_encoder_out:
+        for r in results:
+            r.encoder_out = torch.zeros(0, dims.n_state)
+    if keep_logprobs:
+        for r in results:
+            r.logprobs = torch.zeros(0, dims.n_vocab)
+    if not active:
+        return results
+    with policy.inference():
+        outs, n_chunks, _, _ = _encode(model, [(feats[i], 0) for i in active], options, None, None, 0)
+        lengths = [o.size(0) for o in outs]
+        logp = model.ctc(torch.cat(outs))  # (sum T', V)
+        paths = logp.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        bounds = np.cumsum([0, *lengths])
+        logp_parts = logp.float().cpu().split(lengths) if keep_logprobs else None
+        for j, i in enumerate(active):
+            r = results[i]
+            r.argmax = paths[bounds[j] : bounds[j + 1]]
+            r.windows = [WindowStats(feats[i].size(0), lengths[j], n_chunks[j], lengths[j], lengths[j])]
+            if keep_encoder_out:
+                r.encoder_out = outs[j].float().cpu()
+            if logp_parts is not None:
+                r.logprobs = logp_parts[j]
+        policy.window_done()
+    return results
