@@ -51,7 +51,7 @@ class WindowStats:
     encoder_frames: int
     n_chunks: int
     kept_frames: int
-    offset_after: int
+    offset_after: int  # offset + encoder_frames, as the reference's forward returns it
 
 
 @dataclass
@@ -214,7 +214,7 @@ def endless_decode(
                 enc_parts.append(out.float().cpu())
             if keep_logprobs:
                 logp_parts.append(logp.float().cpu())
-            stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + out.size(0)))
+            stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + produced))
             policy.window_done()
             if progress is not None:
                 progress((i + 1) / len(plans))

@@ -1,0 +1,173 @@
+"""Random ChunkFormer checkpoints in the official layout, for tests, demos and benchmarks.
+
+``write_random_checkpoint(dir, dims)`` writes ``config.yaml``, ``pytorch_model.bin``,
+``global_cmvn`` and ``vocab.txt`` exactly as a published checkpoint has them, so the directory
+goes through the same loading path as ``khanhld/chunkformer-large-vie``. The weights are random:
+the text is gibberish, but shapes, speed and memory are those of a real model of these
+dimensions. The CTC blank gets a bias so that output has silences and segments.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from omoai_asr.engine.model import ChunkFormer, ModelDimensions
+
+# The published khanhld/chunkformer-large-vie architecture (113,852,240 encoder+CTC parameters).
+LARGE_VIE = ModelDimensions(
+    n_mels=80, n_state=512, n_head=8, n_ffn=2048, n_layer=17, cnn_kernel=15, n_vocab=6992, cnn_norm="layer_norm"
+)
+# A model small enough for unit tests (about 0.5 M parameters).
+TINY = ModelDimensions(n_mels=80, n_state=64, n_head=4, n_ffn=128, n_layer=2, cnn_kernel=15, n_vocab=48)
+
+_ONSETS = ("", "b", "c", "ch", "d", "đ", "g", "gi", "h", "k", "kh", "l", "m", "n", "ng", "nh", "p", "ph",
+           "qu", "r", "s", "t", "th", "tr", "v", "x")
+_RHYMES = ("a", "à", "á", "ả", "ã", "ạ", "ă", "ắ", "â", "ấ", "e", "é", "ê", "ế", "ề", "i", "í", "o", "ó",
+           "ô", "ố", "ơ", "ớ", "u", "ú", "ư", "ứ", "y", "an", "ang", "anh", "ao", "ay", "em", "en", "inh",
+           "oi", "ong", "ung", "ương", "ươi", "uyên", "iêt", "ăn", "ân", "ông", "ơi", "ưa")
+
+
+def vietnamese_vocab(size: int) -> list[str]:
+    """``size`` distinct tokens: <blank>, <unk>, "▁", syllable pieces with and without "▁", <sos/eos>."""
+    if size < 4:
+        raise ValueError("a vocabulary needs at least <blank>, <unk>, one token and <sos/eos>")
+    tokens = ["<blank>", "<unk>", "\u2581"]
+    seen = set(tokens)
+    pieces = [onset + rhyme for rhyme in _RHYMES for onset in _ONSETS]
+    candidates = [p for pair in zip((f"\u2581{p}" for p in pieces), pieces, strict=True) for p in pair]
+    for token in candidates:
+        if len(tokens) >= size - 1:
+            break
+        if token not in seen:
+            seen.add(token)
+            tokens.append(token)
+    i = 0
+    while len(tokens) < size - 1:
+        tokens.append(f"\u2581w{i}")
+        i += 1
+    tokens.append("<sos/eos>")
+    return tokens
+
+
+def reference_config(dims: ModelDimensions, **encoder_overrides: Any) -> dict[str, Any]:
+    """A ``config.yaml`` mapping with the reference's key names for these dimensions."""
+    encoder_conf: dict[str, Any] = {
+        "output_size": dims.n_state,
+        "attention_heads": dims.n_head,
+        "linear_units": dims.n_ffn,
+        "num_blocks": dims.n_layer,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "attention_dropout_rate": 0.1,
+        "input_layer": "dw_striding",
+        "normalize_before": dims.normalize_before,
+        "cnn_module_kernel": dims.cnn_kernel,
+        "use_cnn_module": dims.use_cnn,
+        "macaron_style": dims.macaron,
+        "activation_type": dims.activation,
+        "pos_enc_layer_type": "chunk_rel_pos",
+        "selfattention_layer_type": "chunk_rel_seflattn",
+        "causal": False,
+        "cnn_module_norm": dims.cnn_norm,
+        "layer_norm_type": dims.final_norm_type,
+        "norm_eps": dims.norm_eps,
+        "dynamic_conv": True,
+        "dynamic_chunk_sizes": [-1, -1, 64, 128, 256],
+        "dynamic_left_context_sizes": [64, 128, 256],
+        "dynamic_right_context_sizes": [64, 128, 256],
+    }
+    encoder_conf.update(encoder_overrides)
+    return {
+        "encoder": "chunkformer",
+        "is_json_cmvn": True,
+        "cmvn_file": "global_cmvn",
+        "input_dim": dims.n_mels,
+        "output_dim": dims.n_vocab,
+        "encoder_conf": encoder_conf,
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": dims.n_head, "linear_units": dims.n_ffn, "num_blocks": 1},
+        "ctc": "ctc",
+        "ctc_conf": {"ctc_blank_id": 0},
+        "model": "asr_model",
+        "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1, "length_normalized_loss": False},
+        "fbank_conf": {"num_mel_bins": dims.n_mels, "frame_shift": 10, "frame_length": 25, "dither": 0.0},
+        "resample_conf": {"resample_rate": 16000},
+    }
+
+
+def random_state_dict(dims: ModelDimensions, *, seed: int = 0, blank_bias: float = 6.0) -> dict[str, torch.Tensor]:
+    """Random weights with the official key names, including ``encoder.global_cmvn`` buffers."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ChunkFormer(dims)
+    state = model.state_dict()
+    for key, value in state.items():
+        if key.endswith(("pos_bias_u", "pos_bias_v")):
+            value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
+        elif key.endswith("running_mean"):
+            value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
+        elif key.endswith("running_var"):
+            value.copy_(1.0 + torch.rand(value.shape, generator=generator))
+    # Make blank the usual winner so that decoded output has silences, as real output has.
+    state["ctc.ctc_lo.bias"][0] += blank_bias
+    mean, istd = _cmvn_stats(dims.n_mels, generator)
+    state["encoder.global_cmvn.mean"] = mean
+    state["encoder.global_cmvn.istd"] = istd
+    return {k: v.clone() for k, v in state.items()}
+
+
+def _cmvn_stats(n_mels: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    # Typical log-mel statistics of int16-valued speech: means around 9-14, std around 2-3.
+    mean = 9.0 + 5.0 * torch.rand(n_mels, generator=generator)
+    std = 2.0 + torch.rand(n_mels, generator=generator)
+    return mean.float(), (1.0 / std).float()
+
+
+def write_random_checkpoint(
+    directory: str | Path,
+    dims: ModelDimensions = TINY,
+    *,
+    seed: int = 0,
+    weights_name: str = "pytorch_model.bin",
+    cmvn_file: bool = True,
+    cmvn_in_weights: bool = True,
+    blank_bias: float = 6.0,
+    config_overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Write a random checkpoint directory in the official layout and return its path."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = random_state_dict(dims, seed=seed, blank_bias=blank_bias)
+    mean = state["encoder.global_cmvn.mean"].double()
+    istd = state["encoder.global_cmvn.istd"].double()
+    if not cmvn_in_weights:
+        del state["encoder.global_cmvn.mean"], state["encoder.global_cmvn.istd"]
+    torch.save(state, out / weights_name)
+    config = reference_config(dims)
+    if config_overrides:
+        config.update(config_overrides)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    if cmvn_file:
+        frames = 100_000
+        var = (1.0 / istd) ** 2
+        stats = {
+            "mean_stat": (mean * frames).tolist(),
+            "var_stat": ((var + mean**2) * frames).tolist(),
+            "frame_num": frames,
+        }
+        (out / "global_cmvn").write_text(json.dumps(stats), encoding="utf-8")
+    vocab = vietnamese_vocab(dims.n_vocab)
+    (out / "vocab.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(vocab)), encoding="utf-8")
+    return out
+
+
+def with_dims(base: ModelDimensions = TINY, **changes: Any) -> ModelDimensions:
+    """``TINY`` (or another base) with some dimensions changed."""
+    return replace(base, **changes)
