@@ -75,28 +75,33 @@ def _povey_window_cpu() -> torch.Tensor:
     return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float32).pow(0.85)
 
 
-def fbank(waveform: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
+def fbank(waveform: torch.Tensor, n_mels: int = 80, *, block_frames: int = 8192) -> torch.Tensor:
     """Kaldi fbank of float32 sample values: (N,) -> (T, n_mels), T = 1 + (N - 400) // 160.
 
     Settings: 25 ms / 10 ms, dither 0, DC removal, pre-emphasis 0.97, Povey window, power
     spectrum, mel filters from 20 Hz to Nyquist, natural log floored at float32 epsilon.
     Fewer than 400 samples give a (0, n_mels) tensor (the reference raises instead).
+    Frames are independent, so they are processed ``block_frames`` at a time (82 s of audio):
+    the same result with bounded temporary memory for hour-long input.
     """
-    waveform = waveform.to(torch.float32)
+    waveform = waveform.to(torch.float32).contiguous()
     n = num_frames(waveform.numel())
     device = waveform.device
+    out = torch.empty((n, n_mels), dtype=torch.float32, device=device)
     if n == 0:
-        return torch.zeros((0, n_mels), dtype=torch.float32, device=device)
-    frames = waveform.as_strided((n, FRAME_LENGTH), (FRAME_SHIFT, 1))  # (T, 400) view
-    frames = frames - frames.mean(dim=1, keepdim=True)
-    # Pre-emphasis with the first sample of each frame as its own predecessor (Kaldi).
-    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-    frames = frames - PREEMPHASIS * previous
-    frames = frames * _povey_window_cpu().to(device)
-    spectrum = torch.fft.rfft(frames, n=FFT_SIZE)  # (T, 257) zero-padded to 512
-    power = spectrum.abs().pow(2.0)
-    mel_energies = power @ _mel_banks_cpu(n_mels).to(device).T  # (T, n_mels)
-    return torch.clamp(mel_energies, min=_EPS).log()
+        return out
+    window = _povey_window_cpu().to(device)
+    banks_t = _mel_banks_cpu(n_mels).to(device).T  # (257, n_mels)
+    frames_all = waveform.as_strided((n, FRAME_LENGTH), (FRAME_SHIFT, 1))  # (T, 400) view
+    for lo in range(0, n, block_frames):
+        frames = frames_all[lo : lo + block_frames]
+        frames = frames - frames.mean(dim=1, keepdim=True)
+        # Pre-emphasis with the first sample of each frame as its own predecessor (Kaldi).
+        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+        frames = (frames - PREEMPHASIS * previous) * window
+        power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2.0)  # (B, 257), zero-padded to 512
+        out[lo : lo + frames.size(0)] = torch.clamp(power @ banks_t, min=_EPS).log()
+    return out
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 ``global_cmvn`` and ``vocab.txt`` exactly as a published checkpoint has them, so the directory
 goes through the same loading path as ``khanhld/chunkformer-large-vie``. The weights are random:
 the text is gibberish, but shapes, speed and memory are those of a real model of these
-dimensions. The CTC blank gets a bias so that output has silences and segments.
+dimensions. The CTC head is calibrated so that output varies with the audio and has silences.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
+from omoai_asr.engine.features import fbank, samples_to_tensor
 from omoai_asr.engine.model import ChunkFormer, ModelDimensions
 
 # The published khanhld/chunkformer-large-vie architecture (113,852,240 encoder+CTC parameters).
@@ -101,12 +103,43 @@ def reference_config(dims: ModelDimensions, **encoder_overrides: Any) -> dict[st
     }
 
 
-def random_state_dict(dims: ModelDimensions, *, seed: int = 0, blank_bias: float = 6.0) -> dict[str, torch.Tensor]:
-    """Random weights with the official key names, including ``encoder.global_cmvn`` buffers."""
+def synthetic_speech(seconds: float = 20.0, *, seed: int = 0, sample_rate: int = 16000) -> np.ndarray:
+    """Speech-like int16 audio: voiced syllables (gliding harmonics), noise bursts, pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    out = np.zeros(n, dtype=np.float64)
+    pos = int(0.2 * sample_rate)
+    while pos < n:
+        length = int(rng.uniform(0.08, 0.35) * sample_rate)
+        t = np.arange(min(length, n - pos)) / sample_rate
+        envelope = np.sin(np.pi * t / max(t[-1], 1e-3)) if t.size > 1 else np.ones_like(t)
+        if rng.random() < 0.75:  # voiced: a few harmonics of a gliding f0
+            f0 = rng.uniform(90, 260) * (1 + rng.uniform(-0.2, 0.2) * t / max(t[-1], 1e-3))
+            phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+            seg = sum(rng.uniform(0.2, 1.0) / k * np.sin(k * phase) for k in range(1, 8))
+        else:  # fricative: noise
+            seg = rng.normal(0, 0.6, t.size)
+        out[pos : pos + t.size] += envelope * seg * rng.uniform(2000, 9000)
+        pos += t.size + int(rng.choice([0.02, 0.05, 0.1, 0.6]) * sample_rate)
+    out += rng.normal(0, 30, n)  # a little background noise
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+def random_state_dict(
+    dims: ModelDimensions, *, seed: int = 0, blank_fraction: float = 0.6, ctc_scale: float = 8.0
+) -> dict[str, torch.Tensor]:
+    """Random weights with the official key names, including ``encoder.global_cmvn`` buffers.
+
+    CMVN statistics come from the fbank of :func:`synthetic_speech`. A random encoder's output
+    barely depends on its input, so a random CTC head would emit one token everywhere; the head
+    is calibrated on that audio instead: weights scaled by ``ctc_scale``, bias centring every
+    token, blank bias set so that blank wins about ``blank_fraction`` of the frames. Output then
+    varies with the audio and has silences, like real output.
+    """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ChunkFormer(dims)
+        model = ChunkFormer(dims).eval()
     state = model.state_dict()
     for key, value in state.items():
         if key.endswith(("pos_bias_u", "pos_bias_v")):
@@ -115,19 +148,28 @@ def random_state_dict(dims: ModelDimensions, *, seed: int = 0, blank_bias: float
             value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
         elif key.endswith("running_var"):
             value.copy_(1.0 + torch.rand(value.shape, generator=generator))
-    # Make blank the usual winner so that decoded output has silences, as real output has.
-    state["ctc.ctc_lo.bias"][0] += blank_bias
-    mean, istd = _cmvn_stats(dims.n_mels, generator)
-    state["encoder.global_cmvn.mean"] = mean
-    state["encoder.global_cmvn.istd"] = istd
-    return {k: v.clone() for k, v in state.items()}
+    feats = fbank(samples_to_tensor(synthetic_speech(20.0, seed=seed)), dims.n_mels)
+    mean = feats.mean(0)
+    istd = 1.0 / feats.std(0).clamp(min=1e-3)
+    _calibrate_ctc_head(model, (feats - mean) * istd, blank_fraction, ctc_scale)
+    state = model.state_dict()
+    state["encoder.global_cmvn.mean"] = mean.float()
+    state["encoder.global_cmvn.istd"] = istd.float()
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
-def _cmvn_stats(n_mels: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    # Typical log-mel statistics of int16-valued speech: means around 9-14, std around 2-3.
-    mean = 9.0 + 5.0 * torch.rand(n_mels, generator=generator)
-    std = 2.0 + torch.rand(n_mels, generator=generator)
-    return mean.float(), (1.0 / std).float()
+def _calibrate_ctc_head(model: ChunkFormer, feats: torch.Tensor, blank_fraction: float, scale: float) -> None:
+    from omoai_asr.engine.options import DecodeOptions
+    from omoai_asr.engine.transcribe import _encode
+
+    with torch.no_grad():
+        (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
+        lo = model.ctc.ctc_lo
+        lo.weight.mul_(scale)
+        lo.bias.copy_(-(enc @ lo.weight.T).mean(0))
+        logits = enc @ lo.weight.T + lo.bias
+        margin = logits[:, 1:].max(dim=-1).values - logits[:, 0]
+        lo.bias[0] += torch.quantile(margin, blank_fraction).item()
 
 
 def write_random_checkpoint(
@@ -138,13 +180,13 @@ def write_random_checkpoint(
     weights_name: str = "pytorch_model.bin",
     cmvn_file: bool = True,
     cmvn_in_weights: bool = True,
-    blank_bias: float = 6.0,
+    blank_fraction: float = 0.6,
     config_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Write a random checkpoint directory in the official layout and return its path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = random_state_dict(dims, seed=seed, blank_bias=blank_bias)
+    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction)
     mean = state["encoder.global_cmvn.mean"].double()
     istd = state["encoder.global_cmvn.istd"].double()
     if not cmvn_in_weights:
