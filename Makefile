@@ -1,0 +1,24 @@
+# The two contract commands: `make demo` (set up + run the main job on the embedded default) and
+# `make test` (set up + run the whole test suite). `.ci/run` calls `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-unit test-integration lint clean
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	./scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration tests/e2e
+
+clean:
+	rm -rf $(VENV) .cache out node_modules

