@@ -90,38 +90,40 @@ class RMSNorm(nn.Module):
 class Subsampling(nn.Module):
     """(N, T, n_mels) -> (N, (T - 7) // 8, D), scaled by sqrt(D) as the positional stage does."""
 
-    # Conv2d indexing beyond 2**31 elements breaks some kernels; split the batch below that.
-    _MAX_CONV_ELEMENTS = 2**31 - 1
+    # The first convolution's output (N, C, T/2, F/2) is the largest activation of the whole
+    # model (4.4 GB in fp32 for a 900 s window of large-vie). Chunks are independent here, so
+    # they go through in groups whose first output stays under this many elements: the same
+    # result with a bounded peak (and below the 2**31 indexing limit of some conv kernels).
+    max_conv_elements = 2**28
 
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
         ch = dims.n_state
         self.conv = nn.Sequential(
             nn.Conv2d(1, ch, 3, 2),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(ch, ch, 3, 2, groups=ch),
             nn.Conv2d(ch, ch, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(ch, ch, 3, 2, groups=ch),
             nn.Conv2d(ch, ch, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.out = nn.Linear(ch * dims.subsampled_mels, dims.n_state)
         self.xscale = math.sqrt(dims.n_state)
         self.channels = ch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1)  # (N, 1, T, F)
-        # The first convolution's output is the largest tensor: (N, C, T/2, F/2).
-        per_item = self.channels * (x.size(2) // 2) * (x.size(3) // 2)
-        max_batch = max(1, self._MAX_CONV_ELEMENTS // max(per_item, 1))
-        if x.size(0) > max_batch:
-            x = torch.cat([self.conv(part) for part in x.split(max_batch)])
-        else:
-            x = self.conv(x)
+    def _one_group(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x.unsqueeze(1))  # (n, 1, T, F) -> (n, C, T', F')
         n, c, t, f = x.shape
-        x = self.out(x.transpose(1, 2).reshape(n, t, c * f))
-        return x * self.xscale
+        return self.out(x.transpose(1, 2).reshape(n, t, c * f)) * self.xscale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_item = self.channels * ((x.size(1) - 1) // 2) * ((x.size(2) - 1) // 2)
+        group = max(1, self.max_conv_elements // max(per_item, 1))
+        if x.size(0) <= group:
+            return self._one_group(x)
+        return torch.cat([self._one_group(part) for part in x.split(group)])
 
 
 def relative_positions(dims: ModelDimensions, chunk: int, left: int, right: int) -> torch.Tensor:
@@ -366,6 +368,19 @@ class ChunkFormerEncoder(nn.Module):
             if dims.final_norm_type == "rms_norm"
             else nn.LayerNorm(dims.n_state, eps=dims.norm_eps)
         )
+        self._position_tables: dict[tuple[int, int, int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _positions(self, chunk: int, left: int, right: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The relative position table, built once per geometry and device (no copy per window)."""
+        key = (chunk, left, right, device, dtype)
+        table = self._position_tables.get(key)
+        if table is None:
+            with torch.inference_mode(False):
+                table = relative_positions(self.dims, chunk, left, right).to(device, dtype)
+            if len(self._position_tables) > 16:
+                self._position_tables.clear()
+            self._position_tables[key] = table
+        return table
 
     def forward(
         self,
@@ -387,7 +402,7 @@ class ChunkFormerEncoder(nn.Module):
         window that the next window continues from. Returns (N, c, D) and the next caches.
         """
         x = self.embed(chunks)  # (N, c, D)
-        pos_emb = relative_positions(self.dims, chunk, left, right).to(x.device, x.dtype)
+        pos_emb = self._positions(chunk, left, right, x.device, x.dtype)
         att_caches: list[torch.Tensor] = []
         conv_caches: list[torch.Tensor] = []
         for i, layer in enumerate(self.encoders):
