@@ -10,6 +10,7 @@ dimensions. The CTC head is calibrated so that output varies with the audio and 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,8 @@ TINY = ModelDimensions(n_mels=80, n_state=64, n_head=4, n_ffn=128, n_layer=2, cn
 
 _ONSETS = ("", "b", "c", "ch", "d", "đ", "g", "gi", "h", "k", "kh", "l", "m", "n", "ng", "nh", "p", "ph",
            "qu", "r", "s", "t", "th", "tr", "v", "x")
-_RHYMES = ("a", "à", "á", "ả", "ã", "ạ", "ă", "ắ", "â", "ấ", "e", "é", "ê", "ế", "ề", "i", "í", "o", "ó",
-           "ô", "ố", "ơ", "ớ", "u", "ú", "ư", "ứ", "y", "an", "ang", "anh", "ao", "ay", "em", "en", "inh",
-           "oi", "ong", "ung", "ương", "ươi", "uyên", "iêt", "ăn", "ân", "ông", "ơi", "ưa")
+_NUCLEI = "aàáảãạ ăằắẳẵặ âầấẩẫậ eèéẻẽẹ êềếểễệ iìíỉĩị oòóỏõọ ôồốổỗộ ơờớởỡợ uùúủũụ ưừứửữự yỳýỷỹỵ".split()
+_CODAS = ("", "n", "ng", "nh", "m", "c", "t", "p", "ch", "i", "o", "u")
 
 
 def vietnamese_vocab(size: int) -> list[str]:
@@ -41,7 +41,9 @@ def vietnamese_vocab(size: int) -> list[str]:
         raise ValueError("a vocabulary needs at least <blank>, <unk>, one token and <sos/eos>")
     tokens = ["<blank>", "<unk>", "\u2581"]
     seen = set(tokens)
-    pieces = [onset + rhyme for rhyme in _RHYMES for onset in _ONSETS]
+    pieces = [onset + nucleus + coda for coda in _CODAS for nuclei in _NUCLEI for nucleus in nuclei
+              for onset in _ONSETS]
+    random.Random(0).shuffle(pieces)  # fixed order; small vocabularies still get variety
     candidates = [p for pair in zip((f"\u2581{p}" for p in pieces), pieces, strict=True) for p in pair]
     for token in candidates:
         if len(tokens) >= size - 1:
