@@ -1,0 +1,280 @@
+"""The ``omoai-asr`` command: ``transcribe`` files from the shell, or ``serve`` the HTTP API.
+
+Results go to stdout (or ``--output-dir``); diagnostics, the progress bar (only on a terminal) and
+errors go to stderr. Exit status: 0 all inputs transcribed, 1 some input failed (the others are
+still written), 2 bad usage, configuration or model, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from omoai_core.errors import OmoaiError
+
+log = logging.getLogger("omoai_asr")
+
+FORMATS = ("json", "txt", "srt", "vtt", "md")
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omoai-asr",
+        description="ChunkFormer speech recognition: transcribe files, or serve the HTTP API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser(
+        "transcribe",
+        help="transcribe audio/video files",
+        description="Transcribe audio or video files (anything ffmpeg reads; '-' is stdin). Results go to "
+        "stdout unless --output-dir is given: one document per input, a JSON array for several inputs in "
+        "json, '==> FILE <==' headers for several inputs in the text formats.",
+    )
+    t.add_argument("model", help="checkpoint directory or hub id (e.g. khanhld/chunkformer-large-vie)")
+    t.add_argument("audio", nargs="+", help="audio or video files; '-' reads stdin")
+    _decode_flags(t)
+    t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto; env OMOAI_DEVICE)")
+    t.add_argument(
+        "--dtype", default=None, choices=("auto", "fp32", "fp16", "bf16"),
+        help="compute dtype (default: auto = bf16/fp16 on CUDA, fp32 on CPU; env OMOAI_DTYPE)",
+    )
+    t.add_argument("--format", "-f", default="json", choices=FORMATS, help="output format (default: json)")
+    t.add_argument("--output-dir", "-o", type=Path, default=None, help="write FILE_STEM.FORMAT files here")
+    t.add_argument("--include-frames", action="store_true", help="add the per-frame token ids (json)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--verbose", "-v", action="store_true", help="log progress details on stderr")
+
+    s = sub.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API (FastAPI + uvicorn). Every flag is also an environment variable "
+        "(OMOAI_MODEL, OMOAI_HOST, OMOAI_PORT, ...; see docs/asr-service.md); flags win.",
+    )
+    s.add_argument("--model", default=None, help="checkpoint directory or hub id (env OMOAI_MODEL)")
+    s.add_argument("--host", default=None, help="bind address (default 127.0.0.1; env OMOAI_HOST)")
+    s.add_argument("--port", type=int, default=None, help="port (default 8000; env OMOAI_PORT)")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (env OMOAI_DEVICE)")
+    s.add_argument("--dtype", default=None, choices=("auto", "fp32", "fp16", "bf16"), help="env OMOAI_DTYPE")
+    s.add_argument("--served-model-name", default=None, help="name in /v1/models (env OMOAI_SERVED_MODEL_NAME)")
+    s.add_argument("--max-batch-size", type=int, default=None, help="requests per masked batch (default 8)")
+    s.add_argument("--batch-window-ms", type=float, default=None, help="wait for a batch to fill (default 10)")
+    s.add_argument("--max-concurrency", type=int, default=None, help="requests worked on at once (default 16)")
+    s.add_argument("--max-queue", type=int, default=None, help="requests waiting before 429 (default 64)")
+    s.add_argument("--max-audio-duration", type=float, default=None, dest="max_audio_duration_s",
+                   help="longest audio in seconds (default 14400)")
+    s.add_argument("--request-timeout", type=float, default=None, dest="request_timeout_s",
+                   help="seconds before a request is stopped with 504 (default 3600)")
+    s.add_argument("--file-root", type=Path, default=None, help="directory file:// URLs may read (default: off)")
+    s.add_argument("--api-token-file", type=Path, default=None, help="file holding the bearer token")
+    s.add_argument("--threads", type=int, default=None, dest="torch_threads", help="torch CPU threads")
+    s.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    s.add_argument("--log-format", default=None, choices=("text", "json"))
+    return parser
+
+
+def _decode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chunk-size", type=int, default=64, help="encoder frames per chunk, 80 ms each (default 64)")
+    p.add_argument("--left-context", type=int, default=128, help="left context in encoder frames (default 128)")
+    p.add_argument("--right-context", type=int, default=128, help="right context in encoder frames (default 128)")
+    p.add_argument(
+        "--total-batch-duration", type=float, default=1800.0,
+        help="seconds of audio per forward pass; lower it to save memory (default 1800)",
+    )
+    p.add_argument("--no-word-timestamps", dest="word_timestamps", action="store_false",
+                   help="leave out word timestamps")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "transcribe":
+            return _transcribe(args)
+        return _serve(args)
+    except KeyboardInterrupt:
+        print("omoai-asr: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OmoaiError as e:
+        print(f"omoai-asr: error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# -- transcribe ------------------------------------------------------------------------------------
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from omoai_core.settings import load_settings
+
+    from omoai_asr.engine.options import DecodeOptions
+    from omoai_asr.settings import AsrSettings
+
+    settings = load_settings(AsrSettings, model=args.model, device=args.device, dtype=args.dtype)
+    _setup_logging(settings, logging.INFO if args.verbose else logging.WARNING)
+    options = DecodeOptions(  # invalid combinations fail here, before the model loads
+        chunk_size=args.chunk_size,
+        left_context=args.left_context,
+        right_context=args.right_context,
+        total_batch_duration=args.total_batch_duration,
+        include_frames=args.include_frames,
+        word_timestamps=args.word_timestamps,
+    )
+    if args.audio.count("-") > 1:
+        raise _usage("'-' (stdin) can be given once")
+    missing = [a for a in args.audio if a != "-" and not Path(a).exists()]
+    if missing and len(missing) == len(args.audio):
+        raise _usage("no such file: " + ", ".join(missing))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from prometheus_client import CollectorRegistry
+
+    from omoai_audio import decode_audio
+    from omoai_asr.engine import ChunkFormerEngine
+    from omoai_gpu.memory import MemoryPolicy
+
+    policy = MemoryPolicy.from_settings(
+        settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=CollectorRegistry()
+    )
+    engine = ChunkFormerEngine.load(args.model, policy)
+
+    failed = 0
+    results: list[tuple[str, Any]] = []
+    stems: set[str] = set()
+    for source in args.audio:
+        try:
+            data: Any = sys.stdin.buffer.read() if source == "-" else source
+            audio = decode_audio(data, max_duration_s=settings.max_audio_duration_s)
+            with _progress(source) as bar:
+                transcript = engine.transcribe(audio.samples, options, progress=bar)
+        except OmoaiError as e:
+            failed += 1
+            print(f"omoai-asr: error: {source}: {e.message}", file=sys.stderr)
+            continue
+        if args.output_dir is not None:
+            from omoai_formats import write
+
+            stem = _unique_stem("stdin" if source == "-" else Path(source).stem, stems)
+            path = write(transcript, args.format, args.output_dir, stem)
+            print(f"{source} -> {path}", file=sys.stderr)
+        else:
+            results.append((source, transcript))
+    if args.output_dir is None and results:
+        _print_results(results, args.format, len(args.audio) > 1, sys.stdout)
+    return EXIT_INPUT if failed else EXIT_OK
+
+
+def _print_results(results: list[tuple[str, Any]], fmt: str, several: bool, out: TextIO) -> None:
+    from omoai_formats import render
+
+    if fmt == "json":
+        docs = [t.model_dump(exclude_none=True) for _, t in results]
+        out.write(json.dumps(docs if several else docs[0], ensure_ascii=False, indent=2) + "\n")
+        return
+    for i, (source, transcript) in enumerate(results):
+        if several:
+            out.write(("\n" if i else "") + f"==> {source} <==\n")
+        out.write(render(transcript, fmt))
+    out.flush()
+
+
+def _unique_stem(stem: str, seen: set[str]) -> str:
+    candidate, n = stem, 1
+    while candidate in seen:
+        n += 1
+        candidate = f"{stem}-{n}"
+    seen.add(candidate)
+    return candidate
+
+
+class _progress:
+    """A tqdm bar on stderr when it is a terminal; a no-op callback otherwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar: Any = None
+
+    def __enter__(self) -> _progress:
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=Path(self.name).name, unit="%", file=sys.stderr, leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        return self
+
+    def __call__(self, fraction: float) -> None:
+        if self.bar is not None:
+            self.bar.n = round(100 * fraction)
+            self.bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _UsageError(OmoaiError):
+    code = "usage"
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def _setup_logging(settings: Any, level: int) -> None:
+    from omoai_core.settings import configure_logging
+
+    configure_logging(settings)  # stderr; the transcripts own stdout
+    logging.getLogger().setLevel(level)
+
+
+# -- serve -----------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic_settings.exceptions import SettingsError
+
+    from omoai_core.errors import ConfigError
+    from omoai_core.settings import configure_logging, load_settings
+
+    from omoai_asr.settings import AsrSettings
+
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = load_settings(AsrSettings, **overrides)
+    except SettingsError as e:
+        raise ConfigError(f"invalid configuration: {e}") from e
+    if not settings.model:
+        raise _usage("no model: pass --model or set OMOAI_MODEL")
+    configure_logging(settings)
+
+    import uvicorn
+
+    from omoai_asr.app import create_app
+
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our handler on the root logger (JSON in the cluster)
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if app.state.load_error is not None:
+        return EXIT_USAGE
+    return EXIT_OK

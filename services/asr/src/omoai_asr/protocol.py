@@ -1,0 +1,161 @@
+"""Request and response models of the ASR HTTP API (pydantic at the boundary).
+
+``TranscriptionOptions`` are the decode and output options of ``POST /v1/transcriptions``, taken
+from JSON or from multipart form fields; the ``OpenAI*`` models mirror the OpenAI audio API so the
+official client parses our answers unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from omoai_core.errors import InvalidInputError
+from omoai_core.schemas import Transcript
+
+from omoai_asr.engine.options import DecodeOptions
+from omoai_asr.settings import AsrSettings
+
+OutputFormat = Literal["json", "txt", "srt", "vtt", "md"]
+OpenAIFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["word", "segment"]
+
+MEDIA_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "txt": "text/plain; charset=utf-8",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TranscriptionOptions(_Strict):
+    """Decode and output options; unset fields take the server's defaults."""
+
+    chunk_size: int | None = Field(default=None, ge=1, le=1024, description="Encoder frames per chunk (80 ms each).")
+    left_context: int | None = Field(default=None, ge=0, le=1024, description="Left context, encoder frames.")
+    right_context: int | None = Field(default=None, ge=0, le=1024, description="Right context, encoder frames.")
+    total_batch_duration: float | None = Field(
+        default=None, gt=0, le=14400, description="Seconds of audio per forward pass (long-form window budget)."
+    )
+    word_timestamps: bool | None = Field(default=None, description="Word timestamps in segments.")
+    include_frames: bool = Field(default=False, description="Add the per-frame argmax token ids (json only).")
+    format: OutputFormat = Field(default="json", description="Response format.")
+
+    def decode_options(self, settings: AsrSettings) -> DecodeOptions:
+        """The engine's options; combinations the model cannot run raise ``InvalidInputError`` (400)."""
+        return DecodeOptions(
+            chunk_size=self.chunk_size if self.chunk_size is not None else settings.chunk_size,
+            left_context=self.left_context if self.left_context is not None else settings.left_context,
+            right_context=self.right_context if self.right_context is not None else settings.right_context,
+            total_batch_duration=(
+                self.total_batch_duration if self.total_batch_duration is not None else settings.total_batch_duration
+            ),
+            include_frames=self.include_frames,
+            word_timestamps=self.word_timestamps if self.word_timestamps is not None else settings.word_timestamps,
+        )
+
+
+class UrlTranscriptionRequest(TranscriptionOptions):
+    """``POST /v1/transcriptions`` with a JSON body."""
+
+    audio_url: str = Field(
+        min_length=1, max_length=8192,
+        description="http(s)://, s3://bucket/key or file://path under the server's file root.",
+    )
+
+
+class OpenAIOptions(_Strict):
+    """The form fields of ``POST /v1/audio/transcriptions`` besides ``file``."""
+
+    model: str = Field(min_length=1, max_length=256)
+    language: str | None = Field(default=None, max_length=32)
+    prompt: str | None = Field(default=None, max_length=100_000, description="Accepted and ignored (CTC model).")
+    response_format: OpenAIFormat = "json"
+    temperature: float = Field(default=0.0, ge=0, le=1, description="Accepted and ignored (greedy CTC).")
+    timestamp_granularities: list[Granularity] = Field(default_factory=list)
+    stream: bool = False
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("streaming transcription is not supported; send stream=false")
+        return v
+
+    def check_granularities(self) -> None:
+        if self.timestamp_granularities and self.response_format != "verbose_json":
+            raise InvalidInputError("timestamp_granularities requires response_format=verbose_json")
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+class OpenAITranscription(BaseModel):
+    text: str
+
+
+class OpenAIWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class OpenAISegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class OpenAIVerboseTranscription(BaseModel):
+    task: Literal["transcribe"] = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[OpenAISegment] | None = None
+    words: list[OpenAIWord] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "omoai"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def verbose_json(transcript: Transcript, language: str, granularities: list[Granularity]) -> OpenAIVerboseTranscription:
+    """OpenAI's verbose_json: segments unless only words were asked for; words when asked for."""
+    want_segments = not granularities or "segment" in granularities
+    segments = None
+    if want_segments:
+        segments = [
+            OpenAISegment(
+                id=i, seek=0, start=s.start, end=s.end, text=s.text, tokens=[], temperature=0.0,
+                avg_logprob=0.0, compression_ratio=1.0, no_speech_prob=0.0,
+            )
+            for i, s in enumerate(transcript.segments)
+        ]
+    words = None
+    if "word" in granularities:
+        words = [OpenAIWord(word=w.word, start=w.start, end=w.end) for s in transcript.segments for w in s.words]
+    return OpenAIVerboseTranscription(
+        language=language, duration=transcript.duration, text=transcript.text, segments=segments, words=words
+    )

@@ -1,0 +1,91 @@
+"""OpenAI-compatible ``POST /v1/audio/transcriptions`` and ``GET /v1/models``, so the official
+``openai`` client works against this server unchanged (``base_url=http://host:port/v1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import UploadFile
+
+from omoai_core.errors import InvalidInputError, NotFoundError
+from omoai_formats import render
+
+from omoai_asr.protocol import MEDIA_TYPES, ModelCard, ModelList, OpenAIOptions, TranscriptionOptions, verbose_json
+from omoai_asr.routes import ServingDep, validate
+
+router = APIRouter(tags=["openai"])
+
+_IGNORED = frozenset({"chunking_strategy"})  # accepted for compatibility; long-form decoding always chunks
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "model"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **OpenAIOptions.model_json_schema()["properties"],
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/audio/transcriptions", openapi_extra=_OPENAPI, summary="OpenAI-compatible transcription")
+async def audio_transcriptions(request: Request, serving: ServingDep) -> Response:
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "multipart/form-data":
+        raise InvalidInputError("send multipart/form-data with the fields 'file' and 'model'")
+    form = await request.form(max_files=1, max_fields=32)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInputError("the form field 'file' (the audio file) is required")
+    fields: dict[str, Any] = {}
+    granularities: list[str] = []
+    for key, value in form.multi_items():
+        if key == "file" or key in _IGNORED:
+            continue
+        if isinstance(value, UploadFile):
+            raise InvalidInputError(f"the form field {key!r} must not be a file")
+        if key in ("timestamp_granularities[]", "timestamp_granularities"):
+            granularities.append(value)
+        else:
+            fields[key] = value
+    fields["timestamp_granularities"] = granularities
+    opts = validate(OpenAIOptions, fields)
+    opts.check_granularities()
+    settings = serving.settings
+    if settings.strict_model_name and opts.model not in (serving.model_name, settings.model):
+        raise NotFoundError(
+            f"model {opts.model!r} is not served here; this server serves {serving.model_name!r}",
+            details={"models": [serving.model_name]},
+        )
+    decode = dataclasses.replace(
+        TranscriptionOptions().decode_options(settings), word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities
+    )
+    data = await upload.read()
+    await upload.close()
+    transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
+    fmt = opts.response_format
+    if fmt == "json":
+        return JSONResponse({"text": transcript.text})
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n", media_type=MEDIA_TYPES["text"])
+    if fmt in ("srt", "vtt"):
+        return PlainTextResponse(render(transcript, fmt), media_type=MEDIA_TYPES[fmt])
+    language = opts.language or settings.language
+    body = verbose_json(transcript, language, list(opts.timestamp_granularities))
+    return JSONResponse(body.model_dump(exclude_none=True))
+
+
+@router.get("/v1/models", response_model=ModelList, summary="The served model")
+async def models(request: Request, serving: ServingDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=serving.model_name, created=request.app.state.started_at)])
