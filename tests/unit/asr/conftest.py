@@ -20,12 +20,11 @@ from typing import Any
 
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
-
-from omoai_gpu.memory import MemoryPolicy  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from omoai_gpu.memory import MemoryPolicy
+from prometheus_client import CollectorRegistry
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "chunkformer"
 FIXTURE_NAMES = ("small", "wide_k31")

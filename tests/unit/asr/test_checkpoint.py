@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions, ModelDimensions
 from omoai_asr.engine.checkpoint import load_checkpoint
 from omoai_asr.engine.model import ChunkFormer
@@ -55,7 +54,11 @@ def test_bin_wins_over_other_weight_names(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("missing", "message"),
-    [("config.yaml", "config.yaml"), ("pytorch_model.bin", "pytorch_model.bin, pytorch_model.pt"), ("vocab.txt", "vocab.txt")],
+    [
+        ("config.yaml", "config.yaml"),
+        ("pytorch_model.bin", "pytorch_model.bin, pytorch_model.pt"),
+        ("vocab.txt", "vocab.txt"),
+    ],
 )
 def test_missing_file_is_a_model_load_error(tmp_path: Path, missing: str, message: str) -> None:
     write_random_checkpoint(tmp_path, TINY)
@@ -197,6 +200,6 @@ def test_hub_id_offline_is_a_model_load_error(tmp_path: Path) -> None:
         "    print('MODEL_LOAD_ERROR', e)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert "MODEL_LOAD_ERROR" in out.stdout, out.stderr
     assert "HF_HUB_OFFLINE" in out.stdout and "local checkpoint directory" in out.stdout

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions, InvalidDecodeOptionsError
 from omoai_asr.engine.model import subsampled_length
 from omoai_asr.engine.testing import TINY, synthetic_speech, write_random_checkpoint
@@ -72,10 +71,12 @@ def test_small_total_batch_duration_works_and_matches_the_one_chunk_window(
 def test_windows_cover_every_encoder_frame_exactly_once(chunk: int, left: int, right: int, tbd: float) -> None:
     options = DecodeOptions(chunk, left, right, tbd)
     keep = window_keep_frames(options)
-    for n_frames in [*range(0, 40), *range(8 * keep - 20, 8 * keep + 40), 3 * 8 * keep + 5, 7498]:
+    for n_frames in [*range(40), *range(8 * keep - 20, 8 * keep + 40), 3 * 8 * keep + 5, 7498]:
         plans = plan_windows(n_frames, options, n_layer=3, conv_context=7)
         kept = sum(
-            subsampled_length(p.n_frames) if p.final or i == len(plans) - 1 else min(subsampled_length(p.n_frames), keep)
+            subsampled_length(p.n_frames)
+            if p.final or i == len(plans) - 1
+            else min(subsampled_length(p.n_frames), keep)
             for i, p in enumerate(plans)
         )
         assert kept == subsampled_length(n_frames), (n_frames, plans)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from omoai_asr.engine.features import Cmvn, fbank, load_cmvn, num_frames, samples_to_tensor
 
 from .conftest import audio

@@ -13,13 +13,12 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
-
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
 from omoai_asr.engine.decoding import format_timestamp, frame_segments
 from omoai_asr.engine.features import fbank, samples_to_tensor
 from omoai_asr.engine.transcribe import LongFormResult
 from omoai_gpu.memory import MemoryPolicy
+from prometheus_client import CollectorRegistry
 
 from .conftest import FIXTURE_NAMES, FIXTURES, audio, expected
 
@@ -108,8 +107,13 @@ def test_endless_argmax_windows_and_segments_equal_reference(fixture: str, key: 
 def test_transcript_text_is_standard_collapse_of_argmax_path(fixture: str, key: str) -> None:
     entry = expected(fixture)["endless_decode"][key]
     eng = engine(fixture)
-    options = DecodeOptions(entry["chunk_size"], entry["left_context_size"], entry["right_context_size"],
-                            float(entry["total_batch_duration"]), include_frames=True)
+    options = DecodeOptions(
+        entry["chunk_size"],
+        entry["left_context_size"],
+        entry["right_context_size"],
+        float(entry["total_batch_duration"]),
+        include_frames=True,
+    )
     transcript = eng.transcribe(audio(fixture, key.split("__")[0]), options)
     assert transcript.frames == entry["argmax_path"]
     assert transcript.text == reference_collapse(entry["argmax_path"], list(eng.vocab.tokens))
@@ -123,8 +127,12 @@ def test_transcript_text_is_standard_collapse_of_argmax_path(fixture: str, key: 
 def test_batch_decode_argmax_paths_and_texts_equal_reference(fixture: str, key: str) -> None:
     entry = expected(fixture)["batch_decode"][key]
     names = [a.split("/")[-1].removesuffix(".wav") for a in entry["audios"]]
-    options = DecodeOptions(entry["chunk_size"], entry["left_context_size"], entry["right_context_size"],
-                            float(entry["total_batch_duration"]))
+    options = DecodeOptions(
+        entry["chunk_size"],
+        entry["left_context_size"],
+        entry["right_context_size"],
+        float(entry["total_batch_duration"]),
+    )
     eng = engine(fixture)
     results = eng.decode_frames_batch([audio(fixture, n) for n in names], options)
     for name, result in zip(names, results, strict=True):

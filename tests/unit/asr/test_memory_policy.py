@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
-
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
 from omoai_asr.engine.testing import TINY, synthetic_speech, write_random_checkpoint
 from omoai_gpu.memory import MemoryPolicy
+from prometheus_client import CollectorRegistry
 
 CLIP = synthetic_speech(12.0, seed=2)
 WINDOWED = DecodeOptions(16, 32, 16, 2.0)  # 16-frame windows: 12 s of audio -> many windows

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import yaml
-
 from omoai_core.errors import ModelLoadError
 
 from omoai_asr.engine.decoding import Vocabulary
@@ -42,13 +41,34 @@ _FIXED_ENCODER_OPTIONS = {
 # Encoder options with inference effect; everything else in encoder_conf is training-only.
 _KNOWN_ENCODER_OPTIONS = {
     *_FIXED_ENCODER_OPTIONS,
-    "output_size", "attention_heads", "linear_units", "num_blocks", "cnn_module_kernel",
-    "cnn_module_norm", "activation_type", "normalize_before", "macaron_style", "use_cnn_module",
-    "layer_norm_type", "norm_eps", "causal", "dynamic_conv", "final_norm",
+    "output_size",
+    "attention_heads",
+    "linear_units",
+    "num_blocks",
+    "cnn_module_kernel",
+    "cnn_module_norm",
+    "activation_type",
+    "normalize_before",
+    "macaron_style",
+    "use_cnn_module",
+    "layer_norm_type",
+    "norm_eps",
+    "causal",
+    "dynamic_conv",
+    "final_norm",
     # training-only or without effect on the inference path:
-    "dropout_rate", "positional_dropout_rate", "attention_dropout_rate", "static_chunk_size",
-    "use_dynamic_chunk", "use_dynamic_left_chunk", "gradient_checkpointing", "use_sdpa",
-    "dynamic_chunk_sizes", "dynamic_left_context_sizes", "dynamic_right_context_sizes", "streaming",
+    "dropout_rate",
+    "positional_dropout_rate",
+    "attention_dropout_rate",
+    "static_chunk_size",
+    "use_dynamic_chunk",
+    "use_dynamic_left_chunk",
+    "gradient_checkpointing",
+    "use_sdpa",
+    "dynamic_chunk_sizes",
+    "dynamic_left_context_sizes",
+    "dynamic_right_context_sizes",
+    "streaming",
 }
 
 
@@ -284,5 +304,7 @@ def load_checkpoint(model: str | Path) -> LoadedCheckpoint:
     if cmvn is not None and cmvn.mean.numel() != dims.n_mels:
         raise ModelLoadError(f"CMVN has {cmvn.mean.numel()} dimensions but input_dim is {dims.n_mels}")
     if cmvn is None:
-        log.warning("%s: no CMVN statistics (no %s, none in the weights); features are not normalised", directory, CMVN_NAME)
+        log.warning(
+            "%s: no CMVN statistics (no %s, none in the weights); features are not normalised", directory, CMVN_NAME
+        )
     return LoadedCheckpoint(directory, dims, net, cmvn, vocab)

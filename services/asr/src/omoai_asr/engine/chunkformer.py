@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from omoai_core.schemas import Transcript
 from omoai_gpu.memory import MemoryPolicy
 
@@ -32,6 +31,8 @@ from omoai_asr.engine.transcribe import (
 )
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OPTIONS = DecodeOptions()  # frozen: safe to share as a default
 
 
 class ChunkFormerEngine:
@@ -60,7 +61,12 @@ class ChunkFormerEngine:
         name = str(model) if not Path(model).expanduser().is_dir() else ckpt.directory.name
         log.info(
             "loaded ChunkFormer %s: %d layers, width %d, vocab %d, on %s (%s)",
-            name, ckpt.dims.n_layer, ckpt.dims.n_state, ckpt.dims.n_vocab, policy.device, policy.dtype,
+            name,
+            ckpt.dims.n_layer,
+            ckpt.dims.n_state,
+            ckpt.dims.n_vocab,
+            policy.device,
+            policy.dtype,
         )
         return cls(ckpt.model, ckpt.vocab, ckpt.cmvn, policy, name)
 
@@ -81,7 +87,7 @@ class ChunkFormerEngine:
     def decode_frames(
         self,
         samples: np.ndarray,
-        options: DecodeOptions = DecodeOptions(),
+        options: DecodeOptions = DEFAULT_OPTIONS,
         *,
         keep_encoder_out: bool = False,
         keep_logprobs: bool = False,
@@ -101,7 +107,7 @@ class ChunkFormerEngine:
     def decode_frames_batch(
         self,
         batch: Sequence[np.ndarray],
-        options: DecodeOptions = DecodeOptions(),
+        options: DecodeOptions = DEFAULT_OPTIONS,
         *,
         keep_encoder_out: bool = False,
         keep_logprobs: bool = False,
@@ -121,7 +127,7 @@ class ChunkFormerEngine:
     def transcribe(
         self,
         samples: np.ndarray,
-        options: DecodeOptions = DecodeOptions(),
+        options: DecodeOptions = DEFAULT_OPTIONS,
         progress: Callable[[float], None] | None = None,
     ) -> Transcript:
         """One recording of any length, decoded in long-form windows."""
@@ -129,7 +135,7 @@ class ChunkFormerEngine:
         return self._transcript(result.argmax, len(samples), options)
 
     def transcribe_batch(
-        self, batch: Sequence[np.ndarray], options: DecodeOptions = DecodeOptions()
+        self, batch: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
     ) -> list[Transcript]:
         """Several recordings, the short ones together in masked batches.
 
@@ -164,9 +170,7 @@ class ChunkFormerEngine:
             used += n
         flush()
         return [
-            self._transcript(r.argmax, len(s), options)
-            for r, s in zip(results, batch, strict=True)
-            if r is not None
+            self._transcript(r.argmax, len(s), options) for r, s in zip(results, batch, strict=True) if r is not None
         ]
 
     def _transcript(self, path: np.ndarray, n_samples: int, options: DecodeOptions) -> Transcript:

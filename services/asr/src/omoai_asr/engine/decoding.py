@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from omoai_core.schemas import Segment, Word
 
 FRAME_SECONDS = 0.08

@@ -135,9 +135,7 @@ def relative_positions(dims: ModelDimensions, chunk: int, left: int, right: int)
     positions = torch.arange(chunk + left - 1, -(chunk + right), -1, dtype=torch.float32)
     magnitude = positions.abs().unsqueeze(1)
     sign = torch.sign(positions).unsqueeze(1)
-    div_term = torch.exp(
-        torch.arange(0, dims.n_state, 2, dtype=torch.float32) * -(math.log(10000.0) / dims.n_state)
-    )
+    div_term = torch.exp(torch.arange(0, dims.n_state, 2, dtype=torch.float32) * -(math.log(10000.0) / dims.n_state))
     angle = magnitude * div_term  # (P, D/2)
     table = torch.zeros(positions.numel(), dims.n_state)
     # sin(-x) = -sin(x), cos(-x) = cos(x): the reference evaluates them on the negated angle.

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from omoai_gpu.memory import MemoryPolicy
 from torch.nn import functional as F
 
 from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
 from omoai_asr.engine.options import DecodeOptions
-from omoai_gpu.memory import MemoryPolicy
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,7 @@ def _encode(
         conv_cache,
         keep,
     )
-    outs = [
-        o.reshape(-1, dims.n_state)[:length]
-        for o, length in zip(out.split(n_chunks), lengths, strict=True)
-    ]
+    outs = [o.reshape(-1, dims.n_state)[:length] for o, length in zip(out.split(n_chunks), lengths, strict=True)]
     return outs, n_chunks, att_cache, conv_cache
 
 
@@ -221,12 +218,12 @@ def endless_decode(
         argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
     return LongFormResult(
         argmax=argmax.astype(np.int64, copy=False),
-        encoder_out=torch.cat(enc_parts) if keep_encoder_out and enc_parts else (
-            torch.zeros(0, dims.n_state) if keep_encoder_out else None
-        ),
-        logprobs=torch.cat(logp_parts) if keep_logprobs and logp_parts else (
-            torch.zeros(0, dims.n_vocab) if keep_logprobs else None
-        ),
+        encoder_out=torch.cat(enc_parts)
+        if keep_encoder_out and enc_parts
+        else (torch.zeros(0, dims.n_state) if keep_encoder_out else None),
+        logprobs=torch.cat(logp_parts)
+        if keep_logprobs and logp_parts
+        else (torch.zeros(0, dims.n_vocab) if keep_logprobs else None),
         windows=stats,
     )
 
