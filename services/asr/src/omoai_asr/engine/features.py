@@ -47,10 +47,12 @@ def samples_to_tensor(samples: np.ndarray, device: torch.device | str = "cpu") -
     return torch.from_numpy(arr.astype(np.float32)).to(device)  # one vectorised copy
 
 
-def _mel(freq: torch.Tensor | float) -> torch.Tensor | float:
-    if isinstance(freq, torch.Tensor):
-        return 1127.0 * torch.log(1.0 + freq / 700.0)
+def _mel(freq: float) -> float:
     return 1127.0 * math.log(1.0 + freq / 700.0)
+
+
+def _mel_tensor(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log(1.0 + freq / 700.0)
 
 
 @lru_cache(maxsize=8)
@@ -66,7 +68,7 @@ def _mel_banks_cpu(n_mels: int) -> torch.Tensor:
     left = mel_low + idx * delta
     center = mel_low + (idx + 1.0) * delta
     right = mel_low + (idx + 2.0) * delta
-    mel = _mel(bin_width * torch.arange(n_fft_bins)).unsqueeze(0)  # (1, 256)
+    mel = _mel_tensor(bin_width * torch.arange(n_fft_bins)).unsqueeze(0)  # (1, 256)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     banks = torch.clamp(torch.minimum(up, down), min=0.0)

@@ -192,8 +192,10 @@ def endless_decode(
     keep = window_keep_frames(options)
     device = feats.device
     with policy.inference():
-        att_cache = torch.zeros(dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device)
-        conv_cache = torch.zeros(dims.n_layer, dims.n_state, dims.conv_context, device=device)
+        att_cache: torch.Tensor | None = torch.zeros(
+            dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device
+        )
+        conv_cache: torch.Tensor | None = torch.zeros(dims.n_layer, dims.n_state, dims.conv_context, device=device)
         paths: list[torch.Tensor] = []
         enc_parts: list[torch.Tensor] = []
         logp_parts: list[torch.Tensor] = []
@@ -216,16 +218,12 @@ def endless_decode(
             if progress is not None:
                 progress((i + 1) / len(plans))
         argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
-    return LongFormResult(
-        argmax=argmax.astype(np.int64, copy=False),
-        encoder_out=torch.cat(enc_parts)
-        if keep_encoder_out and enc_parts
-        else (torch.zeros(0, dims.n_state) if keep_encoder_out else None),
-        logprobs=torch.cat(logp_parts)
-        if keep_logprobs and logp_parts
-        else (torch.zeros(0, dims.n_vocab) if keep_logprobs else None),
-        windows=stats,
-    )
+    result = LongFormResult(argmax=argmax.astype(np.int64, copy=False), windows=stats)
+    if keep_encoder_out:
+        result.encoder_out = torch.cat(enc_parts) if enc_parts else torch.zeros(0, dims.n_state)
+    if keep_logprobs:
+        result.logprobs = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dims.n_vocab)
+    return result
 
 
 def batch_decode(
