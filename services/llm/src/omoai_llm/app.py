@@ -1,0 +1,128 @@
+"""The app factory. The models' lifetime is owned by :func:`llm_runtime`, an async context manager
+entered in the app's lifespan: models load before the first request is accepted and are closed
+(with the GPU memory released) on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+
+from omoai_core.errors import OmoaiError
+from omoai_core.metrics import build_info
+from omoai_gpu.memory import MemoryPolicy
+from omoai_http.admission import Admission
+from omoai_http.auth import bearer_auth
+from omoai_http.errors import install_error_handlers
+from omoai_http.limits import BodyLimitMiddleware
+from omoai_http.probes import probes_router
+from omoai_llm import __version__
+from omoai_llm.backends import load_backend
+from omoai_llm.metrics import ForeignMetrics, LlmMetrics
+from omoai_llm.models import Loader, ModelManager
+from omoai_llm.prompts import load_prompts
+from omoai_llm.routes import build_router
+from omoai_llm.service import LlmService
+from omoai_llm.settings import LlmSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: LlmSettings
+    policy: MemoryPolicy
+    manager: ModelManager
+    service: LlmService
+
+
+@contextlib.asynccontextmanager
+async def llm_runtime(
+    settings: LlmSettings,
+    registry: CollectorRegistry,
+    *,
+    policy: MemoryPolicy | None = None,
+    metrics: LlmMetrics | None = None,
+    loader: Loader | None = None,
+) -> AsyncIterator[Runtime]:
+    """Load the model(s) per settings; on exit close them and release their memory."""
+    if policy is None:
+        policy = MemoryPolicy.from_settings(
+            settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
+        )
+    metrics = metrics or LlmMetrics.create(registry)
+    prompts = load_prompts(settings.prompts_file)
+
+    async def default_loader(model: str):  # noqa: ANN202 - returns a Backend
+        return await load_backend(settings, model, policy)
+
+    manager = ModelManager(
+        loader or default_loader,
+        policy,
+        punctuation_model=settings.model,
+        summary_model=settings.summary_model,
+        single_resident=settings.single_model_resident,
+        on_switch=lambda model: metrics.switches.labels(model=model).inc(),
+    )
+    try:
+        await manager.start()
+        yield Runtime(settings, policy, manager, LlmService(settings, manager, prompts, metrics))
+    finally:
+        await manager.close()
+
+
+def create_app(
+    settings: LlmSettings, *, registry: CollectorRegistry | None = None, loader: Loader | None = None
+) -> FastAPI:
+    """The ASGI app. ``loader`` replaces backend loading (tests inject fake backends at that seam)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    build_info(registry, "llm", __version__, backend=settings.backend)
+    policy = MemoryPolicy.from_settings(
+        settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
+    )
+    metrics = LlmMetrics.create(registry)
+    if settings.backend == "vllm":
+        registry.register(ForeignMetrics("vllm:"))
+    token = settings.resolved_token()
+    runtime: dict[str, Runtime] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with llm_runtime(settings, registry, policy=policy, metrics=metrics, loader=loader) as rt:
+                runtime["rt"] = rt
+                app.state.service = rt.service
+                app.state.runtime = rt
+                log.info("LLM service ready (%s: %s)", settings.backend, ", ".join(rt.manager.resident))
+                yield
+        except OmoaiError as e:
+            log.error("cannot start: %s", e.message)
+            raise
+        finally:
+            runtime.clear()
+
+    app = FastAPI(title="OMOAI LLM service", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.policy = policy
+    app.state.admission = Admission(
+        settings.max_concurrency, settings.max_queue, registry=registry, service="llm"
+    )
+    install_error_handlers(app)
+    app.include_router(probes_router(registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready))
+    app.include_router(build_router(bearer_auth(token)))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=("/healthz", "/readyz"))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app

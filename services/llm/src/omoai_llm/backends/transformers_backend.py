@@ -1,0 +1,263 @@
+"""Hugging Face transformers generation in-process (CPU or GPU), with the model's chat template.
+
+Concurrent ``generate`` calls are gathered into left-padded batches by one worker task (a map step
+of twenty chunks becomes a few batched forward passes instead of twenty sequential ones); the
+batch runs in a thread under ``policy.inference()`` so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
+from omoai_gpu.memory import MemoryPolicy
+from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    input_ids: list[int]
+    max_tokens: int
+    temperature: float
+    future: asyncio.Future[Completion] = field(repr=False)
+
+
+def _import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:  # pragma: no cover - the extra is installed in tests
+        raise ConfigError("the transformers backend needs the extra: pip install 'omoai-llm[transformers]'") from e
+    return transformers
+
+
+def _load_error(model: str, offline: bool, e: Exception) -> ModelLoadError:
+    looks_local = model.startswith(("/", ".", "~")) or Path(model).exists()
+    if looks_local:
+        hint = "check that the directory holds config.json, the weights and the tokenizer files"
+    elif offline:
+        hint = "offline mode is on and the model is not in the local hub cache; download it first or mount it"
+    else:
+        hint = "check the hub id, the network (or set HF_HUB_OFFLINE=1 with a cached copy) and HF_TOKEN for gated models"
+    return ModelLoadError(f"cannot load model {model!r}: {e.__class__.__name__}: {e} ({hint})", details={"model": model})
+
+
+class TransformersBackend:
+    def __init__(
+        self,
+        model_name: str,
+        model: Any,
+        tokenizer: Any,
+        policy: MemoryPolicy,
+        *,
+        context_tokens: int,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 5.0,
+    ) -> None:
+        self._name = model_name
+        self._model = model
+        self._tok = tokenizer
+        self._policy = policy
+        self._context = context_tokens
+        self._max_batch = max_batch_size
+        self._wait_s = batch_wait_ms / 1000.0
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches_run = 0  # diagnostics (tests, benchmarks)
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        policy: MemoryPolicy,
+        *,
+        offline: bool = False,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        context_tokens: int | None = None,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 5.0,
+    ) -> TransformersBackend:
+        """Blocking: load tokenizer and weights from a directory or hub id onto the policy's device."""
+        tf = _import_transformers()
+        if not model:
+            raise ConfigError("no model configured: set OMOAI_MODEL or --model to a hub id or a directory")
+        path = Path(model).expanduser()
+        if model.startswith(("/", ".", "~")) and not path.is_dir():
+            raise ModelLoadError(f"model directory {model!r} does not exist", details={"model": model})
+        source = str(path) if path.is_dir() else model
+        kwargs: dict[str, Any] = {"local_files_only": offline, "trust_remote_code": trust_remote_code}
+        if revision:
+            kwargs["revision"] = revision
+        try:
+            tokenizer = tf.AutoTokenizer.from_pretrained(source, **kwargs)
+            weights = tf.AutoModelForCausalLM.from_pretrained(source, dtype=policy.dtype, **kwargs)
+        except (OSError, ValueError, KeyError) as e:
+            raise _load_error(model, offline, e) from e
+        weights.to(policy.device)
+        weights.eval()
+        tokenizer.padding_side = "left"
+        if context_tokens is None:
+            context_tokens = int(getattr(weights.config, "max_position_embeddings", 0) or 2048)
+        log.info("loaded %s on %s (%s, context %d tokens)", model, policy.device, policy.dtype, context_tokens)
+        return cls(
+            model,
+            weights,
+            tokenizer,
+            policy,
+            context_tokens=context_tokens,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+        )
+
+    # -- the Backend protocol ---------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text: the chat template when the tokenizer has one, else a plain format."""
+        if self.has_chat_template:
+            return self._tok.apply_chat_template(
+                [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        return render_plain_prompt(messages)
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+    ) -> Completion:
+        if self._closed:
+            raise UnavailableError(f"model {self._name} was unloaded")
+        prompt = self.render(messages)
+        ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
+        room = self._context - len(ids)
+        if room < 1:
+            raise InvalidInputError(
+                f"the prompt has {len(ids)} tokens, over the context of {self._context} tokens of {self._name}"
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(list(ids), max(1, min(max_tokens, room)), temperature, loop.create_future())
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run(), name=f"generate:{self._name}")
+        await self._queue.put(req)
+        return await req.future
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        if self._queue is not None:
+            while not self._queue.empty():
+                req = self._queue.get_nowait()
+                if not req.future.done():
+                    req.future.set_exception(UnavailableError(f"model {self._name} was unloaded"))
+        # Drop the references; the model manager collects garbage and clears the cache once.
+        self._model = None
+        self._tok = None
+
+    # -- batching ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self._wait_s
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            live = [r for r in batch if not r.future.done()]
+            # Greedy and sampled requests cannot share one generate() call.
+            groups: dict[float, list[_Request]] = {}
+            for r in live:
+                groups.setdefault(r.temperature, []).append(r)
+            for temperature, group in groups.items():
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, group, temperature)
+                except Exception as e:  # noqa: BLE001 - every waiter must hear about it
+                    log.exception("generation failed on %s", self._name)
+                    for r in group:
+                        if not r.future.done():
+                            r.future.set_exception(e)
+                    continue
+                for r, c in zip(group, results, strict=True):
+                    if not r.future.done():
+                        r.future.set_result(c)
+
+    def _generate_batch(self, group: list[_Request], temperature: float) -> list[Completion]:
+        import torch
+
+        model, tok = self._model, self._tok
+        if model is None or tok is None:
+            raise UnavailableError(f"model {self._name} was unloaded")
+        width = max(len(r.input_ids) for r in group)
+        ids = torch.full((len(group), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for i, r in enumerate(group):  # left padding: every prompt ends at the same column
+            ids[i, width - len(r.input_ids) :] = torch.tensor(r.input_ids, dtype=torch.long)
+            mask[i, width - len(r.input_ids) :] = 1
+        max_new = max(r.max_tokens for r in group)
+        max_new = max(1, min(max_new, self._context - width))
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        with self._policy.inference():
+            out = model.generate(
+                input_ids=ids.to(self._policy.device),
+                attention_mask=mask.to(self._policy.device),
+                max_new_tokens=max_new,
+                pad_token_id=self._pad_id,
+                eos_token_id=sorted(self._eos_ids) or None,
+                **sampling,
+            )
+        self.batches_run += 1
+        results = []
+        for i, r in enumerate(group):
+            new = out[i, width:].tolist()[: r.max_tokens]
+            finish = "length"
+            for j, t in enumerate(new):
+                if t in self._eos_ids:
+                    new, finish = new[:j], "stop"
+                    break
+            text = tok.decode(new, skip_special_tokens=True)
+            results.append(Completion(text, len(r.input_ids), len(new), finish))
+        return results

@@ -1,0 +1,81 @@
+"""The LLM service's Prometheus metrics, all on one injected registry.
+
+``omoai_inference_duration_seconds{task,model}``, ``omoai_llm_tokens_total{direction,model}``,
+``omoai_llm_model_switches_total{model}``, ``omoai_llm_alignment_words_total{outcome}``,
+``omoai_llm_requests_total{task,outcome}``; cache clears and in-flight requests come from
+``omoai_gpu`` and ``omoai_http``. With the vLLM backend, vLLM's own ``vllm:*`` metrics (which
+it registers on the global registry) are exposed through :class:`ForeignMetrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+
+from omoai_core.metrics import inference_duration_histogram
+from omoai_llm.alignment import AlignmentStats
+from omoai_llm.backends.base import Completion
+
+
+@dataclass
+class LlmMetrics:
+    duration: Histogram
+    tokens: Counter
+    switches: Counter
+    alignment_words: Counter
+    requests: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> LlmMetrics:
+        return cls(
+            duration=inference_duration_histogram(registry),
+            tokens=Counter(
+                "omoai_llm_tokens", "Tokens processed by the model.", ["direction", "model"], registry=registry
+            ),
+            switches=Counter(
+                "omoai_llm_model_switches", "Resident model switches, by the model switched to.", ["model"],
+                registry=registry,
+            ),
+            alignment_words=Counter(
+                "omoai_llm_alignment_words",
+                "Input words by what the alignment did with the model's version of them.",
+                ["outcome"],
+                registry=registry,
+            ),
+            requests=Counter(
+                "omoai_llm_requests", "Finished requests by task and outcome.", ["task", "outcome"], registry=registry
+            ),
+        )
+
+    def completion(self, model: str, c: Completion) -> None:
+        self.tokens.labels(direction="prompt", model=model).inc(c.prompt_tokens)
+        self.tokens.labels(direction="completion", model=model).inc(c.completion_tokens)
+
+    def alignment(self, s: AlignmentStats) -> None:
+        for outcome, n in (
+            ("matched", s.matched),
+            ("replaced", s.replaced),
+            ("spelling_fix", s.spelling_fixes),
+            ("restored", s.restored),
+            ("invented", s.invented),
+        ):
+            self.alignment_words.labels(outcome=outcome).inc(n)
+
+
+class ForeignMetrics:
+    """A collector that re-exposes the metrics of another registry whose names start with ``prefix``."""
+
+    def __init__(self, prefix: str = "vllm:", source: CollectorRegistry = REGISTRY) -> None:
+        self._prefix = prefix
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are not known until vLLM has started
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._source.collect():
+            if metric.name.startswith(self._prefix):
+                yield metric

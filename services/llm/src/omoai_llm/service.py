@@ -1,0 +1,234 @@
+"""LlmService: the four operations of the API on top of the ModelManager, with limits, metrics and
+language handling; HTTP-free so the CLI and the routes share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from omoai_core.errors import InvalidInputError, PayloadTooLargeError
+from omoai_core.schemas import Quality, Segment
+from omoai_llm.alignment import AlignmentStats, Policy
+from omoai_llm.metrics import LlmMetrics
+from omoai_llm.models import ModelManager
+from omoai_llm.prompts import Prompts
+from omoai_llm.protocol import (
+    AlignmentReport,
+    PostprocessRequest,
+    PostprocessResponse,
+    PunctuateRequest,
+    PunctuateResponse,
+    SummarizeRequest,
+    SummarizeResponse,
+    TopicsRequest,
+    TopicsResponse,
+    Usage,
+)
+from omoai_llm.serving.common import CallContext
+from omoai_llm.serving.punctuation import punctuate
+from omoai_llm.serving.summary import SummaryPrompts, summarize
+from omoai_llm.serving.topics import find_topics
+from omoai_llm.settings import LlmSettings
+
+log = logging.getLogger(__name__)
+
+
+def _rate(errors: int, total: int) -> float:
+    return round(errors / total, 6) if total else 0.0
+
+
+def quality_of(s: AlignmentStats, segments: int) -> Quality:
+    return Quality(
+        wer=_rate(s.output_word_errors, s.words_in),
+        cer=_rate(s.output_char_errors, s.chars_in),
+        words_in=s.words_in,
+        words_out=s.words_out,
+        fallback_segments=min(len(s.fallback_segments), segments),
+    )
+
+
+def report_of(s: AlignmentStats, policy: Policy) -> AlignmentReport:
+    return AlignmentReport(
+        policy=policy,
+        model_wer=_rate(s.model_word_errors, s.words_in),
+        model_cer=_rate(s.model_char_errors, s.chars_in),
+        matched=s.matched,
+        replaced=s.replaced,
+        spelling_fixes=s.spelling_fixes,
+        restored=s.restored,
+        invented=s.invented,
+    )
+
+
+class LlmService:
+    def __init__(self, settings: LlmSettings, manager: ModelManager, prompts: Prompts, metrics: LlmMetrics) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.prompts = prompts
+        self.metrics = metrics
+
+    # -- request checks ---------------------------------------------------------------------------
+
+    def language(self, requested: str | None) -> str:
+        lang = (requested or self.settings.language).strip().lower().replace("_", "-").split("-")[0]
+        if lang not in self.prompts.languages:
+            raise InvalidInputError(
+                f"unsupported language {requested!r}; supported: {', '.join(self.prompts.languages)}",
+                details={"supported": self.prompts.languages},
+            )
+        return lang
+
+    def check_size(self, segments: Sequence[Segment] | None = None, text: str | None = None) -> None:
+        if segments is not None and len(segments) > self.settings.max_segments:
+            raise PayloadTooLargeError(
+                f"{len(segments)} segments is over the limit of {self.settings.max_segments}",
+                details={"max_segments": self.settings.max_segments},
+            )
+        chars = len(text or "") + sum(len(s.text) for s in segments or ())
+        if chars > self.settings.max_input_chars:
+            raise PayloadTooLargeError(
+                f"{chars} characters of text is over the limit of {self.settings.max_input_chars}",
+                details={"max_input_chars": self.settings.max_input_chars},
+            )
+        if segments is not None:
+            for i, s in enumerate(segments):
+                if i and s.start + 1e-6 < segments[i - 1].start:
+                    raise InvalidInputError(
+                        f"segments must be in time order: segment {i} starts at {s.start}s, "
+                        f"before segment {i - 1} at {segments[i - 1].start}s",
+                        details={"segment": i},
+                    )
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _task(self, task: str) -> AsyncIterator[CallContext]:
+        model = self.manager.model_for(task)
+        async with self.manager.use(model) as backend:
+            ctx = CallContext(
+                backend,
+                temperature=self.settings.temperature,
+                concurrency=self.settings.concurrency,
+                on_completion=self.metrics.completion,
+            )
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                yield ctx
+                outcome = "ok"
+            finally:
+                self.metrics.duration.labels(task=task, model=backend.model_name).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(task=task, outcome=outcome).inc()
+
+    @staticmethod
+    def _usage(ctx: CallContext) -> Usage:
+        u = ctx.usage
+        return Usage(
+            model=ctx.backend.model_name,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            calls=u.calls,
+            truncated_calls=u.truncated_calls,
+        )
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def punctuate(self, req: PunctuateRequest) -> PunctuateResponse:
+        self.check_size(req.segments)
+        lang = self.language(req.language)
+        policy: Policy = req.policy or self.settings.alignment
+        async with self._task("punctuate") as ctx:
+            result = await punctuate(
+                req.segments,
+                ctx,
+                system_prompt=self.prompts.get(lang, "punctuate"),
+                policy=policy,
+                chunk_tokens=self.settings.punct_chunk_tokens,
+            )
+        self.metrics.alignment(result.stats)
+        return PunctuateResponse(
+            segments=result.segments,
+            text=" ".join(s.text for s in result.segments if s.text),
+            quality=quality_of(result.stats, len(req.segments)),
+            alignment=report_of(result.stats, policy),
+            chunks=result.chunks,
+            usage=self._usage(ctx),
+        )
+
+    async def summarize(self, req: SummarizeRequest) -> SummarizeResponse:
+        self.check_size(req.segments, req.text)
+        lang = self.language(req.language)
+        texts = [s.text for s in req.segments] if req.segments is not None else (req.text or "").split("\n")
+        if not any(t.strip() for t in texts):
+            raise InvalidInputError("there is no text to summarise")
+        async with self._task("summarize") as ctx:
+            result = await summarize(texts, ctx, prompts=self._summary_prompts(lang), max_tokens=self.settings.summary_max_tokens)
+        return SummarizeResponse(
+            summary=result.summary,
+            strategy=result.strategy,
+            chunks=result.chunks,
+            structured=result.structured,
+            usage=self._usage(ctx),
+        )
+
+    async def topics(self, req: TopicsRequest) -> TopicsResponse:
+        self.check_size(req.segments)
+        lang = self.language(req.language)
+        if not any(s.text.strip() for s in req.segments):
+            raise InvalidInputError("there is no text to find topics in")
+        async with self._task("topics") as ctx:
+            result = await find_topics(
+                req.segments,
+                ctx,
+                prompt=self.prompts.get(lang, "topics"),
+                max_topics=req.max_topics or self.settings.max_topics,
+                max_tokens=self.settings.topics_max_tokens,
+            )
+        return TopicsResponse(topics=result.topics, chunks=result.chunks, warnings=result.warnings, usage=self._usage(ctx))
+
+    async def postprocess(self, req: PostprocessRequest) -> PostprocessResponse:
+        """Punctuation first; summary and topics then run concurrently on the punctuated text."""
+        self.check_size(req.segments)
+        lang = self.language(req.language)
+        tasks = set(req.tasks)
+        out = PostprocessResponse(segments=[s.model_copy() for s in req.segments], text="")
+        if "punctuate" in tasks:
+            p = await self.punctuate(PunctuateRequest(segments=req.segments, language=lang, policy=req.policy))
+            out.segments, out.quality, out.alignment = p.segments, p.quality, p.alignment
+            out.usage["punctuate"] = p.usage
+        out.text = " ".join(s.text.strip() for s in out.segments if s.text.strip())
+        has_text = bool(out.text)
+        jobs = {}
+        if "summarize" in tasks and has_text:
+            jobs["summarize"] = self.summarize(SummarizeRequest(segments=out.segments, language=lang))
+        if "topics" in tasks and has_text:
+            jobs["topics"] = self.topics(TopicsRequest(segments=out.segments, language=lang, max_topics=req.max_topics))
+        if not has_text and tasks - {"punctuate"}:
+            out.warnings.append("the transcript has no words: nothing to summarise or split into topics")
+        if jobs:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    running = {name: tg.create_task(job) for name, job in jobs.items()}
+            except BaseExceptionGroup as group:
+                raise group.exceptions[0] from None
+            if "summarize" in running:
+                s = running["summarize"].result()
+                out.summary = s.summary
+                out.usage["summarize"] = s.usage
+            if "topics" in running:
+                t = running["topics"].result()
+                out.topics = t.topics
+                out.warnings.extend(t.warnings)
+                out.usage["topics"] = t.usage
+        return out
+
+    def _summary_prompts(self, lang: str) -> SummaryPrompts:
+        return SummaryPrompts(
+            single=self.prompts.get(lang, "summary"),
+            map=self.prompts.get(lang, "summary_map"),
+            reduce=self.prompts.get(lang, "summary_reduce"),
+        )

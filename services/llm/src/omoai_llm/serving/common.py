@@ -1,0 +1,90 @@
+"""What the task modules share: usage accounting, bounded concurrent model calls, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from omoai_core.errors import ConfigError
+from omoai_llm.backends.base import Backend, ChatMessage, Completion
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: Tokens a chat template adds around the messages (role markers, special tokens), generously.
+TEMPLATE_OVERHEAD = 64
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    truncated_calls: int = 0  # completions stopped by the token limit
+
+    def add(self, c: Completion) -> None:
+        self.prompt_tokens += c.prompt_tokens
+        self.completion_tokens += c.completion_tokens
+        self.calls += 1
+        if c.finish_reason == "length":
+            self.truncated_calls += 1
+
+    def merge(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.calls += other.calls
+        self.truncated_calls += other.truncated_calls
+
+
+@dataclass
+class CallContext:
+    """One task's access to the model: the backend, sampling, a concurrency bound and a usage tally."""
+
+    backend: Backend
+    temperature: float = 0.0
+    concurrency: int = 8
+    on_completion: Callable[[str, Completion], None] | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        self._sem = asyncio.Semaphore(self.concurrency)
+
+    async def chat(self, system: str, user: str, max_tokens: int) -> Completion:
+        async with self._sem:
+            c = await self.backend.generate(
+                [ChatMessage("system", system), ChatMessage("user", user)],
+                max_tokens=max_tokens,
+                temperature=self.temperature,
+            )
+        self.usage.add(c)
+        if self.on_completion is not None:
+            self.on_completion(self.backend.model_name, c)
+        return c
+
+    def room(self, system: str, max_output: int) -> int:
+        """Input tokens that fit next to ``system`` and ``max_output`` generated tokens."""
+        room = self.backend.context_tokens - self.backend.count_tokens(system) - TEMPLATE_OVERHEAD - max_output
+        if room < 32:
+            raise ConfigError(
+                f"the context of {self.backend.model_name} ({self.backend.context_tokens} tokens) leaves no room "
+                f"for input next to the prompt and {max_output} output tokens; lower the *_MAX_TOKENS settings"
+            )
+        return room
+
+
+async def map_concurrently(fn: Callable[[T], Awaitable[U]], items: Sequence[T]) -> list[U]:
+    """``fn`` over ``items`` concurrently (bounded by the CallContext semaphore), results in order.
+
+    The first failure cancels the rest (TaskGroup) so a failing upstream does not keep working.
+    """
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(fn(item)) for item in items]
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
