@@ -169,9 +169,9 @@ class ChunkFormerEngine:
             group.append(i)
             used += n
         flush()
-        return [
-            self._transcript(r.argmax, len(s), options) for r, s in zip(results, batch, strict=True) if r is not None
-        ]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(batch), "every recording is decoded by one of the two paths"
+        return [self._transcript(r.argmax, len(s), options) for r, s in zip(done, batch, strict=True)]
 
     def _transcript(self, path: np.ndarray, n_samples: int, options: DecodeOptions) -> Transcript:
         return Transcript(
