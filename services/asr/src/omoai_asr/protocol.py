@@ -38,9 +38,9 @@ class _Strict(BaseModel):
 class TranscriptionOptions(_Strict):
     """Decode and output options; unset fields take the server's defaults."""
 
-    chunk_size: int | None = Field(default=None, ge=1, le=1024, description="Encoder frames per chunk (80 ms each).")
-    left_context: int | None = Field(default=None, ge=0, le=1024, description="Left context, encoder frames.")
-    right_context: int | None = Field(default=None, ge=0, le=1024, description="Right context, encoder frames.")
+    chunk_size: int | None = Field(default=None, ge=1, le=4999, description="Encoder frames per chunk (80 ms each).")
+    left_context: int | None = Field(default=None, ge=0, le=4999, description="Left context, encoder frames.")
+    right_context: int | None = Field(default=None, ge=0, le=4999, description="Right context, encoder frames.")
     total_batch_duration: float | None = Field(
         default=None, gt=0, le=14400, description="Seconds of audio per forward pass (long-form window budget)."
     )
