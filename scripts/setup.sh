@@ -44,8 +44,8 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 stamp="$VENV/.omoai-installed"
-want=$(cat constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml \
-  operator/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+want=$({ ls constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml \
+  operator/pyproject.toml 2>/dev/null || true; } | xargs cat | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   log "python environment up to date"
   exit 0
