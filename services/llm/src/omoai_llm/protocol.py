@@ -86,6 +86,7 @@ class SummarizeResponse(_Model):
     strategy: Literal["single", "map_reduce"]
     chunks: int
     structured: bool = Field(description="False when the summary was recovered from a non-JSON answer.")
+    warnings: list[str] = Field(default_factory=list)
     usage: Usage
 
 

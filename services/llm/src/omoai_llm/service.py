@@ -172,6 +172,12 @@ class LlmService:
             strategy=result.strategy,
             chunks=result.chunks,
             structured=result.structured,
+            warnings=[
+                f"{result.extractive_parts} of {result.chunks} parts gave no usable summary twice; "
+                "their opening words were used instead"
+            ]
+            if result.extractive_parts
+            else [],
             usage=self._usage(ctx),
         )
 
@@ -218,6 +224,7 @@ class LlmService:
             if "summarize" in running:
                 s = running["summarize"].result()
                 out.summary = s.summary
+                out.warnings.extend(s.warnings)
                 out.usage["summarize"] = s.usage
             if "topics" in running:
                 t = running["topics"].result()

@@ -32,8 +32,13 @@ def write_tiny_model(
     context: int = 4096,
     chat_template: bool = True,
     seed: int = 0,
+    initializer_range: float = 1.0,
 ) -> Path:
-    """Create the model in ``directory`` (created if missing) and return it."""
+    """Create the model in ``directory`` (created if missing) and return it.
+
+    A wide ``initializer_range`` makes the random model babble varied tokens instead of repeating
+    one newline forever, so tests see words, punctuation and bytes in its answers.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -70,6 +75,7 @@ def write_tiny_model(
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)

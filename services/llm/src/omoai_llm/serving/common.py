@@ -13,6 +13,9 @@ from omoai_llm.backends.base import Backend, ChatMessage, Completion
 T = TypeVar("T")
 U = TypeVar("U")
 
+#: Temperature of the one retry after an unusable answer (greedy decoding would repeat it).
+RETRY_TEMPERATURE = 0.7
+
 #: Tokens a chat template adds around the messages (role markers, special tokens), generously.
 TEMPLATE_OVERHEAD = 64
 
@@ -51,12 +54,12 @@ class CallContext:
     def __post_init__(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
 
-    async def chat(self, system: str, user: str, max_tokens: int) -> Completion:
+    async def chat(self, system: str, user: str, max_tokens: int, *, temperature: float | None = None) -> Completion:
         async with self._sem:
             c = await self.backend.generate(
                 [ChatMessage("system", system), ChatMessage("user", user)],
                 max_tokens=max_tokens,
-                temperature=self.temperature,
+                temperature=self.temperature if temperature is None else temperature,
             )
         self.usage.add(c)
         if self.on_completion is not None:

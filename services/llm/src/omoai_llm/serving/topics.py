@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from omoai_core.schemas import Segment, Topic
 from omoai_llm.chunking import pack, split_words
 from omoai_llm.parsing import ParsedTopic, parse_topics
-from omoai_llm.serving.common import CallContext, map_concurrently
+from omoai_llm.serving.common import RETRY_TEMPERATURE, CallContext, map_concurrently
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class TopicsResult:
     topics: list[Topic]
     chunks: int
     warnings: list[str]
+
+
+MAX_TITLE_CHARS = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def format_time(seconds: float) -> str:
@@ -68,19 +75,21 @@ async def find_topics(
     groups = pack(counts, room)
     total = sum(counts) or 1
 
-    async def one(g: range) -> tuple[list[int], list[ParsedTopic], list[int]]:
+    async def one(g: range) -> tuple[list[int], list[ParsedTopic]]:
         share = max(1, round(max_topics * sum(counts[g.start : g.stop]) / total))
         share = min(share, max_topics)
         system = prompt.replace("{max_topics}", str(share))
         text = "\n".join(t for _, t in lines[g.start : g.stop])
-        answer = (await ctx.chat(system, text, max_tokens)).text
-        group_ids = sorted({lines[k][0] for k in g})
-        return group_ids, parse_topics(answer), [g.start]
+        parsed = parse_topics((await ctx.chat(system, text, max_tokens)).text)
+        if not parsed:  # once more, sampled: greedy decoding would repeat the same answer
+            retry = await ctx.chat(system, text, max_tokens, temperature=max(ctx.temperature, RETRY_TEMPERATURE))
+            parsed = parse_topics(retry.text)
+        return sorted({lines[k][0] for k in g}), parsed
 
     results = await map_concurrently(one, groups)
     chosen: dict[int, ParsedTopic] = {}
     warnings: list[str] = []
-    for part, (group_ids, parsed, _) in enumerate(results, start=1):
+    for part, (group_ids, parsed) in enumerate(results, start=1):
         found = 0
         for t in parsed:
             idx = _resolve(t, group_ids, segments)
@@ -95,5 +104,12 @@ async def find_topics(
     for k, idx in enumerate(starts):
         end = segments[starts[k + 1]].start if k + 1 < len(starts) else last_end
         t = chosen[idx]
-        topics.append(Topic(title=t.title, start=segments[idx].start, end=max(end, segments[idx].start), summary=t.summary))
+        topics.append(
+            Topic(
+                title=_clip(t.title, MAX_TITLE_CHARS),
+                start=segments[idx].start,
+                end=max(end, segments[idx].start),
+                summary=_clip(t.summary, 4 * MAX_TITLE_CHARS) if t.summary else None,
+            )
+        )
     return TopicsResult(topics, len(groups), warnings)

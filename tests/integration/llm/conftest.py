@@ -1,0 +1,102 @@
+"""Real servers on loopback for the LLM service tests: a free port, uvicorn in a thread for
+in-process apps, ``omoai-llm serve`` as a subprocess, and a tiny random model on disk.
+Every server is stopped when its fixture ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, *, timeout_s: float = 60.0) -> Iterator[str]:  # noqa: ANN001 - an ASGI app
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextlib.contextmanager
+def serve_process(args: list[str], env: dict[str, str] | None = None, *, timeout_s: float = 180.0) -> Iterator[str]:
+    """``omoai-llm serve ARGS`` on a free port, ready (``/readyz`` 200) before yielding its URL."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("omoai-llm")
+    full_env = {**os.environ, "OMOAI_LOG_LEVEL": "WARNING", **(env or {})}
+    proc = subprocess.Popen(
+        [str(exe), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"omoai-llm serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("omoai-llm serve did not become ready")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omoai_llm.testing import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-llm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omoai_llm.testing import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-llm-b"), seed=1, chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def servers():  # noqa: ANN201 - a namespace of the helpers above (the test dir is not a package)
+    import types
+
+    return types.SimpleNamespace(process=serve_process, thread=serve_in_thread, free_port=free_port)
