@@ -1,0 +1,135 @@
+"""The ``omoai`` command: ``omoai run job.yaml`` (a TranscriptionJob without a cluster) and
+``omoai operator`` (the kopf operator; the same as ``kopf run -m omoai_operator.handlers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omoai_core.errors import OmoaiError
+from omoai_core.settings import configure_logging, load_settings
+from omoai_operator.settings import OperatorSettings
+
+log = logging.getLogger("omoai_operator.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omoai", description="OMOAI: long recordings to transcripts, summaries, topics.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run TranscriptionJob manifest(s) locally, without a cluster")
+    r.add_argument("manifest", type=Path, help="YAML file with one or more TranscriptionJobs")
+    r.add_argument("--asr-url", default=None, help="use this ASR service (default: start omoai-asr locally)")
+    r.add_argument("--llm-url", default=None, help="use this LLM service (default: start omoai-llm locally)")
+    r.add_argument("--asr-model", default=None, help="model for a locally started ASR service (env OMOAI_ASR_MODEL)")
+    r.add_argument("--llm-backend", default=None, help="backend of a locally started LLM service")
+    r.add_argument("--llm-model", default=None, help="model of a locally started LLM service (env OMOAI_LLM_MODEL)")
+    r.add_argument("--data-dir", type=Path, default=Path.cwd(), help="directory standing in for pvc claims (default .)")
+    r.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR", help="map one claim to a directory")
+    r.add_argument("--output-dir", "-o", type=Path, default=None, help="write outputs here instead of the spec's")
+    r.add_argument("--concurrency", type=int, default=None, help="jobs per service at once (default 2)")
+    r.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    o = sub.add_parser("operator", help="run the Kubernetes operator")
+    o.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    o.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    o.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(args))
+        return _operator(args)
+    except OmoaiError as e:
+        print(f"omoai: error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from omoai_operator.runner import local_service, read_manifests, run_jobs
+
+    volumes = {}
+    for item in args.volume:
+        claim, sep, directory = item.partition("=")
+        if not sep or not claim or not directory:
+            print(f"omoai: error: --volume expects CLAIM=DIR, got {item!r}", file=sys.stderr)
+            return 2
+        volumes[claim] = directory
+    overrides = {"log_level": args.log_level, "asr_concurrency": args.concurrency, "llm_concurrency": args.concurrency}
+    base = load_settings(OperatorSettings, **overrides)
+    configure_logging(base)
+    docs = read_manifests(args.manifest)
+    needs_llm = any(_needs_llm(d.get("spec") or {}) for d in docs)
+    async with contextlib.AsyncExitStack() as stack:
+        asr_url = args.asr_url or _env("OMOAI_ASR_URL")
+        if asr_url is None:
+            model = args.asr_model or _env("OMOAI_ASR_MODEL")
+            extra = ["--model", model] if model else []
+            asr_url = await stack.enter_async_context(local_service("omoai_asr", extra))
+        llm_url = args.llm_url or _env("OMOAI_LLM_URL") or "http://127.0.0.1:9"
+        if needs_llm and not (args.llm_url or _env("OMOAI_LLM_URL")):
+            extra = []
+            if args.llm_backend:
+                extra += ["--backend", args.llm_backend]
+            if args.llm_model or _env("OMOAI_LLM_MODEL"):
+                extra += ["--model", args.llm_model or _env("OMOAI_LLM_MODEL")]
+            llm_url = await stack.enter_async_context(local_service("omoai_llm", extra))
+        cfg = base.model_copy(update={"asr_url": asr_url.rstrip("/"), "llm_url": llm_url.rstrip("/"),
+                                      "volumes": {**base.volumes, **volumes}, "backoff_base_s": 2.0})
+        results = await run_jobs(docs, cfg, data_dir=args.data_dir, output_dir=args.output_dir)
+    ok = True
+    for res in results:
+        s = res.status
+        line = {"name": res.name, "phase": s.get("phase"), "reason": s.get("reason"), "message": s.get("message"),
+                "files": (s.get("results") or {}).get("files", []), "audioDuration": s.get("audioDuration"),
+                "realTimeFactor": s.get("realTimeFactor")}
+        print(json.dumps(line, ensure_ascii=False))
+        ok = ok and res.ok
+    return 0 if ok else 1
+
+
+def _needs_llm(spec: dict) -> bool:
+    pp = spec.get("postprocess") or {}
+    return bool(pp.get("punctuation", True) or pp.get("summary", "full") != "none" or pp.get("topics", True))
+
+
+def _env(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name) or None
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from omoai_operator import handlers  # noqa: F401 - registers the handlers
+
+    cfg = load_settings(OperatorSettings)
+    configure_logging(cfg)
+    namespaces = args.namespace or cfg.namespaces
+    asyncio.run(
+        kopf.operator(
+            standalone=args.standalone or cfg.peering_standalone,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

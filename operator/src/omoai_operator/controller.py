@@ -1,0 +1,161 @@
+"""The operator process: builds the shared runtime from settings and gives each TranscriptionJob
+its driver (a kopf daemon), its status writer, its TTL and its cleanup on delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry
+
+from omoai_core.errors import InvalidInputError
+from omoai_operator import reconcile as rc
+from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
+from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
+from omoai_operator.kube import KubeClient, KubeError
+from omoai_operator.locations import Locations, SecretReader
+from omoai_operator.metrics import OperatorMetrics
+from omoai_operator.pipeline import Pipeline
+from omoai_operator.queue import CapacityQueue
+from omoai_operator.settings import OperatorSettings
+from omoai_operator.spec import parse_spec
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(
+    cfg: OperatorSettings, registry: CollectorRegistry, read_secret: SecretReader | None = None
+) -> Runtime:
+    """The pieces every job shares; used by the operator and by ``omoai run``."""
+    metrics = OperatorMetrics.create(registry)
+
+    def client(svc: str, url: str) -> ServiceClient:
+        return ServiceClient(
+            svc.upper(), url, token=cfg.token(svc), timeout_s=cfg.request_timeout_s, connect_timeout_s=cfg.connect_timeout_s
+        )
+
+    return Runtime(
+        pipeline=Pipeline(AsrClient(client("asr", cfg.asr_url)), LlmClient(client("llm", cfg.llm_url))),
+        queue=CapacityQueue({"asr": cfg.asr_concurrency, "llm": cfg.llm_concurrency}, observer=metrics.observe_queue),
+        locations=Locations(cfg.volumes, read_secret),
+        metrics=metrics,
+        backoff=rc.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
+        suspend_poll_s=cfg.suspend_poll_s,
+    )
+
+
+async def close_runtime(rt: Runtime) -> None:
+    await rt.pipeline.asr.client.aclose()
+    await rt.pipeline.llm.client.aclose()
+
+
+class KubeSink:
+    """Writes transitions to the job's ``/status`` and posts them as Kubernetes events."""
+
+    def __init__(self, kube: KubeClient, ref: JobRef, body: kopf.Body) -> None:
+        self.kube = kube
+        self.ref = ref
+        self.body = body
+
+    async def patch(self, patch: Mapping[str, Any]) -> None:
+        delay = 0.2
+        for attempt in range(6):
+            try:
+                await self.kube.patch_status(self.ref.namespace, self.ref.name, patch)
+                return
+            except KubeError as e:
+                if e.status == 404:
+                    raise JobGone(self.ref.key) from e
+                if e.status < 500 and e.status not in (409, 429):
+                    raise
+                err: Exception = e
+            except Exception as e:  # connection errors: the API server restarts too
+                err = e
+            log.warning("status patch of %s failed (%s), attempt %d", self.ref.key, err, attempt + 1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise RuntimeError(f"cannot write the status of {self.ref.key}")
+
+    async def event(self, event: rc.Event) -> None:
+        kopf.event(self.body, type=event.type, reason=event.reason, message=event.message[:1000])
+
+
+class Controller:
+    def __init__(self, cfg: OperatorSettings, registry: CollectorRegistry) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self._kube: KubeClient | None = None
+        self.runtime = build_runtime(cfg, registry, self._read_secret)
+
+    def connect(self, info: kopf.ConnectionInfo) -> None:
+        self._kube = KubeClient(info)
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            raise RuntimeError("not logged in to Kubernetes yet")
+        return self._kube
+
+    async def _read_secret(self, namespace: str, name: str) -> Mapping[str, str]:
+        return await self.kube.read_secret(namespace, name)
+
+    async def close(self) -> None:
+        await close_runtime(self.runtime)
+        if self._kube is not None:
+            await self._kube.aclose()
+
+    @staticmethod
+    def ref(body: kopf.Body) -> JobRef:
+        meta = body.get("metadata", {})
+        return JobRef(meta["namespace"], meta["name"], meta.get("uid") or meta["name"],
+                      rc.parse_time(meta.get("creationTimestamp")))
+
+    async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+        ref = self.ref(body)
+        driver = JobDriver(
+            self.runtime,
+            ref,
+            KubeSink(self.kube, ref, body),
+            read_spec=lambda: body.get("spec"),
+            status=body.get("status"),
+            generation=lambda: body.get("metadata", {}).get("generation"),
+        )
+        try:
+            decision = await drive_until_stopped(driver, stopped)
+        except JobGone:
+            return
+        except Exception:
+            self.runtime.metrics.reconcile_errors.labels(kind="driver").inc()
+            raise
+        if decision is not None and decision.kind == "expire" and decision.at is not None:
+            left = (decision.at - self.runtime.now()).total_seconds()
+            if left > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), timeout=left)
+            if not stopped:
+                log.info("%s: ttlSecondsAfterFinished passed, deleting", ref.key)
+                kopf.event(body, type="Normal", reason="Expired", message="ttlSecondsAfterFinished passed; deleting")
+                await self.kube.delete_job(ref.namespace, ref.name, ref.uid)
+
+    async def cleanup(self, body: kopf.Body) -> None:
+        """On delete (idempotent: kopf may call it twice): drop staged and half-committed outputs."""
+        ref = self.ref(body)
+        self.runtime.phases.set(ref.key, None)
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+        except InvalidInputError:
+            return
+        try:
+            store = await self.runtime.locations.store(spec, ref.namespace, ref.uid)
+        except StageError as e:
+            log.info("%s: no store to clean (%s)", ref.key, e)
+            return
+        if (body.get("status") or {}).get("phase") == rc.Phase.SUCCEEDED:
+            await store.finalize()  # the outputs are the result: they stay
+        else:
+            await store.discard()

@@ -1,0 +1,300 @@
+"""One job's life: ask :func:`reconcile.decide` what is next, do it (wait for capacity, run a
+stage, back off, pause), write the transition, repeat until the job is finished.
+
+The same driver runs in the operator (a kopf daemon per job, status written to the API server)
+and in ``omoai run`` (status kept in memory and logged): the :class:`StatusSink` is the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from omoai_core.errors import InvalidInputError
+from omoai_operator import reconcile as rc
+from omoai_operator.clients import StageError
+from omoai_operator.locations import Locations
+from omoai_operator.metrics import OperatorMetrics, PhaseBook
+from omoai_operator.pipeline import JobContext, Pipeline
+from omoai_operator.queue import CapacityQueue, Ticket
+from omoai_operator.spec import JobSpec, parse_spec
+from omoai_operator.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobGone(Exception):
+    """The job was deleted under us: stop quietly."""
+
+
+class StatusSink(Protocol):
+    async def patch(self, patch: Mapping[str, Any]) -> None: ...
+    async def event(self, event: rc.Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobRef:
+    namespace: str
+    name: str
+    uid: str
+    created: dt.datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Runtime:
+    """What all jobs of one process share."""
+
+    pipeline: Pipeline
+    queue: CapacityQueue
+    locations: Locations
+    metrics: OperatorMetrics
+    backoff: rc.Backoff = field(default_factory=rc.Backoff)
+    suspend_poll_s: float = 0.5
+    position_interval_s: float = 0.5
+    now: Callable[[], dt.datetime] = utcnow
+    phases: PhaseBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.phases = PhaseBook(self.metrics)
+
+
+class JobDriver:
+    def __init__(
+        self,
+        runtime: Runtime,
+        ref: JobRef,
+        sink: StatusSink,
+        read_spec: Callable[[], Mapping[str, Any] | None],
+        status: Mapping[str, Any] | None,
+        generation: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.rt = runtime
+        self.ref = ref
+        self.sink = sink
+        self.read_spec = read_spec
+        self.generation = generation
+        self.status: dict[str, Any] = dict(status or {})
+        self._ctx: JobContext | None = None
+        self._last_position_at = 0.0
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    async def apply(self, t: rc.Transition) -> None:
+        before = self.status.get("phase")
+        self.status = rc.merge_patch(self.status, t.patch)
+        await self.sink.patch(t.patch)
+        if t.event is not None:
+            await self.sink.event(t.event)
+        after = self.status.get("phase")
+        self.rt.phases.set(self.ref.key, after)
+        if after != before and after in rc.TERMINAL:
+            start = rc.parse_time(self.status.get("startTime")) or self.ref.created
+            end = rc.parse_time(self.status.get("completionTime"))
+            if start and end:
+                self.rt.metrics.job_duration.labels(outcome=after).observe(max(0.0, (end - start).total_seconds()))
+
+    def spec(self) -> JobSpec:
+        return parse_spec(dict(self.read_spec() or {}))
+
+    async def context(self, spec: JobSpec) -> JobContext:
+        if self._ctx is None or self._ctx.spec.source != spec.source or self._ctx.spec.output != spec.output:
+            store = await self.rt.locations.store(spec, self.ref.namespace, self.ref.uid)
+            url = await self.rt.locations.audio_url(spec, self.ref.namespace)
+            path = self.rt.locations.local_audio(spec)
+            self._ctx = JobContext(self.ref.key, self.ref.name, self.ref.uid, spec, store, url, path)
+        else:
+            self._ctx = dataclasses.replace(self._ctx, spec=spec)
+        return self._ctx
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> rc.Decision:
+        """Drive until the job is finished; returns the last decision (``finished`` or ``expire``)."""
+        self.rt.phases.set(self.ref.key, self.status.get("phase"))
+        while True:
+            now = self.rt.now()
+            try:
+                spec = self.spec()
+            except InvalidInputError as e:
+                if self.status.get("phase") in rc.TERMINAL:
+                    return rc.Decision("finished")
+                await self.apply(rc.fail(self.status, rc.Reason.INVALID_SPEC, e.message, now))
+                return rc.Decision("finished")
+            d = rc.decide(spec, self.status, now)
+            if d.kind in ("finished", "expire"):
+                await self._tidy(spec)
+                return d
+            if d.kind == "init":
+                await self.apply(rc.initialize(spec, now, self.generation()))
+            elif d.kind == "fail":
+                await self.apply(rc.fail(self.status, d.reason or "Failed", d.message or "", now))
+            elif d.kind == "suspend":
+                await self.apply(rc.suspend(self.status, now))
+            elif d.kind == "suspended":
+                await asyncio.sleep(self.rt.suspend_poll_s)
+            elif d.kind == "resume":
+                await self.apply(rc.resume(self.status, now))
+            elif d.kind == "complete":
+                results = self.status.get("results") or {}
+                await self.apply(
+                    rc.complete(spec, self.status, now, results.get("location", ""), results.get("files", []),
+                                self.status.get("summary"))
+                )
+            elif d.kind == "run":
+                assert d.stage is not None
+                await self._run_stage(spec, d.stage)
+
+    async def _tidy(self, spec: JobSpec) -> None:
+        """After the end: drop the staging area (and on failure anything half committed)."""
+        try:
+            ctx = await self.context(spec)
+            if self.status.get("phase") == rc.Phase.SUCCEEDED:
+                await ctx.store.finalize()
+            else:
+                await ctx.store.discard()
+        except StageError as e:
+            log.debug("nothing to tidy for %s: %s", self.ref.key, e)
+        except Exception:  # tidying must never turn a finished job into an error loop
+            log.exception("tidying %s failed", self.ref.key)
+            self.rt.metrics.reconcile_errors.labels(kind="tidy").inc()
+
+    async def _run_stage(self, spec: JobSpec, stage: str) -> None:
+        service = rc.STAGE_SERVICE[stage]
+        started = asyncio.Event()
+        work = asyncio.ensure_future(self._attempt(spec, stage, service, started))
+        try:
+            # While waiting for capacity, a suspend request takes the job out of the line.
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.rt.suspend_poll_s)
+                if not work.done() and not started.is_set() and self._suspend_requested():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+                    return
+            retry_in = work.result()
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+        if retry_in is not None:
+            await self._sleep_until_retry(spec, retry_in)
+
+    def _suspend_requested(self) -> bool:
+        try:
+            return bool((self.read_spec() or {}).get("suspend"))
+        except Exception:
+            return False
+
+    async def _sleep_until_retry(self, spec: JobSpec, delay: float) -> None:
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, self.rt.suspend_poll_s))
+            if self._suspend_requested():
+                return
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, service: str | None, stage: str) -> AsyncIterator[None]:
+        if service is None:
+            yield
+            return
+        ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
+
+        async def on_position(pos: int) -> None:
+            mono = time.monotonic()
+            first = self.status.get("queuePosition") is None
+            if first or mono - self._last_position_at >= self.rt.position_interval_s:
+                self._last_position_at = mono
+                await self.apply(rc.queued(self.status, stage, service, pos))
+
+        async with self.rt.queue.slot(service, ticket, on_position):
+            yield
+
+    def _priority(self) -> int:
+        try:
+            return int((self.read_spec() or {}).get("priority", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    async def _attempt(self, spec: JobSpec, stage: str, service: str | None, started: asyncio.Event) -> float | None:
+        """One attempt of one stage; returns the retry delay, or None when no retry is due."""
+        try:
+            ctx = await self.context(spec)
+        except StageError as e:
+            return await self._failed(spec, stage, e.failure, 0.0)
+        async with self._slot(service, stage):
+            started.set()
+            now = self.rt.now()
+            await self.apply(rc.stage_started(spec, self.status, stage, now, self.generation()))
+            limit = rc.deadline(spec, self.status)
+            t0 = time.monotonic()
+            try:
+                async with _deadline(limit, self.rt.now):
+                    outcome = await self.rt.pipeline.run_stage(stage, ctx)
+            except TimeoutError:
+                self.rt.metrics.stage_duration.labels(stage=stage, outcome="deadline").observe(time.monotonic() - t0)
+                return None  # decide() now says DeadlineExceeded
+            except StageError as e:
+                self.rt.metrics.stage_duration.labels(stage=stage, outcome="failed").observe(time.monotonic() - t0)
+                return await self._failed(spec, stage, e.failure, time.monotonic() - t0)
+            self.rt.metrics.stage_duration.labels(stage=stage, outcome="succeeded").observe(outcome.duration_s)
+            extra: dict[str, Any] = dict(outcome.status)
+            if stage == "write":
+                extra["results"] = {"location": ctx.store.location, "files": outcome.files}
+                if outcome.summary:
+                    extra["summary"] = outcome.summary[:2000]
+            await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), outcome.duration_s, extra))
+        return None
+
+    async def _failed(self, spec: JobSpec, stage: str, failure: rc.Failure, elapsed: float) -> float | None:
+        after = rc.stage_failed(spec, self.status, stage, failure, self.rt.now(), self.rt.backoff)
+        if failure.reason == "TranscriptMissing":
+            after.transition.patch.setdefault("stages", {})["asr"] = None  # transcribe again
+        await self.apply(after.transition)
+        if after.failed:
+            log.info("%s failed in %s: %s", self.ref.key, stage, failure.message)
+            return None
+        self.rt.metrics.retries.labels(stage=stage).inc()
+        log.info("%s: %s failed (%s), retrying in %.1fs", self.ref.key, stage, failure.reason, after.retry_in_s)
+        return after.retry_in_s
+
+
+@contextlib.asynccontextmanager
+async def _deadline(limit: dt.datetime | None, now: Callable[[], dt.datetime]) -> AsyncIterator[None]:
+    if limit is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    left = (limit - now()).total_seconds()
+    async with asyncio.timeout_at(loop.time() + max(0.0, left)):
+        yield
+
+
+async def drive_until_stopped(driver: JobDriver, stopped: Any) -> rc.Decision | None:
+    """Run ``driver`` until it finishes or ``stopped`` (an awaitable flag) fires; in-flight work is
+    cancelled at once (the ASR/LLM request is dropped, its connection closed)."""
+    work = asyncio.ensure_future(driver.run())
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, JobGone):
+                await work
+            return None
+    return work.result()

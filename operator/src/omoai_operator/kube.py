@@ -1,0 +1,118 @@
+"""A small Kubernetes API client on httpx for what kopf's handler patches cannot do from a long
+running daemon: patch ``/status`` at every transition, read a Secret, delete an expired job.
+
+It authenticates with the same :class:`kopf.ConnectionInfo` the operator logged in with.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import kopf
+
+from omoai_operator.clients import StageError
+from omoai_operator.spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def _as_file(data: str | bytes, suffix: str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        raw = base64.b64decode(raw, validate=True)
+    except ValueError:
+        pass
+    f = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)  # noqa: SIM115 - must outlive the context
+    f.write(raw)
+    f.close()
+    return f.name
+
+
+def _tls(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    if not info.server.startswith("https"):
+        return True
+    ctx = ssl.create_default_context(cafile=str(info.ca_path) if info.ca_path else None)
+    if info.ca_data:
+        ctx.load_verify_locations(cafile=_as_file(info.ca_data, ".crt"))
+    cert = info.certificate_path or (info.certificate_data and _as_file(info.certificate_data, ".crt"))
+    key = info.private_key_path or (info.private_key_data and _as_file(info.private_key_data, ".key"))
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
+class KubeClient:
+    def __init__(self, info: kopf.ConnectionInfo, *, timeout_s: float = 30.0) -> None:
+        headers = {}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        auth = (info.username, info.password or "") if info.username else None
+        self._http = httpx.AsyncClient(
+            base_url=info.server.rstrip("/"), headers=headers, auth=auth, verify=_tls(info), timeout=timeout_s
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @staticmethod
+    def job_path(namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = await self._http.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                message = resp.json().get("message", resp.text)
+            except ValueError:
+                message = resp.text
+            raise KubeError(resp.status_code, str(message)[:500])
+        return resp.json() if resp.content else {}
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._request(
+            "PATCH",
+            self.job_path(namespace, name) + "/status",
+            json={"status": dict(status)},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    async def delete_job(self, namespace: str, name: str, uid: str | None = None) -> None:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}  # never delete a newer job of the same name
+        try:
+            await self._request("DELETE", self.job_path(namespace, name), json=body)
+        except KubeError as e:
+            if e.status not in (404, 409):
+                raise
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, str]:
+        try:
+            obj = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except KubeError as e:
+            if e.status == 404:
+                raise StageError.temporary(
+                    "SecretNotFound", f"Secret {namespace}/{name} does not exist (yet); create it"
+                ) from e
+            if e.status == 403:
+                raise StageError.permanent(
+                    "SecretForbidden", f"the operator may not read Secret {namespace}/{name}; check its RBAC"
+                ) from e
+            raise StageError.temporary("KubernetesApiError", f"reading Secret {namespace}/{name}: {e}") from e
+        out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        out.update(obj.get("stringData") or {})
+        return out

@@ -1,0 +1,83 @@
+"""``omoai_operator_*`` metrics, registered on an injected registry (tests build a fresh one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from omoai_core.metrics import DURATION_BUCKETS
+from omoai_operator.reconcile import Phase
+
+#: Queue waits can reach hours when capacity is short: same buckets as durations.
+WAIT_BUCKETS = DURATION_BUCKETS
+
+
+@dataclass(frozen=True)
+class OperatorMetrics:
+    jobs: Gauge
+    job_duration: Histogram
+    stage_duration: Histogram
+    retries: Counter
+    queue_depth: Gauge
+    in_flight: Gauge
+    queue_wait: Histogram
+    reconcile_errors: Counter
+    transitions: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
+        m = cls(
+            jobs=Gauge("omoai_operator_jobs", "TranscriptionJobs known to this operator, by phase.", ["phase"],
+                       registry=registry),
+            job_duration=Histogram(
+                "omoai_operator_job_duration_seconds", "Time from start (admission) to finish, by outcome.",
+                ["outcome"], buckets=DURATION_BUCKETS, registry=registry),
+            stage_duration=Histogram(
+                "omoai_operator_stage_duration_seconds", "Wall time of one stage attempt.", ["stage", "outcome"],
+                buckets=DURATION_BUCKETS, registry=registry),
+            retries=Counter("omoai_operator_retries", "Retryable stage failures that were retried.", ["stage"],
+                            registry=registry),
+            queue_depth=Gauge("omoai_operator_queue_depth", "Jobs waiting for a slot, by service.", ["service"],
+                              registry=registry),
+            in_flight=Gauge("omoai_operator_in_flight", "Slots held, by service.", ["service"], registry=registry),
+            queue_wait=Histogram("omoai_operator_queue_wait_seconds", "Time waited for a slot.", ["service"],
+                                 buckets=WAIT_BUCKETS, registry=registry),
+            reconcile_errors=Counter("omoai_operator_reconcile_errors", "Unexpected errors while driving a job.",
+                                     ["kind"], registry=registry),
+            transitions=Counter("omoai_operator_transitions", "Phase transitions.", ["phase"], registry=registry),
+        )
+        for p in Phase:
+            m.jobs.labels(phase=p.value).set(0)
+        for s in ("asr", "llm"):
+            m.queue_depth.labels(service=s).set(0)
+            m.in_flight.labels(service=s).set(0)
+        return m
+
+    def observe_queue(self, service: str, depth: int, in_flight: int, waited: float | None) -> None:
+        self.queue_depth.labels(service=service).set(depth)
+        self.in_flight.labels(service=service).set(in_flight)
+        if waited is not None:
+            self.queue_wait.labels(service=service).observe(waited)
+
+
+class PhaseBook:
+    """Which phase each job is in, kept so the ``jobs{phase}`` gauge is exact."""
+
+    def __init__(self, metrics: OperatorMetrics) -> None:
+        self.metrics = metrics
+        self.phases: dict[str, str] = {}
+
+    def set(self, key: str, phase: str | None) -> None:
+        old = self.phases.get(key)
+        if old == phase:
+            return
+        if old is not None:
+            self.metrics.jobs.labels(phase=old).dec()
+        if phase is None:
+            self.phases.pop(key, None)
+        else:
+            self.phases[key] = phase
+            self.metrics.jobs.labels(phase=phase).inc()
+            if old is not None:
+                self.metrics.transitions.labels(phase=phase).inc()

@@ -1,0 +1,195 @@
+"""``omoai run job.yaml``: one or more TranscriptionJobs executed without a cluster, through the same
+driver, stages and writers as the operator. The services are reached by URL, or started locally on
+loopback from the installed ``omoai-asr`` / ``omoai-llm`` packages (never imported here: the
+operator package stays free of torch).
+
+Local mapping of the spec: every ``pvc`` claim is a local directory (``--volume claim=DIR``, else
+``--data-dir``, default the current directory); a ``pvc`` source is uploaded to the ASR service;
+``--output-dir`` overrides the spec's output destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import CollectorRegistry
+
+from omoai_core.errors import ConfigError, InvalidInputError
+from omoai_operator import reconcile as rc
+from omoai_operator.controller import build_runtime, close_runtime
+from omoai_operator.driver import JobDriver, JobRef
+from omoai_operator.locations import Locations
+from omoai_operator.settings import OperatorSettings
+from omoai_operator.spec import load_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LocalSink:
+    """Status kept in memory; every transition logged (and kept for callers and tests)."""
+
+    name: str
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[rc.Event] = dataclasses.field(default_factory=list)
+
+    async def patch(self, patch: Mapping[str, Any]) -> None:
+        self.history.append(dict(patch))
+
+    async def event(self, event: rc.Event) -> None:
+        self.events.append(event)
+        level = logging.WARNING if event.type == "Warning" else logging.INFO
+        log.log(level, "[%s] %s: %s", self.name, event.reason, event.message)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    name: str
+    status: dict[str, Any]
+    sink: LocalSink
+
+    @property
+    def ok(self) -> bool:
+        return self.status.get("phase") == rc.Phase.SUCCEEDED
+
+
+class LocalLocations(Locations):
+    """Claims are local directories; pvc audio is uploaded; ``output_dir`` overrides outputs."""
+
+    def __init__(self, volumes: Mapping[str, str], default_root: Path, output_dir: Path | None) -> None:
+        super().__init__(volumes, read_secret=_env_secret)
+        self.default_root = default_root
+        self.output_dir = output_dir
+
+    def _mount(self, claim: str, what: str) -> Path:
+        return Path(self.volumes.get(claim, self.default_root))
+
+    def local_audio(self, spec: Any) -> Path | None:
+        if spec.source.pvc is None:
+            return None
+        return self._mount(spec.source.pvc.claim_name, "source.pvc") / spec.source.pvc.path
+
+    async def audio_url(self, spec: Any, namespace: str) -> str:
+        local = self.local_audio(spec)
+        return local.resolve().as_uri() if local is not None else await super().audio_url(spec, namespace)
+
+    async def store(self, spec: Any, namespace: str, uid: str) -> Any:
+        if self.output_dir is not None:
+            from omoai_operator.storage import LocalStore
+
+            return LocalStore(self.output_dir, uid)
+        return await super().store(spec, namespace, uid)
+
+
+async def _env_secret(namespace: str, name: str) -> Mapping[str, str]:
+    """Without a cluster, S3 credentials come from the usual AWS environment variables."""
+    return {
+        "accessKeyId": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        "secretAccessKey": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        "sessionToken": os.environ.get("AWS_SESSION_TOKEN", ""),
+    }
+
+
+def read_manifests(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as e:
+        raise InvalidInputError(f"{path} is not valid YAML: {e}") from e
+    if not docs:
+        raise InvalidInputError(f"{path} holds no TranscriptionJob")
+    return docs
+
+
+async def run_jobs(
+    docs: Sequence[dict[str, Any]],
+    cfg: OperatorSettings,
+    *,
+    data_dir: Path,
+    output_dir: Path | None = None,
+    registry: CollectorRegistry | None = None,
+) -> list[RunResult]:
+    """Run every job (concurrently, within the configured capacity) to its end."""
+    parsed = []
+    for doc in docs:
+        meta, _ = load_manifest(doc)  # every manifest checked before anything runs
+        parsed.append((meta, doc))
+    rt = build_runtime(cfg, registry or CollectorRegistry())
+    rt.locations = LocalLocations(cfg.volumes, data_dir, output_dir)
+    try:
+        results = await asyncio.gather(*(_run_one(rt, meta, doc) for meta, doc in parsed))
+    finally:
+        await close_runtime(rt)
+    return list(results)
+
+
+async def _run_one(rt: Any, meta: Mapping[str, Any], doc: Mapping[str, Any]) -> RunResult:
+    name = meta["name"]
+    ref = JobRef(meta.get("namespace") or "local", name, str(meta.get("uid") or uuid.uuid4()),
+                 dt.datetime.now(dt.UTC))
+    sink = LocalSink(name)
+    spec = dict(doc["spec"])
+    spec["suspend"] = False  # nothing could resume it here
+    driver = JobDriver(rt, ref, sink, read_spec=lambda: spec, status=None)
+    await driver.run()
+    return RunResult(name, driver.status, sink)
+
+
+# -- local services ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def local_service(
+    module: str, args: Sequence[str], *, ready_timeout_s: float = 900.0, env: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """Start ``python -m <module> serve ...`` on a loopback port; yields its URL; always stops it."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{module} is not installed: install it, or pass the service URL instead")
+    port = _free_port()
+    cmd = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    log.info("starting %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                if proc.poll() is not None:
+                    raise ConfigError(f"{module} exited with code {proc.returncode} before it was ready (see above)")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url + "/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"{module} was not ready after {ready_timeout_s:.0f}s")
+                await asyncio.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

@@ -1,0 +1,65 @@
+"""Operator settings: every value from ``OMOAI_*`` environment variables, validated once at startup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from omoai_core.errors import ConfigError
+from omoai_core.settings import OmoaiSettings, Switch
+
+
+class OperatorSettings(OmoaiSettings):
+    asr_url: str = Field(default="http://omoai-asr:8000", description="Base URL of the ASR service.")
+    llm_url: str = Field(default="http://omoai-llm:8000", description="Base URL of the LLM service.")
+    asr_api_token: SecretStr | None = Field(default=None, description="Bearer token for the ASR service.")
+    asr_api_token_file: Path | None = Field(default=None, description="File holding the ASR token (a mounted Secret).")
+    llm_api_token: SecretStr | None = Field(default=None, description="Bearer token for the LLM service.")
+    llm_api_token_file: Path | None = Field(default=None, description="File holding the LLM token.")
+    asr_concurrency: int = Field(default=2, ge=1, le=1000, description="ASR requests in flight at once.")
+    llm_concurrency: int = Field(default=2, ge=1, le=1000, description="Jobs post-processing at once.")
+    request_timeout_s: float = Field(default=4 * 3600.0, gt=0, description="Longest single service call.")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    backoff_base_s: float = Field(default=10.0, gt=0, description="First retry delay; doubles per retry.")
+    backoff_max_s: float = Field(default=360.0, gt=0, description="Longest retry delay.")
+    volumes: dict[str, str] = Field(
+        default_factory=dict, description='Shared claims and their mount paths, JSON: {"omoai-data": "/data"}.'
+    )
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty = all.")
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
+    metrics_host: str = Field(default="0.0.0.0")
+    watch_server_timeout_s: int = Field(default=300, ge=1, description="Server-side watch timeout.")
+    watch_client_timeout_s: float = Field(default=330.0, gt=0, description="Client-side watch timeout.")
+    peering_name: str = Field(default="omoai", description="KopfPeering object: one replica acts at a time.")
+    peering_standalone: Switch = Field(default=False, description="Skip peering (one replica only, tests).")
+    cancellation_timeout_s: float = Field(default=5.0, ge=0, description="Grace for in-flight work on delete.")
+    suspend_poll_s: float = Field(default=0.5, gt=0, description="How often a suspended job looks at its spec.")
+
+    @field_validator("asr_url", "llm_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tokens(self) -> OperatorSettings:
+        for svc in ("asr", "llm"):
+            if getattr(self, f"{svc}_api_token") is not None and getattr(self, f"{svc}_api_token_file") is not None:
+                raise ValueError(f"set OMOAI_{svc.upper()}_API_TOKEN or OMOAI_{svc.upper()}_API_TOKEN_FILE, not both")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("OMOAI_BACKOFF_MAX_S must be at least OMOAI_BACKOFF_BASE_S")
+        return self
+
+    def token(self, svc: str) -> str | None:
+        direct: SecretStr | None = getattr(self, f"{svc}_api_token")
+        if direct is not None:
+            return direct.get_secret_value()
+        path: Path | None = getattr(self, f"{svc}_api_token_file")
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read OMOAI_{svc.upper()}_API_TOKEN_FILE {path}: {e}") from e

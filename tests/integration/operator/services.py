@@ -1,0 +1,318 @@
+"""Loopback HTTP servers for the operator tests, each in its own thread and event loop:
+
+- :class:`FaultProxy`: a reverse proxy in front of a service that can refuse connections (the
+  service is down), answer a status code instead (500, 503, 429), delay, or block requests until
+  released; it counts requests, responses and the requests in flight (their maximum too).
+- :class:`StubServices`: small stand-ins for the ASR and LLM HTTP APIs (same paths, same shapes),
+  used where a test needs many instant answers (throughput, 50 jobs); the end-to-end scenarios put
+  the proxy in front of the real services instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import aiohttp.web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LoopThread:
+    """An event loop in a daemon thread; ``run(coro)`` executes on it from any thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@dataclass
+class Fault:
+    """What the proxy does with the next requests matching ``path`` (None = any path)."""
+
+    status: int | None = None  # answer this instead of forwarding
+    times: int | None = None  # how many requests; None = until changed
+    path: str | None = None
+    body: dict[str, Any] = field(default_factory=lambda: {"error": {"code": "injected", "message": "injected fault",
+                                                                      "retryable": True, "details": {}}})
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, name: str = "proxy") -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = name
+        self.faults: list[Fault] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.gate_paths: set[str] | None = None
+        self.requests: list[tuple[float, str, dict[str, Any] | None]] = []
+        self.responses: Counter[tuple[str, int]] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.in_flight_by_path: Counter[str] = Counter()
+        self.max_in_flight_by_path: Counter[str] = Counter()
+        self.cancelled = 0
+        self._lt = LoopThread(name)
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._site: aiohttp.web.TCPSite | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lt.run(self._start())
+
+    async def _start(self) -> None:
+        app = aiohttp.web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # A client that goes away cancels its handler: that is how a cancelled job is observed.
+        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
+        await self._runner.setup()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        await self._up()
+
+    async def _up(self) -> None:
+        assert self._runner is not None
+        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    async def _down(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    # -- controls (any thread) ---------------------------------------------------------------------
+    def down(self) -> None:
+        """Refuse connections, as a service that is not running."""
+        self._lt.run(self._down())
+
+    def up(self) -> None:
+        self._lt.run(self._up())
+
+    def fail(self, status: int, times: int | None = None, path: str | None = None) -> None:
+        self.faults.append(Fault(status=status, times=times, path=path))
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def hold(self, paths: set[str] | None = None) -> None:
+        """Block matching requests (all when ``paths`` is None) until :meth:`release`."""
+        self.gate_paths = paths
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def count(self, path: str) -> int:
+        return sum(1 for _, p, _ in self.requests if p == path)
+
+    def ok(self, path: str) -> int:
+        return self.responses[(path, 200)]
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > end:
+                raise AssertionError(f"{self.name}: condition not met in {timeout}s; requests={len(self.requests)}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.release()
+
+        async def shutdown() -> None:
+            if self._session is not None:
+                await self._session.close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            self._lt.run(shutdown())
+        finally:
+            self._lt.stop()
+
+    # -- proxying ----------------------------------------------------------------------------------
+    def _fault_for(self, path: str) -> Fault | None:
+        for f in self.faults:
+            if f.path is not None and f.path != path:
+                continue
+            if f.times is not None:
+                if f.times <= 0:
+                    continue
+                f.times -= 1
+            return f
+        return None
+
+    async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        path = request.path
+        body = await request.read()
+        try:
+            payload = json.loads(body) if body and request.content_type == "application/json" else None
+        except ValueError:
+            payload = None
+        self.requests.append((time.monotonic(), path, payload))
+        self.in_flight += 1
+        self.in_flight_by_path[path] += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_in_flight_by_path[path] = max(self.max_in_flight_by_path[path], self.in_flight_by_path[path])
+        try:
+            if self.gate_paths is None or path in self.gate_paths:
+                while not self.gate.is_set():
+                    await asyncio.sleep(0.02)
+            fault = self._fault_for(path)
+            if fault is not None and fault.status is not None:
+                self.responses[(path, fault.status)] += 1
+                return aiohttp.web.json_response(fault.body, status=fault.status)
+            assert self._session is not None
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            async with self._session.request(request.method, self.upstream + str(request.rel_url), data=body,
+                                             headers=headers) as up:
+                data = await up.read()
+                self.responses[(path, up.status)] += 1
+                ctype = up.headers.get("Content-Type", "application/json")
+                return aiohttp.web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
+        except asyncio.CancelledError:
+            self.cancelled += 1  # the client went away (a cancelled job)
+            raise
+        finally:
+            self.in_flight -= 1
+            self.in_flight_by_path[path] -= 1
+
+
+class StubServices:
+    """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``)."""
+
+    def __init__(self, *, asr_delay_s: float = 0.0, llm_delay_s: float = 0.0) -> None:
+        self.asr_delay_s = asr_delay_s
+        self.llm_delay_s = llm_delay_s
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.asr_order: list[str] = []
+        self._lt = LoopThread("stub-services")
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._lt.run(self._start())
+
+    async def _start(self) -> None:
+        app = aiohttp.web.Application()
+        app.router.add_post("/v1/transcriptions", self._asr)
+        app.router.add_post("/v1/punctuate", self._punctuate)
+        app.router.add_post("/v1/summarize", self._summarize)
+        app.router.add_post("/v1/topics", self._topics)
+        app.router.add_get("/readyz", lambda r: aiohttp.web.json_response({"status": "ready"}))
+        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = await request.json()
+        self.asr_order.append(body["audio_url"])
+        if self.asr_delay_s:
+            await asyncio.sleep(self.asr_delay_s)
+        words = ["xin", "chào", "các", "bạn"]
+        return aiohttp.web.json_response({
+            "text": " ".join(words), "duration": 2.0, "model": "stub", "language": "vi",
+            "segments": [{"text": " ".join(words), "start": 0.0, "end": 2.0,
+                          "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)]}],
+        })
+
+    async def _punctuate(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = await request.json()
+        if self.llm_delay_s:
+            await asyncio.sleep(self.llm_delay_s)
+        segs = [{**s, "text": s["text"].capitalize() + "."} for s in body["segments"]]
+        n = sum(len(s["text"].split()) for s in segs)
+        return aiohttp.web.json_response({"segments": segs, "text": " ".join(s["text"] for s in segs),
+                                          "quality": {"wer": 0.0, "cer": 0.0, "words_in": n, "words_out": n}})
+
+    async def _summarize(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await request.json()
+        return aiohttp.web.json_response({"summary": {"title": "Lời chào", "abstract": "Một lời chào.",
+                                                      "bullets": ["chào"]}})
+
+    async def _topics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await request.json()
+        return aiohttp.web.json_response({"topics": [{"title": "Chào hỏi", "start": 0.0, "end": 2.0}]})
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            self._lt.run(shutdown())
+        finally:
+            self._lt.stop()
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible chat server answering at once, so the real LLM service (openai backend)
+    runs its real alignment, parsing and HTTP API without a slow CPU model behind it."""
+
+    MODEL = "fake-llm"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.calls = 0
+        self._lt = LoopThread("fake-openai")
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._lt.run(self._start())
+
+    async def _start(self) -> None:
+        app = aiohttp.web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _models(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"object": "list", "data": [{"id": self.MODEL, "object": "model"}]})
+
+    async def _chat(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.calls += 1
+        body = await request.json()
+        system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+        user = body["messages"][-1]["content"]
+        if '"segment"' in system:
+            content = json.dumps([{"segment": 1, "title": "Lời chào", "summary": "Mở đầu."}], ensure_ascii=False)
+        elif '"title"' in system:
+            content = json.dumps({"title": "Lời chào", "abstract": "Một lời chào ngắn.", "bullets": ["chào", "hỏi", "đáp"]},
+                                 ensure_ascii=False)
+        elif '"abstract"' in system:
+            content = json.dumps({"abstract": "Một phần.", "bullets": ["ý"]}, ensure_ascii=False)
+        else:  # punctuation: the words back, capitalised, with a full stop
+            words = user.split()
+            content = (" ".join(words[:1]).capitalize() + " " + " ".join(words[1:])).strip() + "."
+        return aiohttp.web.json_response({
+            "id": "chatcmpl-test", "object": "chat.completion", "model": self.MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(system.split()) + len(user.split()), "completion_tokens": len(content.split())},
+        })
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            self._lt.run(shutdown())
+        finally:
+            self._lt.stop()
