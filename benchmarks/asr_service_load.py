@@ -56,10 +56,9 @@ def make_model(kind: str, directory: Path) -> Path:
 
 def direct(model: Path, inputs: list[np.ndarray], device: str, threads: int) -> list[float]:
     import torch
-    from prometheus_client import CollectorRegistry
-
     from omoai_asr.engine import ChunkFormerEngine
     from omoai_gpu.memory import MemoryPolicy
+    from prometheus_client import CollectorRegistry
 
     torch.set_num_threads(threads)
     engine = ChunkFormerEngine.load(model, MemoryPolicy.from_settings(device, "auto", debug_empty_cache=False,

@@ -90,7 +90,7 @@ def asr_server(model: Path, workdir: Path, **env: str) -> Iterator[AsrServer]:
 class _MediaHandler(http.server.SimpleHTTPRequestHandler):
     """Files from a directory, plus /redirect?to=URL answering 302."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.startswith("/redirect?to="):
             self.send_response(302)
             self.send_header("Location", self.path.split("=", 1)[1])
@@ -159,13 +159,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_model: Path):  # noqa: ANN201 - ChunkFormerEngine
+def engine(tiny_model: Path):
     """The same checkpoint in this process: what the service's answers must equal."""
     import torch
-    from prometheus_client import CollectorRegistry
-
     from omoai_asr.engine import ChunkFormerEngine
     from omoai_gpu.memory import MemoryPolicy
+    from prometheus_client import CollectorRegistry
 
     torch.set_num_threads(1)
     return ChunkFormerEngine.load(tiny_model, MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry()))

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import openai
 import pytest
-
+from conftest import AsrServer, MediaServer, asr_server
+from omoai_asr.engine import DecodeOptions
 from omoai_audio import decode_audio
 from omoai_formats import render
-
-from omoai_asr.engine import DecodeOptions
-
-from conftest import AsrServer, MediaServer, asr_server
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def expected(engine, clip: Path, options: DecodeOptions = DecodeOptions()):  # noqa: ANN001, ANN201
+DEFAULT = DecodeOptions()
+
+
+def expected(engine, clip: Path, options: DecodeOptions = DEFAULT):
     return engine.transcribe(decode_audio(clip).samples, options).model_copy(update={"model": "chunkformer-tiny"})
 
 

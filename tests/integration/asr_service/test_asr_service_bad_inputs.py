@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import AsrServer, MediaServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,7 +55,7 @@ CASES = [
 ]
 
 
-def assert_error(r, status: int, code: str | None, needle: str) -> None:  # noqa: ANN001
+def assert_error(r, status: int, code: str | None, needle: str) -> None:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "retryable", "details"}

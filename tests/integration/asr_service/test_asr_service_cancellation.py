@@ -12,16 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from omoai_asr.engine.testing import TINY, synthetic_speech, with_dims, write_random_checkpoint
-
 from conftest import asr_server
+from omoai_asr.engine.testing import TINY, synthetic_speech, with_dims, write_random_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def sample(scrape: str, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", scrape, re.M)
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", scrape, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 
 

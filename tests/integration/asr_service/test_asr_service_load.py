@@ -10,16 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from omoai_asr.engine.testing import synthetic_speech
-
 from conftest import AsrServer, asr_server
+from omoai_asr.engine.testing import synthetic_speech
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def metric(text: str, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
     assert m, f"{name} not in the scrape"
     return float(m.group(1))
 

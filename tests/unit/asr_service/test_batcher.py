@@ -8,14 +8,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
-
-from omoai_core.errors import UnavailableError
-from omoai_core.schemas import Transcript
-
 from omoai_asr.batcher import Batcher, fits_one_window
 from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.metrics import AsrMetrics
+from omoai_core.errors import UnavailableError
+from omoai_core.schemas import Transcript
+from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.timeout(60)
 

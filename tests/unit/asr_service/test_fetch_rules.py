@@ -6,10 +6,8 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-
-from omoai_core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
-
 from omoai_asr.fetch import FetchPolicy, UrlNotAllowedError, check_address, open_url, resolve_file_url
+from omoai_core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 
 ALL = frozenset({"http", "https", "s3", "file"})
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from omoai_core.errors import ConfigError, InvalidInputError
-from omoai_core.schemas import Segment, Transcript, Word
-from omoai_core.settings import load_settings
-
 from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.protocol import OpenAIOptions, TranscriptionOptions, UrlTranscriptionRequest, verbose_json
 from omoai_asr.routes import validate
 from omoai_asr.settings import AsrSettings
+from omoai_core.errors import ConfigError, InvalidInputError
+from omoai_core.schemas import Segment, Transcript, Word
+from omoai_core.settings import load_settings
 
 
 @pytest.fixture

@@ -20,14 +20,13 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import OmoaiError
 from omoai_http.admission import Admission
 from omoai_http.auth import bearer_auth
 from omoai_http.errors import install_error_handlers
 from omoai_http.limits import BodyLimitMiddleware
 from omoai_http.probes import probes_router
+from prometheus_client import CollectorRegistry
 
 from omoai_asr.batcher import Batcher, Engine
 from omoai_asr.fetch import Resolver, system_resolver
@@ -51,7 +50,7 @@ _PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 def default_engine_factory(settings: AsrSettings) -> EngineFactory:
-    def load(policy):  # noqa: ANN001, ANN202
+    def load(policy):
         from omoai_asr.engine import ChunkFormerEngine
 
         return ChunkFormerEngine.load(settings.model, policy)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
 from omoai_core.errors import UnavailableError
 from omoai_core.schemas import Transcript
 

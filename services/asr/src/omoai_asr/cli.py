@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from omoai_core.errors import OmoaiError
 
@@ -134,11 +134,11 @@ def _transcribe(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
 
+    from omoai_audio import decode_audio
+    from omoai_gpu.memory import MemoryPolicy
     from prometheus_client import CollectorRegistry
 
-    from omoai_audio import decode_audio
     from omoai_asr.engine import ChunkFormerEngine
-    from omoai_gpu.memory import MemoryPolicy
 
     policy = MemoryPolicy.from_settings(
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=CollectorRegistry()
@@ -201,7 +201,7 @@ class _progress:
         self.name = name
         self.bar: Any = None
 
-    def __enter__(self) -> _progress:
+    def __enter__(self) -> Self:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -238,10 +238,9 @@ def _setup_logging(settings: Any, level: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic_settings.exceptions import SettingsError
-
     from omoai_core.errors import ConfigError
     from omoai_core.settings import configure_logging, load_settings
+    from pydantic_settings.exceptions import SettingsError
 
     from omoai_asr.settings import AsrSettings
 

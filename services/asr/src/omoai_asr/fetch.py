@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
-
 from omoai_core.errors import (
     InvalidInputError,
     NotFoundError,
@@ -165,8 +164,8 @@ def _is_ip(host: str) -> bool:
 def _transport(policy: FetchPolicy, resolver: Resolver) -> httpx.AsyncHTTPTransport:
     transport = httpx.AsyncHTTPTransport(retries=0)
     # httpx has no public hook for the connection layer; httpcore's pool takes a network backend.
-    pool = transport._pool  # noqa: SLF001
-    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)  # noqa: SLF001
+    pool = transport._pool
+    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)
     return transport
 
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from omoai_core.metrics import DURATION_BUCKETS, build_info, gpu_memory_gauges, inference_duration_histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: The bounded set of request outcomes.
 Outcome = Literal["success", "invalid_input", "overloaded", "timeout", "cancelled", "unavailable", "error"]

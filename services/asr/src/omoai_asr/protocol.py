@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Transcript
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.settings import AsrSettings

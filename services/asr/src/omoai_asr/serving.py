@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from fastapi import Request
-
 from omoai_audio import decode_audio
 from omoai_core.errors import AudioTooShortError, OmoaiError, TimeoutError_, UnavailableError
 from omoai_core.schemas import Transcript

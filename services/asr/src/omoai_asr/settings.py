@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic_settings import NoDecode, SettingsConfigDict
-from pydantic import Field, SecretStr, field_validator, model_validator
-
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UrlScheme = Literal["http", "https", "s3", "file"]

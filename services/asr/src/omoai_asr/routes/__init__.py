@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ValidationError
-
 from omoai_core.errors import InvalidInputError
+from pydantic import BaseModel, ValidationError
 
 from omoai_asr.serving import AsrServing
 

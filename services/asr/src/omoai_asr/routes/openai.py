@@ -9,10 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.datastructures import UploadFile
-
 from omoai_core.errors import InvalidInputError, NotFoundError
 from omoai_formats import render
+from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, ModelCard, ModelList, OpenAIOptions, TranscriptionOptions, verbose_json
 from omoai_asr.routes import ServingDep, validate

@@ -10,11 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.datastructures import UploadFile
-
 from omoai_core.errors import EmptyAudioError, InvalidInputError, UnsupportedMediaError
 from omoai_core.schemas import Transcript
 from omoai_formats import render
+from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, TranscriptionOptions, UrlTranscriptionRequest
 from omoai_asr.routes import ServingDep, validate
