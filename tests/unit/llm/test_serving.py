@@ -185,3 +185,31 @@ async def test_long_transcripts_get_topics_from_every_part_within_the_limit():
 async def test_unreadable_topics_give_a_warning_not_invented_times():
     result = await find_topics(_segments(5), CallContext(FakeBackend(lambda s, u: "ev ev ev")), prompt="p")
     assert result.topics == [] and result.warnings
+
+
+async def test_an_unusable_answer_is_asked_again_once_with_sampling():
+    answers = iter(["\n\n\n", SUMMARY])
+    backend = FakeBackend(lambda s, u: next(answers))
+    temps: list[float] = []
+    real = backend.generate
+
+    async def spy(messages, *, max_tokens, temperature=0.0):  # noqa: ANN001, ANN202
+        temps.append(temperature)
+        return await real(messages, max_tokens=max_tokens, temperature=temperature)
+
+    backend.generate = spy  # type: ignore[method-assign]
+    result = await summarize(["x y z"], CallContext(backend), prompts=PROMPTS)
+    assert result.summary.title == "T" and temps == [0.0, 0.7]
+
+
+async def test_map_parts_without_a_usable_answer_fall_back_to_their_opening_words():
+    def answer(system: str, user: str) -> str:
+        if system == "MAP":
+            return "" if "bốn" in user else json.dumps({"abstract": "phần tốt"})
+        assert "bốn" in user  # the silent part still reaches the reduce step
+        return SUMMARY
+
+    texts = [" ".join(["một"] * 100), " ".join(["bốn"] * 100), " ".join(["một"] * 100)]
+    backend = FakeBackend(answer, context_tokens=300)
+    result = await summarize(texts, CallContext(backend), prompts=PROMPTS, max_tokens=64)
+    assert result.strategy == "map_reduce" and result.extractive_parts >= 1
