@@ -72,3 +72,20 @@ def test_inference_settings_reject_unknown_values(field, value):
     with pytest.raises(ConfigError) as err:
         load_settings(InferenceSettings, **{field: value})
     assert f"OMOAI_{field.upper()}" in str(err.value)
+
+
+def test_combined_settings_keep_the_omoai_prefix(monkeypatch):
+    class Both(InferenceSettings, ServerSettings):
+        pass
+
+    monkeypatch.setenv("OMOAI_DEVICE", "cpu")
+    monkeypatch.setenv("OMOAI_PORT", "9123")
+    monkeypatch.setenv("PORT", "1")
+    s = load_settings(Both)
+    assert (s.device, s.port) == ("cpu", 9123)
+
+
+def test_malformed_list_variable_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("OMOAI_CORS_ORIGINS", "[not json")
+    with pytest.raises(ConfigError, match="invalid configuration"):
+        load_settings(ServerSettings)

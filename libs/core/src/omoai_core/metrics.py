@@ -19,13 +19,19 @@ CACHE_CLEAR_REASONS = frozenset({"debug_per_window", "model_switch", "oom_recove
 
 
 def cache_clears_counter(registry: CollectorRegistry) -> Counter:
-    """``omoai_gpu_cache_clears_total{reason}``: every ``torch.cuda.empty_cache()`` counted."""
-    return Counter(
+    """``omoai_gpu_cache_clears_total{reason}``: every ``torch.cuda.empty_cache()`` counted.
+
+    Every reason's series exists from the start at 0, so rates and alerts see the first clear.
+    """
+    counter = Counter(
         "omoai_gpu_cache_clears",
         "GPU allocator cache clears, by reason.",
         ["reason"],
         registry=registry,
     )
+    for reason in sorted(CACHE_CLEAR_REASONS):
+        counter.labels(reason=reason)
+    return counter
 
 
 def inference_duration_histogram(registry: CollectorRegistry) -> Histogram:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from omoai_core.errors import ConfigError
 
@@ -71,11 +71,11 @@ class InferenceSettings(OmoaiSettings):
         raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {v!r}")
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(OmoaiSettings):
     """HTTP serving knobs shared by the services; defaults are the safe ones."""
 
     host: str = Field(default="127.0.0.1", description="Bind address (the chart sets 0.0.0.0 in pods).")
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; unset = no auth.")
     api_token_file: Path | None = Field(default=None, description="File holding the token (a mounted Secret).")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; empty = CORS off.")
@@ -123,6 +123,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return cls(**clean)
+    except SettingsError as e:  # e.g. a list variable that is not valid JSON
+        raise ConfigError(f"invalid configuration: {e}") from e
     except ValidationError as e:
         prefix = cls.model_config.get("env_prefix", "") or ""
         lines = []

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UrlScheme = Literal["http", "https", "s3", "file"]
@@ -19,9 +19,6 @@ UrlScheme = Literal["http", "https", "s3", "file"]
 
 class AsrSettings(InferenceSettings, ServerSettings):
     """Everything ``omoai-asr serve`` reads; every field is also ``OMOAI_<FIELD>`` in the environment."""
-
-    # ServerSettings is a plain BaseSettings whose config would win the merge: restate ours.
-    model_config = SettingsConfigDict(**InferenceSettings.model_config)
 
     # -- model -------------------------------------------------------------------------------------
     model: str = Field(default="", description="Checkpoint directory or hub id (required to serve).")
