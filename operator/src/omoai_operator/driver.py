@@ -214,11 +214,14 @@ class JobDriver:
         ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
 
         async def on_position(pos: int) -> None:
-            mono = time.monotonic()
-            first = self.status.get("queuePosition") is None
-            if first or mono - self._last_position_at >= self.rt.position_interval_s:
-                self._last_position_at = mono
-                await self.apply(rc.queued(self.status, stage, service, pos))
+            # At most one position patch per interval; the queue calls again if it moved meanwhile,
+            # so the last position written is the current one (a trailing update, not a dropped one).
+            if self.status.get("queuePosition") is not None:
+                wait = self._last_position_at + self.rt.position_interval_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._last_position_at = time.monotonic()
+            await self.apply(rc.queued(self.status, stage, service, pos))
 
         async with self.rt.queue.slot(service, ticket, on_position):
             yield

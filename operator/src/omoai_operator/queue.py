@@ -113,6 +113,7 @@ class CapacityQueue:
                 if on_position is not None and pos is not None and pos != last:
                     last = pos
                     await on_position(pos)
+                    continue  # the line may have moved while the callback ran
                 if waiter.granted.done():
                     break
                 wait_changed = asyncio.ensure_future(changed.wait())

@@ -215,10 +215,13 @@ class StubServices:
         app.router.add_post("/v1/punctuate", self._punctuate)
         app.router.add_post("/v1/summarize", self._summarize)
         app.router.add_post("/v1/topics", self._topics)
-        app.router.add_get("/readyz", lambda r: aiohttp.web.json_response({"status": "ready"}))
+        app.router.add_get("/readyz", self._ready)
         self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _ready(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"status": "ready"})
 
     async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         body = await request.json()
