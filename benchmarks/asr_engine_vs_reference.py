@@ -155,20 +155,34 @@ def _espeak_sentences() -> np.ndarray | None:
     return np.concatenate(parts)
 
 
+def speech_loop(directory: Path) -> np.ndarray | None:
+    """The espeak-ng sentence loop, cached as ``espeak_loop.wav`` (carry it to a machine without
+    espeak-ng, such as a GPU machine, to get the same audio there)."""
+    path = directory / "espeak_loop.wav"
+    if path.is_file():
+        with wave.open(str(path), "rb") as w:
+            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    base = _espeak_sentences()
+    if base is not None:
+        _write_wav(path, base)
+    return base
+
+
 def ensure_audio(seconds: float, directory: Path) -> Path:
     """``seconds`` of Vietnamese speech (espeak-ng sentences in a loop, plus quiet noise).
 
-    Without espeak-ng, the engine's own speech-like synthesiser is used instead.
+    Without espeak-ng (and no cached loop), the engine's own speech-like synthesiser is used.
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"speech_{seconds:g}s.wav"
     if path.is_file():
         return path
     n = round(seconds * SAMPLE_RATE)
-    base = _espeak_sentences()
+    base = speech_loop(directory)
     if base is None:
         from omoai_asr.engine.testing import synthetic_speech
 
+        print("espeak-ng not found: using synthetic speech-like audio", file=sys.stderr)
         samples = synthetic_speech(seconds, seed=1)
     else:
         reps = -(-n // base.size)
@@ -195,7 +209,7 @@ def run_worker(
         result_path = Path(fh.name)
     cmd = [
         str(python), str(WORKER), "--impl", impl, "--model-dir", str(model_dir), "--audio", str(audio),
-        "--warmup-audio", str(warmup), "--settings", settings.as_json(), "--repeats", "1",
+        "--warmup-audio", str(warmup), "--settings", settings.as_json(), "--repeats", str(args.runs_per_round),
         "--encoder-repeats", str(args.encoder_repeats), "--device", args.device, "--dtype", args.dtype,
         "--threads", str(args.threads), "--result", str(result_path),
     ]
@@ -236,6 +250,9 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("peak_rss_mib", "peak_rss_with_encoder_runs_mib", "gpu_peak_bytes", "gpu_encoder_peak_bytes"):
         values = [r[key] for r in runs if r[key] is not None]
         merged[key] = max(values) if values else None
+    n_runs = max(1, len(merged["e2e_seconds"]))
+    for key in ("e2e_user_seconds", "e2e_sys_seconds", "e2e_minor_faults"):
+        merged[key + "_per_run"] = sum(r[key] for r in runs) / n_runs
     merged["loadavg"] = [r["loadavg_before"] for r in runs]
     return merged
 
@@ -362,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds per case: each starts one fresh process per implementation and times one "
                         "end-to-end run (median reported)")
+    p.add_argument("--runs-per-round", type=int, default=None,
+                   help="timed end-to-end runs in each process (default: 1 on CPU; 3 on CUDA, after a warm-up "
+                        "on the same file)")
     p.add_argument("--encoder-repeats", type=int, default=None,
                    help="timed encoder-alone runs per round (default: 0 on CPU, 3 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both implementations)")
@@ -379,12 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=("ours", "reference"), help="run one side only (no comparison)")
     p.add_argument("--json", type=Path, help="also write every raw result here")
     args = p.parse_args(argv)
+    cuda = args.device.startswith("cuda")
     if args.encoder_repeats is None:
-        args.encoder_repeats = 3 if args.device.startswith("cuda") else 0
+        args.encoder_repeats = 3 if cuda else 0
+    if args.runs_per_round is None:
+        args.runs_per_round = 3 if cuda else 1
     if args.only != "ours" and not args.reference_python.is_file():
         p.error(f"no reference python at {args.reference_python}: run benchmarks/setup_reference.sh first "
                 "or pass --reference-python")
 
+    speech_loop(CACHE / "audio")  # cached first, so that it can be carried elsewhere
     warmup = ensure_audio(8.0, CACHE / "audio")
     model_dir = ensure_checkpoint(CACHE / "chunkformer-large-vie-random", ensure_audio(60.0, CACHE / "audio"))
     audios = [ensure_audio(d, CACHE / "audio") for d in args.durations]
@@ -403,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                 for impl in impls if round_ % 2 == 0 else impls[::-1]:
                     print(f"[{round_ + 1}/{args.repeats}] {impl} on {audio.name} [{settings.label}] ...",
                           file=sys.stderr, flush=True)
-                    res = run_worker(impl, pythons[impl], model_dir, audio, warmup, settings, args)
+                    # CPU: an 8 s warm-up is enough. CUDA: warm up at the timed shapes (cuBLAS
+                    # heuristics, allocator growth), which costs little there.
+                    res = run_worker(impl, pythons[impl], model_dir, audio, audio if cuda else warmup, settings, args)
                     runs[impl].append(res)
                     print(f"  {res['e2e_seconds'][0]:.2f} s, peak RSS {res['peak_rss_mib']:.0f} MiB, "
                           f"load avg {res['loadavg_before']:.2f}", file=sys.stderr, flush=True)
@@ -418,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     device_desc = first["device_name"] or f"{_cpu_name()}, {os.cpu_count()} logical CPUs"
     print(f"\nASR engine vs reference ChunkFormer, {dt.date.today().isoformat()}, commit {_git_describe()}")
     print(f"device {args.device} ({device_desc}), dtype {args.dtype}, torch {first['torch']}, "
-          f"{args.threads} threads, {args.repeats} timed runs per case (median), model: random "
-          f"chunkformer-large-vie architecture")
+          f"{args.threads} threads, {args.repeats} rounds x {args.runs_per_round} timed runs per case (median), "
+          f"model: random chunkformer-large-vie architecture")
     if args.only:
         for r in rows:
             res = r[args.only]
@@ -433,6 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for v in verdicts:
             print(f"- {v}")
+    print("\nCPU time per end-to-end run (user / system; system time is mostly page faults on fresh memory):")
+    for r in rows:
+        for impl in impls:
+            res = r[impl]
+            print(f"- {res['audio_seconds']:g} s [{r['settings'].label}] {impl}: "
+                  f"{res['e2e_user_seconds_per_run']:.1f} s / {res['e2e_sys_seconds_per_run']:.1f} s, "
+                  f"{res['e2e_minor_faults_per_run'] / 1e3:,.0f}k minor faults; "
+                  f"1-min load average before each round: {', '.join(f'{x:.1f}' for x in res['loadavg'])}")
     if args.json:
         serialisable = [{**{k: v for k, v in r.items() if k != "settings"}, "settings": r["settings"].__dict__}
                         for r in rows]

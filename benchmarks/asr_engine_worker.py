@@ -233,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
 
     e2e: list[float] = []
     n_segments, last_end = 0, None
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.repeats):
         seconds, (n_segments, last_end) = _timed(lambda: impl.transcribe_file(args.audio, settings), device)
         e2e.append(seconds)
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
     path = impl.last_path
     path_list = [int(t) for t in (path.tolist() if hasattr(path, "tolist") else path or [])]
     e2e_gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
@@ -277,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         "gpu_weights_bytes": gpu_weights,
         "gpu_peak_bytes": e2e_gpu_peak,
         "gpu_encoder_peak_bytes": enc_gpu_peak,
+        # CPU time and page faults of the end-to-end runs: system time is mostly the kernel
+        # zeroing freshly mapped pages for large temporaries.
+        "e2e_user_seconds": usage1.ru_utime - usage0.ru_utime,
+        "e2e_sys_seconds": usage1.ru_stime - usage0.ru_stime,
+        "e2e_minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "n_segments": n_segments,
         "last_segment_end": last_end,
         "argmax_path": path_list,
