@@ -19,6 +19,9 @@ from omoai_operator.settings import OperatorSettings
 
 log = logging.getLogger("omoai_operator.cli")
 
+#: The ASR checkpoint ``omoai run`` serves when none is named (the ChunkFormer release for Vietnamese).
+DEFAULT_ASR_MODEL = "khanhld/chunkformer-large-vie"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omoai", description="OMOAI: long recordings to transcripts, summaries, topics.")
@@ -26,11 +29,12 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run TranscriptionJob manifest(s) locally, without a cluster")
     r.add_argument("manifest", type=Path, help="YAML file with one or more TranscriptionJobs")
-    r.add_argument("--asr-url", default=None, help="use this ASR service (default: start omoai-asr locally)")
-    r.add_argument("--llm-url", default=None, help="use this LLM service (default: start omoai-llm locally)")
-    r.add_argument("--asr-model", default=None, help="model for a locally started ASR service (env OMOAI_ASR_MODEL)")
-    r.add_argument("--llm-backend", default=None, help="backend of a locally started LLM service")
-    r.add_argument("--llm-model", default=None, help="model of a locally started LLM service (env OMOAI_LLM_MODEL)")
+    r.add_argument("--asr-url", default=None, help="use this ASR service (default: run omoai-asr in-process)")
+    r.add_argument("--llm-url", default=None, help="use this LLM service (default: run omoai-llm in-process)")
+    r.add_argument("--asr-model", default=None,
+                   help=f"model of the in-process ASR service (env OMOAI_ASR_MODEL; default {DEFAULT_ASR_MODEL})")
+    r.add_argument("--llm-backend", default=None, help="backend of the in-process LLM service (env OMOAI_BACKEND)")
+    r.add_argument("--llm-model", default=None, help="model of the in-process LLM service (env OMOAI_LLM_MODEL)")
     r.add_argument("--data-dir", type=Path, default=Path.cwd(), help="directory standing in for pvc claims (default .)")
     r.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR", help="map one claim to a directory")
     r.add_argument("--output-dir", "-o", type=Path, default=None, help="write outputs here instead of the spec's")
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from omoai_operator.runner import local_service, read_manifests, run_jobs
+    from omoai_operator.spec import load_manifest
 
     volumes = {}
     for item in args.volume:
@@ -72,21 +77,23 @@ async def _run(args: argparse.Namespace) -> int:
     base = load_settings(OperatorSettings, **overrides)
     configure_logging(base)
     docs = read_manifests(args.manifest)
+    for doc in docs:
+        load_manifest(doc)  # a bad manifest is reported before any service starts
     needs_llm = any(_needs_llm(d.get("spec") or {}) for d in docs)
     async with contextlib.AsyncExitStack() as stack:
         asr_url = args.asr_url or _env("OMOAI_ASR_URL")
         if asr_url is None:
-            model = args.asr_model or _env("OMOAI_ASR_MODEL")
-            extra = ["--model", model] if model else []
-            asr_url = await stack.enter_async_context(local_service("omoai_asr", extra))
-        llm_url = args.llm_url or _env("OMOAI_LLM_URL") or "http://127.0.0.1:9"
-        if needs_llm and not (args.llm_url or _env("OMOAI_LLM_URL")):
-            extra = []
-            if args.llm_backend:
-                extra += ["--backend", args.llm_backend]
-            if args.llm_model or _env("OMOAI_LLM_MODEL"):
-                extra += ["--model", args.llm_model or _env("OMOAI_LLM_MODEL")]
-            llm_url = await stack.enter_async_context(local_service("omoai_llm", extra))
+            model = args.asr_model or _env("OMOAI_ASR_MODEL") or DEFAULT_ASR_MODEL
+            asr_url = await stack.enter_async_context(local_service("asr", {"model": model}))
+        llm_url = args.llm_url or _env("OMOAI_LLM_URL")
+        if llm_url is None:
+            if needs_llm:
+                overrides = {"backend": args.llm_backend, "model": args.llm_model or _env("OMOAI_LLM_MODEL")}
+                llm_url = await stack.enter_async_context(
+                    local_service("llm", {k: v for k, v in overrides.items() if v})
+                )
+            else:
+                llm_url = "http://127.0.0.1:9"  # never called: no post-processing asked for
         cfg = base.model_copy(update={"asr_url": asr_url.rstrip("/"), "llm_url": llm_url.rstrip("/"),
                                       "volumes": {**base.volumes, **volumes}, "backoff_base_s": 2.0})
         results = await run_jobs(docs, cfg, data_dir=args.data_dir, output_dir=args.output_dir)

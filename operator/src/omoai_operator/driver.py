@@ -236,6 +236,12 @@ class JobDriver:
         """One attempt of one stage; returns the retry delay, or None when no retry is due."""
         try:
             ctx = await self.context(spec)
+            if await self.rt.pipeline.is_staged(stage, ctx):
+                # Done before a restart: record it without a slot, an attempt or a service call.
+                started.set()
+                outcome = await self.rt.pipeline.run_stage(stage, ctx)
+                await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome.status))
+                return None
         except StageError as e:
             return await self._failed(spec, stage, e.failure, 0.0)
         async with self._slot(service, stage):

@@ -62,6 +62,12 @@ class Pipeline:
         outcome = await getattr(self, f"_{stage}")(ctx)
         return StageOutcome(outcome.status, outcome.reused, outcome.files, outcome.summary, time.monotonic() - t0)
 
+    async def is_staged(self, stage: str, ctx: JobContext) -> bool:
+        """Whether the stage's result is already stored (a restart after the work finished)."""
+        name = {"asr": "asr.json", "punctuate": "punctuate.json", "summarize": "summarize.json",
+                "topics": "topics.json"}.get(stage)
+        return name is not None and await ctx.store.get(name) is not None
+
     # -- stages ----------------------------------------------------------------------------------
     async def _asr(self, ctx: JobContext) -> StageOutcome:
         staged = await self._load_transcript(ctx)

@@ -324,7 +324,7 @@ def stage_succeeded(
     spec: JobSpec, status: Mapping[str, Any], stage: str, now: dt.datetime, duration_s: float, extra: Mapping[str, Any]
 ) -> Transition:
     stages = status.get("stages") or {}
-    entry = {"state": "Succeeded", "completionTime": stamp(now), "durationSeconds": round(duration_s, 3)}
+    entry: dict[str, Any] = {"state": "Succeeded", "completionTime": stamp(now), "durationSeconds": round(duration_s, 3)}
     if "attempts" not in stages.get(stage, {}):
         entry["attempts"] = 0  # found already done in storage (restart after the work finished)
     merged = merge_patch(dict(status), {"stages": {stage: entry}})

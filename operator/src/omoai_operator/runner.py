@@ -18,8 +18,7 @@ import importlib.util
 import logging
 import os
 import socket
-import subprocess
-import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -155,6 +154,13 @@ async def _run_one(rt: Any, meta: Mapping[str, Any], doc: Mapping[str, Any]) -> 
 
 
 # -- local services ------------------------------------------------------------------------------
+#: The service packages, imported only when ``omoai run`` starts them (never a hard dependency).
+SERVICES = {
+    "asr": ("omoai_asr.settings", "AsrSettings", "omoai_asr.app"),
+    "llm": ("omoai_llm.settings", "LlmSettings", "omoai_llm.app"),
+}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,33 +169,40 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def local_service(
-    module: str, args: Sequence[str], *, ready_timeout_s: float = 900.0, env: Mapping[str, str] | None = None
+    kind: str, overrides: Mapping[str, Any], *, ready_timeout_s: float = 900.0
 ) -> AsyncIterator[str]:
-    """Start ``python -m <module> serve ...`` on a loopback port; yields its URL; always stops it."""
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{module} is not installed: install it, or pass the service URL instead")
+    """Start the ASR or LLM service in this process (uvicorn in a thread, on a free loopback port)
+    with its settings from the environment plus ``overrides``; yields its URL; always stops it."""
+    settings_module, settings_class, app_module = SERVICES[kind]
+    if importlib.util.find_spec(settings_module.split(".")[0]) is None:
+        package = f"omoai-{kind}"
+        raise ConfigError(f"{package} is not installed: install it, or pass --{kind}-url to use a running service")
+    import uvicorn
+
+    from omoai_core.settings import load_settings
+
     port = _free_port()
-    cmd = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    log.info("starting %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
+    settings_cls = getattr(importlib.import_module(settings_module), settings_class)
+    settings = load_settings(settings_cls, **{**overrides, "host": "127.0.0.1", "port": port})
+    app = importlib.import_module(app_module).create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"omoai-{kind}", daemon=True)
+    thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout_s
         async with httpx.AsyncClient(timeout=5) as http:
             while True:
-                if proc.poll() is not None:
-                    raise ConfigError(f"{module} exited with code {proc.returncode} before it was ready (see above)")
+                if not thread.is_alive():
+                    raise ConfigError(f"the {kind.upper()} service stopped before it was ready (see the log above)")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(url + "/readyz")).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise ConfigError(f"{module} was not ready after {ready_timeout_s:.0f}s")
-                await asyncio.sleep(0.5)
+                    raise ConfigError(f"the {kind.upper()} service was not ready after {ready_timeout_s:.0f}s")
+                await asyncio.sleep(0.3)
+        log.info("%s service ready at %s", kind.upper(), url)
         yield url
     finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 30)

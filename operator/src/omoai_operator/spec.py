@@ -8,7 +8,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from omoai_core.errors import InvalidInputError
@@ -80,17 +90,17 @@ class Source(_Model):
 
 
 class AsrOptions(_Model):
-    chunk_size: Annotated[int, Field(ge=4, le=512)] = 64
-    left_context: Annotated[int, Field(ge=0, le=1024)] = 128
-    right_context: Annotated[int, Field(ge=0, le=1024)] = 128
-    total_batch_duration: Annotated[float, Field(ge=1, le=14400)] = 1800.0
-    word_timestamps: bool = True
+    chunk_size: Annotated[StrictInt, Field(ge=4, le=512)] = 64
+    left_context: Annotated[StrictInt, Field(ge=0, le=1024)] = 128
+    right_context: Annotated[StrictInt, Field(ge=0, le=1024)] = 128
+    total_batch_duration: Annotated[StrictInt | StrictFloat, Field(ge=1, le=14400)] = 1800.0
+    word_timestamps: StrictBool = True
 
 
 class PostProcess(_Model):
-    punctuation: bool = True
+    punctuation: StrictBool = True
     summary: Literal["none", "abstract", "full"] = "full"
-    topics: bool = True
+    topics: StrictBool = True
 
 
 class PvcOutput(_Model):
@@ -137,11 +147,11 @@ class JobSpec(_Model):
     asr: AsrOptions = Field(default_factory=AsrOptions)
     postprocess: PostProcess = Field(default_factory=PostProcess)
     output: Output
-    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
-    active_deadline_seconds: Annotated[int, Field(ge=1, le=604800)] | None = None
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=31536000)] | None = None
-    suspend: bool = False
-    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    backoff_limit: Annotated[StrictInt, Field(ge=0, le=100)] = 3
+    active_deadline_seconds: Annotated[StrictInt, Field(ge=1, le=604800)] | None = None
+    ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31536000)] | None = None
+    suspend: StrictBool = False
+    priority: Annotated[StrictInt, Field(ge=-1000, le=1000)] = 0
 
 
 #: Fields that may change after creation (the CRD's transition rule says the same).
