@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, *, timeout_s: float = 60.0) -> Iterator[str]:  # noqa: ANN001 - an ASGI app
+def serve_in_thread(app, *, timeout_s: float = 60.0) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -49,7 +49,9 @@ def serve_process(args: list[str], env: dict[str, str] | None = None, *, timeout
     """``omoai-llm serve ARGS`` on a free port, ready (``/readyz`` 200) before yielding its URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("omoai-llm")
-    full_env = {**os.environ, "OMOAI_LOG_LEVEL": "WARNING", **(env or {})}
+    # One OpenMP thread: on a busy shared CPU, thread teams spin on barriers and a tiny model
+    # runs 30-100x slower.
+    full_env = {**os.environ, "OMOAI_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen(
         [str(exe), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
         env=full_env,
@@ -81,6 +83,18 @@ def serve_process(args: list[str], env: dict[str, str] | None = None, *, timeout
             proc.wait(10)
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from omoai_llm.testing import write_tiny_model
@@ -96,7 +110,7 @@ def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def servers():  # noqa: ANN201 - a namespace of the helpers above (the test dir is not a package)
+def servers():
     import types
 
     return types.SimpleNamespace(process=serve_process, thread=serve_in_thread, free_port=free_port)

@@ -46,9 +46,9 @@ def server(tiny_model: Path, servers):
         "OMOAI_MAX_REQUEST_BYTES": "200000",
         "OMOAI_LANGUAGE": "vi",
     }
-    with servers.process(["--backend", "transformers", "--model", str(tiny_model), "--device", "cpu"], env) as url:
-        with httpx.Client(base_url=url, headers=AUTH, timeout=300) as client:
-            yield client
+    args = ["--backend", "transformers", "--model", str(tiny_model), "--device", "cpu"]
+    with servers.process(args, env) as url, httpx.Client(base_url=url, headers=AUTH, timeout=300) as client:
+        yield client
 
 
 def test_punctuate_returns_every_word_in_its_segment_with_its_times(server: httpx.Client):
@@ -156,8 +156,15 @@ def test_metrics_count_inference_tokens_and_no_cache_clears(server: httpx.Client
 
 def test_model_switching_over_http_clears_once_per_switch(tiny_model: Path, tiny_model_b: Path, servers):
     args = [
-        "--backend", "transformers", "--model", str(tiny_model), "--summary-model", str(tiny_model_b),
-        "--single-model-resident", "--device", "cpu",
+        "--backend",
+        "transformers",
+        "--model",
+        str(tiny_model),
+        "--summary-model",
+        str(tiny_model_b),
+        "--single-model-resident",
+        "--device",
+        "cpu",
     ]
     env = {"OMOAI_SUMMARY_MAX_TOKENS": "24", "OMOAI_TOPICS_MAX_TOKENS": "24"}
     with servers.process(args, env) as url:
@@ -186,7 +193,10 @@ def test_missing_weights_give_a_clear_error(tmp_path: Path, args: list[str], mes
     exe = Path(sys.executable).with_name("omoai-llm")
     proc = subprocess.run(
         [str(exe), "punctuate", str(f), "--backend", "transformers", "--device", "cpu", *args],
-        capture_output=True, text=True, timeout=180,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 2

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-
 from omoai_core.errors import InvalidInputError, ModelLoadError, TimeoutError_, UpstreamError
 from omoai_core.settings import load_settings
 from omoai_llm.app import create_app
@@ -48,7 +47,7 @@ def _default_answer(system: str, user: str) -> str:
         kept = [w for i, w in enumerate(words) if i != 1]  # drops the second word
         return "Đây là văn bản:\n" + " ".join(kept).capitalize() + " nhé, à." + "\n\nHy vọng hữu ích!"
     if "[n]" in system:
-        first = re.search(r"^\[(\d+)\]", user, re.M)
+        first = re.search(r"^\[(\d+)\]", user, re.MULTILINE)
         return f'```json\n[{{"segment": {first.group(1) if first else 1}, "title": "Mở đầu",}}]\n```'
     return '```json\n{"title": "Tóm tắt", "abstract": "Một cuộc họp.", "bullets": ["ý một", "ý hai",],}\n```'
 
@@ -68,7 +67,7 @@ class FakeOpenAI:
             return {"object": "list", "data": self.models}
 
         @self.app.post("/v1/chat/completions")
-        async def chat(request: Request):  # noqa: ANN202
+        async def chat(request: Request):
             body = await request.json()
             self.requests.append(body)
             self.auth.append(request.headers.get("authorization"))
@@ -141,7 +140,10 @@ async def test_retries_are_bounded_and_the_error_is_retryable(upstream: FakeOpen
     assert "500" in err.value.message and "3 attempt" in err.value.message
 
 
-@pytest.mark.parametrize(("status", "error", "retryable"), [(401, UpstreamError, False), (404, UpstreamError, False), (400, InvalidInputError, False)])
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [(401, UpstreamError, False), (404, UpstreamError, False), (400, InvalidInputError, False)],
+)
 async def test_permanent_errors_are_not_retried(upstream: FakeOpenAI, status: int, error: type, retryable: bool):
     upstream.script.append(("status", (status, {})))
     b = _backend(upstream)

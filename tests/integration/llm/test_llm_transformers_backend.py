@@ -8,21 +8,20 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import InvalidInputError
 from omoai_gpu.memory import MemoryPolicy
 from omoai_llm.backends.base import ChatMessage
 from omoai_llm.backends.transformers_backend import TransformersBackend
+from prometheus_client import CollectorRegistry
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_torch_thread")]
 
 
 class CountingPolicy(MemoryPolicy):
     entered = 0
 
     @contextlib.contextmanager
-    def inference(self):  # noqa: ANN201
+    def inference(self):
         CountingPolicy.entered += 1
         with super().inference():
             yield

@@ -6,10 +6,9 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from omoai_llm.alignment import align_words, apply_case, split_token, tokens_of_answer
 
-WORDS = "xin chào các bạn hôm nay chúng ta nói về trí tuệ nhân tạo".split()
+WORDS = ["xin", "chào", "các", "bạn", "hôm", "nay", "chúng", "ta", "nói", "về", "trí", "tuệ", "nhân", "tạo"]
 
 
 def keys(words: list[str]) -> list[str]:
@@ -46,14 +45,14 @@ def test_invented_words_are_dropped_and_their_sentence_end_kept():
 
 
 def test_rewritten_words_keep_the_input_word_in_strict_mode():
-    src = "the quick brown fox jumps".split()
+    src = ["the", "quick", "brown", "fox", "jumps"]
     r = align_words(src, "The fast brown fox leaps.")
     assert r.words == ["The", "quick", "brown", "fox", "jumps."]
     assert r.stats.replaced == 2
 
 
 def test_lenient_policy_accepts_spelling_fixes_only():
-    src = "toi dang hoc machin lerning o truong".split()
+    src = ["toi", "dang", "hoc", "machin", "lerning", "o", "truong"]
     r = align_words(src, "Tôi đang học machine learning ở trường.", policy="lenient")
     assert r.words == ["Tôi", "đang", "học", "machine", "learning", "ở", "trường."]
     assert r.stats.spelling_fixes == 7  # every word differs from the input by marks or a letter
@@ -92,7 +91,7 @@ def test_a_truncated_answer_keeps_the_tail_unpunctuated():
 
 
 def test_chatter_around_the_answer_is_ignored():
-    src = "the cat sat on the mat".split()
+    src = ["the", "cat", "sat", "on", "the", "mat"]
     answer = "Sure! Here is the punctuated text:\n\nThe cat sat on the mat.\n\nLet me know if you need anything else."
     from omoai_llm.parsing import clean_answer
 
@@ -101,14 +100,17 @@ def test_chatter_around_the_answer_is_ignored():
 
 
 def test_reordered_answer_keeps_input_order():
-    src = "one two three four five six".split()
+    src = ["one", "two", "three", "four", "five", "six"]
     r = align_words(src, "Four five six, one two three.")
     assert_lossless(src, r.words)
 
 
 def test_separated_punctuation_attaches_to_its_neighbours():
-    assert [t.text for t in tokens_of_answer('hello , world ! « quoted » end')] == [
-        "hello,", "world!", "«quoted»", "end",
+    assert [t.text for t in tokens_of_answer("hello , world ! « quoted » end")] == [
+        "hello,",
+        "world!",
+        "«quoted»",
+        "end",
     ]
 
 

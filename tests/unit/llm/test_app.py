@@ -9,34 +9,33 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import ConfigError, InvalidInputError
 from omoai_core.settings import load_settings
 from omoai_llm.app import create_app
 from omoai_llm.cli import read_segments
 from omoai_llm.prompts import load_prompts
 from omoai_llm.settings import LlmSettings
+from prometheus_client import CollectorRegistry
 
 from .fakes import FakeBackend
 
 SEGS = [{"text": "xin chào các bạn", "start": 0, "end": 1.5}]
 
 
-def _settings(**kw) -> LlmSettings:  # noqa: ANN003
+def _settings(**kw) -> LlmSettings:
     kw.setdefault("model", "P")
     kw.setdefault("device", "cpu")
     return load_settings(LlmSettings, **kw)
 
 
-def _loader(delay_s: float = 0.0, answer=None):  # noqa: ANN001, ANN202
+def _loader(delay_s: float = 0.0, answer=None):
     async def load(model: str) -> FakeBackend:
         return FakeBackend(answer or (lambda s, u: u.capitalize() + "."), name=model, delay_s=delay_s)
 
     return load
 
 
-async def _client(app):  # noqa: ANN001, ANN202
+async def _client(app):
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
@@ -139,7 +138,9 @@ def test_prompts_file_overrides_and_refuses_unknown_keys(tmp_path: Path):
 
 def test_cli_reads_transcripts_lists_and_plain_text(tmp_path: Path):
     t = tmp_path / "t.json"
-    t.write_text(json.dumps({"text": "a b", "duration": 2, "model": "m", "segments": [{"text": "a b", "start": 0, "end": 2}]}))
+    t.write_text(
+        json.dumps({"text": "a b", "duration": 2, "model": "m", "segments": [{"text": "a b", "start": 0, "end": 2}]})
+    )
     assert read_segments(str(t))[0].end == 2
     t.write_text(json.dumps([{"text": "a", "start": 0, "end": 1}]))
     assert read_segments(str(t))[0].text == "a"

@@ -9,12 +9,11 @@ import types
 from dataclasses import dataclass, field
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
 from omoai_llm.backends.base import ChatMessage, estimate_tokens, render_plain_prompt
 from omoai_llm.metrics import ForeignMetrics
+from prometheus_client import CollectorRegistry
 
 
 def _policy() -> MemoryPolicy:
@@ -27,7 +26,7 @@ class _Tok:
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return list(range(len(text.split())))
 
-    def apply_chat_template(self, msgs, add_generation_prompt: bool, tokenize: bool) -> str:  # noqa: ANN001
+    def apply_chat_template(self, msgs, add_generation_prompt: bool, tokenize: bool) -> str:
         return " ".join(f"<{m['role']}> {m['content']}" for m in msgs) + " <assistant>"
 
 
@@ -48,11 +47,11 @@ def _fake_vllm(seen: dict) -> types.ModuleType:
     mod = types.ModuleType("vllm")
 
     class AsyncEngineArgs:
-        def __init__(self, **kw) -> None:  # noqa: ANN003
+        def __init__(self, **kw) -> None:
             seen["args"] = kw
 
     class SamplingParams:
-        def __init__(self, **kw) -> None:  # noqa: ANN003
+        def __init__(self, **kw) -> None:
             seen.setdefault("sampling", []).append(kw)
 
     class Engine:
@@ -64,7 +63,7 @@ def _fake_vllm(seen: dict) -> types.ModuleType:
         async def get_model_config(self) -> types.SimpleNamespace:
             return types.SimpleNamespace(max_model_len=64)
 
-        async def generate(self, prompt: str, params, request_id: str):  # noqa: ANN001, ANN201
+        async def generate(self, prompt: str, params, request_id: str):
             seen.setdefault("prompts", []).append(prompt)
             yield _ReqOut([1, 2, 3], [_Out("Xin", [1])])
             yield _ReqOut([1, 2, 3], [_Out("Xin chào.", [1, 2, 3])])
@@ -74,11 +73,14 @@ def _fake_vllm(seen: dict) -> types.ModuleType:
 
     class AsyncLLMEngine:
         @staticmethod
-        def from_engine_args(args) -> Engine:  # noqa: ANN001
+        def from_engine_args(args) -> Engine:
             return Engine()
 
     mod.AsyncEngineArgs, mod.SamplingParams, mod.AsyncLLMEngine, mod.Engine = (
-        AsyncEngineArgs, SamplingParams, AsyncLLMEngine, Engine,
+        AsyncEngineArgs,
+        SamplingParams,
+        AsyncLLMEngine,
+        Engine,
     )
     return mod
 

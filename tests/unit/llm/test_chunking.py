@@ -10,8 +10,8 @@ from .fakes import count_words
 
 
 def test_pack_groups_consecutive_items_up_to_the_budget():
-    assert pack([3, 3, 3, 3], 6) == [range(0, 2), range(2, 4)]
-    assert pack([10, 1, 1], 5) == [range(0, 1), range(1, 3)]  # an oversized item stands alone
+    assert pack([3, 3, 3, 3], 6) == [range(2), range(2, 4)]
+    assert pack([10, 1, 1], 5) == [range(1), range(1, 3)]  # an oversized item stands alone
     assert pack([], 5) == []
 
 
@@ -29,11 +29,11 @@ def test_word_ranges_partition_the_words_and_respect_the_budget():
 
 def test_word_ranges_keep_segments_whole_when_they_fit():
     segs = [["a"] * 3, ["b"] * 3, ["c"] * 3]
-    assert word_ranges(segs, count_words, 6) == [range(0, 6), range(6, 9)]
+    assert word_ranges(segs, count_words, 6) == [range(6), range(6, 9)]
 
 
 def test_a_segment_over_the_budget_is_cut_between_words():
-    assert split_words(["w"] * 10, count_words, 4) == [range(0, 4), range(4, 8), range(8, 10)]
+    assert split_words(["w"] * 10, count_words, 4) == [range(4), range(4, 8), range(8, 10)]
 
 
 def test_text_units_cut_only_the_long_texts():

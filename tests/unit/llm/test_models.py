@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
 from omoai_llm.models import ModelManager
+from prometheus_client import CollectorRegistry
 
 from .fakes import FakeBackend
 
@@ -44,7 +43,9 @@ async def _work(manager: ModelManager, model: str) -> str:
 
 async def test_each_switch_clears_the_cache_exactly_once():
     policy, loader, switched = _policy(), Loader(), []
-    m = ModelManager(loader, policy, punctuation_model="P", summary_model="S", single_resident=True, on_switch=switched.append)
+    m = ModelManager(
+        loader, policy, punctuation_model="P", summary_model="S", single_resident=True, on_switch=switched.append
+    )
     await m.start()
     assert m.resident == ["P"] and policy.clears("model_switch") == 0
     await _work(m, "P")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from omoai_llm.parsing import clean_answer, extract_json, parse_summary, parse_time, parse_topics
 
 
@@ -68,7 +67,10 @@ def test_topics_from_json_with_segment_numbers_or_times():
 
 def test_topics_from_plain_lines():
     topics = parse_topics("1. [3] Introduction\n- [01:02:03] Budget review\nrandom chatter")
-    assert [(t.title, t.segment, t.time) for t in topics] == [("Introduction", 3, None), ("Budget review", None, 3723.0)]
+    assert [(t.title, t.segment, t.time) for t in topics] == [
+        ("Introduction", 3, None),
+        ("Budget review", None, 3723.0),
+    ]
 
 
 def test_topics_json_wrapped_in_an_object():
@@ -76,7 +78,19 @@ def test_topics_json_wrapped_in_an_object():
     assert topics[0].segment == 4 and topics[0].title == "X"
 
 
-@pytest.mark.parametrize(("value", "seconds"), [(83, 83.0), ("83.5", 83.5), ("01:23", 83.0), ("1:01:23", 3683.0), ("12s", 12.0), ("x", None), (-1, None), (True, None)])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (83, 83.0),
+        ("83.5", 83.5),
+        ("01:23", 83.0),
+        ("1:01:23", 3683.0),
+        ("12s", 12.0),
+        ("x", None),
+        (-1, None),
+        (True, None),
+    ],
+)
 def test_parse_time(value, seconds):
     assert parse_time(value) == seconds
 

@@ -8,7 +8,6 @@ import random
 import re
 
 import pytest
-
 from omoai_core.errors import UpstreamError
 from omoai_core.schemas import Segment
 from omoai_llm.serving.common import CallContext
@@ -23,7 +22,7 @@ PROMPTS = SummaryPrompts(single="SINGLE", map="MAP", reduce="REDUCE")
 
 def _segments(n: int, words: int = 8) -> list[Segment]:
     rng = random.Random(n)
-    vocab = "một hai ba bốn năm sáu bảy tám chín mười anh em chúng ta".split()
+    vocab = ["một", "hai", "ba", "bốn", "năm", "sáu", "bảy", "tám", "chín", "mười", "anh", "em", "chúng", "ta"]
     return [
         Segment(text=" ".join(rng.choice(vocab) for _ in range(words)), start=i * 2.0, end=i * 2.0 + 1.9)
         for i in range(n)
@@ -35,7 +34,9 @@ def _adversarial(system: str, user: str) -> str:
     words = user.split()
     kind = len(user) % 5
     if kind == 0:
-        return "Here you go:\n" + " ".join(w.capitalize() + ("," if i % 4 == 3 else "") for i, w in enumerate(words)) + "."
+        return (
+            "Here you go:\n" + " ".join(w.capitalize() + ("," if i % 4 == 3 else "") for i, w in enumerate(words)) + "."
+        )
     if kind == 1:
         return " ".join(words[::2]).capitalize() + "."  # dropped every second word
     if kind == 2:
@@ -83,15 +84,25 @@ async def test_a_segment_longer_than_a_chunk_is_split_and_reassembled():
 
 
 async def test_empty_segments_stay_and_keep_their_times():
-    segs = [Segment(text="", start=0, end=1), Segment(text="xin chào", start=1, end=2), Segment(text=" ", start=2, end=3)]
+    segs = [
+        Segment(text="", start=0, end=1),
+        Segment(text="xin chào", start=1, end=2),
+        Segment(text=" ", start=2, end=3),
+    ]
     result = await punctuate(segs, CallContext(FakeBackend(lambda s, u: "Xin chào!")), system_prompt="p")
     assert [s.text for s in result.segments] == ["", "Xin chào!", ""]
     assert [(s.start, s.end) for s in result.segments] == [(0, 1), (1, 2), (2, 3)]
 
 
 async def test_words_with_timestamps_are_kept_with_the_segment():
-    seg = Segment.model_validate({"text": "xin chào", "start": 0, "end": 1, "words": [
-        {"word": "xin", "start": 0, "end": 0.4}, {"word": "chào", "start": 0.5, "end": 1}]})
+    seg = Segment.model_validate(
+        {
+            "text": "xin chào",
+            "start": 0,
+            "end": 1,
+            "words": [{"word": "xin", "start": 0, "end": 0.4}, {"word": "chào", "start": 0.5, "end": 1}],
+        }
+    )
     result = await punctuate([seg], CallContext(FakeBackend(lambda s, u: "Xin chào.")), system_prompt="p")
     assert result.segments[0].words == seg.words
 
@@ -153,12 +164,14 @@ async def test_topics_start_at_real_segment_times():
     segs = _segments(20)
 
     def answer(system: str, user: str) -> str:
-        numbers = [int(n) for n in re.findall(r"^\[(\d+)\]", user, re.M)]
-        return json.dumps([
-            {"segment": numbers[0], "title": "first"},
-            {"start": "00:13", "title": "by time"},  # 13 s falls in segment 7 (starts at 12 s)
-            {"segment": 999, "title": "made up"},
-        ])
+        numbers = [int(n) for n in re.findall(r"^\[(\d+)\]", user, re.MULTILINE)]
+        return json.dumps(
+            [
+                {"segment": numbers[0], "title": "first"},
+                {"start": "00:13", "title": "by time"},  # 13 s falls in segment 7 (starts at 12 s)
+                {"segment": 999, "title": "made up"},
+            ]
+        )
 
     result = await find_topics(segs, CallContext(FakeBackend(answer)), prompt="topics up to {max_topics}")
     assert [(t.title, t.start) for t in result.topics] == [("first", 0.0), ("by time", 12.0)]
@@ -170,11 +183,13 @@ async def test_long_transcripts_get_topics_from_every_part_within_the_limit():
     segs = _segments(200, words=10)
 
     def answer(system: str, user: str) -> str:
-        numbers = [int(n) for n in re.findall(r"^\[(\d+)\]", user, re.M)]
+        numbers = [int(n) for n in re.findall(r"^\[(\d+)\]", user, re.MULTILINE)]
         return "\n".join(f"[{n}] topic {n}" for n in numbers[::3])
 
     backend = FakeBackend(answer, context_tokens=500)
-    result = await find_topics(segs, CallContext(backend, concurrency=4), prompt="p {max_topics}", max_topics=10, max_tokens=100)
+    result = await find_topics(
+        segs, CallContext(backend, concurrency=4), prompt="p {max_topics}", max_topics=10, max_tokens=100
+    )
     assert result.chunks > 3
     assert len(result.topics) == 10
     starts = [t.start for t in result.topics]
@@ -193,7 +208,7 @@ async def test_an_unusable_answer_is_asked_again_once_with_sampling():
     temps: list[float] = []
     real = backend.generate
 
-    async def spy(messages, *, max_tokens, temperature=0.0):  # noqa: ANN001, ANN202
+    async def spy(messages, *, max_tokens, temperature=0.0):
         temps.append(temperature)
         return await real(messages, max_tokens=max_tokens, temperature=temperature)
 

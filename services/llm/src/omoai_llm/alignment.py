@@ -138,8 +138,18 @@ class AlignmentStats:
 
     def merge(self, other: AlignmentStats) -> None:
         for name in (
-            "words_in", "words_out", "matched", "replaced", "spelling_fixes", "restored", "invented",
-            "model_word_errors", "model_words", "output_word_errors", "chars_in", "model_char_errors",
+            "words_in",
+            "words_out",
+            "matched",
+            "replaced",
+            "spelling_fixes",
+            "restored",
+            "invented",
+            "model_word_errors",
+            "model_words",
+            "output_word_errors",
+            "chars_in",
+            "model_char_errors",
             "output_char_errors",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -225,7 +235,7 @@ def align_words(
                 # The block's outer punctuation (an opening quote, a sentence end) is still right.
                 first, last = src[i1], src[i2 - 1]
                 if first.core:
-                    out[i1] = hyp[j1].lead + (out[i1] or "")[len(first.lead):]
+                    out[i1] = hyp[j1].lead + (out[i1] or "")[len(first.lead) :]
                 if last.core:
                     base = out[i2 - 1] or last.text
                     out[i2 - 1] = base[: len(base) - len(last.trail)] + hyp[j2 - 1].trail

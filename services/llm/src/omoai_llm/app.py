@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import OmoaiError
 from omoai_core.metrics import build_info
 from omoai_gpu.memory import MemoryPolicy
@@ -22,6 +20,8 @@ from omoai_http.auth import bearer_auth
 from omoai_http.errors import install_error_handlers
 from omoai_http.limits import BodyLimitMiddleware
 from omoai_http.probes import probes_router
+from prometheus_client import CollectorRegistry
+
 from omoai_llm import __version__
 from omoai_llm.backends import load_backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
@@ -59,7 +59,7 @@ async def llm_runtime(
     metrics = metrics or LlmMetrics.create(registry)
     prompts = load_prompts(settings.prompts_file)
 
-    async def default_loader(model: str):  # noqa: ANN202 - returns a Backend
+    async def default_loader(model: str):
         return await load_backend(settings, model, policy)
 
     manager = ModelManager(
@@ -111,9 +111,7 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry
     app.state.policy = policy
-    app.state.admission = Admission(
-        settings.max_concurrency, settings.max_queue, registry=registry, service="llm"
-    )
+    app.state.admission = Admission(settings.max_concurrency, settings.max_queue, registry=registry, service="llm")
     install_error_handlers(app)
     app.include_router(probes_router(registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready))
     app.include_router(build_router(bearer_auth(token)))

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import InvalidInputError, OmoaiError
 from omoai_core.schemas import Segment
 from omoai_core.settings import configure_logging, load_settings
+from prometheus_client import CollectorRegistry
+
 from omoai_llm.settings import LlmSettings
 
 _TASKS = ("punctuate", "summarize", "topics", "postprocess")
@@ -31,9 +31,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="OMOAI_DTYPE")
     p.add_argument("--openai-base-url", help="OMOAI_OPENAI_BASE_URL")
     p.add_argument("--offline", action="store_const", const=True, help="never download; OMOAI_OFFLINE")
-    p.add_argument(
-        "--single-model-resident", action="store_const", const=True, help="OMOAI_SINGLE_MODEL_RESIDENT"
-    )
+    p.add_argument("--single-model-resident", action="store_const", const=True, help="OMOAI_SINGLE_MODEL_RESIDENT")
     p.add_argument("--log-level", help="OMOAI_LOG_LEVEL")
 
 
@@ -66,7 +64,10 @@ def read_segments(source: str) -> list[Segment]:
     if not isinstance(items, list):
         raise InvalidInputError(f"{source}: expected a JSON object with 'segments' or a list of segments")
     try:
-        return [Segment.model_validate({k: v for k, v in s.items() if k in ("text", "start", "end", "words")}) for s in items]
+        return [
+            Segment.model_validate({k: v for k, v in s.items() if k in ("text", "start", "end", "words")})
+            for s in items
+        ]
     except (ValueError, AttributeError) as e:
         raise InvalidInputError(f"{source}: invalid segments: {e}") from e
 
@@ -93,8 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         k: getattr(args, k, None)
         for k in (
-            "backend", "model", "summary_model", "device", "dtype", "openai_base_url", "offline",
-            "single_model_resident", "log_level", "host", "port",
+            "backend",
+            "model",
+            "summary_model",
+            "device",
+            "dtype",
+            "openai_base_url",
+            "offline",
+            "single_model_resident",
+            "log_level",
+            "host",
+            "port",
         )
     }
     try:

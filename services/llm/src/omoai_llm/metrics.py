@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from omoai_core.metrics import inference_duration_histogram
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
 
-from omoai_core.metrics import inference_duration_histogram
 from omoai_llm.alignment import AlignmentStats
 from omoai_llm.backends.base import Completion
 
@@ -36,7 +36,9 @@ class LlmMetrics:
                 "omoai_llm_tokens", "Tokens processed by the model.", ["direction", "model"], registry=registry
             ),
             switches=Counter(
-                "omoai_llm_model_switches", "Resident model switches, by the model switched to.", ["model"],
+                "omoai_llm_model_switches",
+                "Resident model switches, by the model switched to.",
+                ["model"],
                 registry=registry,
             ),
             alignment_words=Counter(

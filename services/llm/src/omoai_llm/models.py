@@ -19,6 +19,7 @@ from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from omoai_gpu.memory import MemoryPolicy
+
 from omoai_llm.backends.base import Backend
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,11 @@ class ModelManager:
 
     async def start(self) -> None:
         """Load the punctuation model (and the summary model too when both may stay resident)."""
-        models = [self.punctuation_model] if self._single else list(dict.fromkeys(
-            [self.punctuation_model, self.summary_model]
-        ))
+        models = (
+            [self.punctuation_model]
+            if self._single
+            else list(dict.fromkeys([self.punctuation_model, self.summary_model]))
+        )
         for name in models:
             self._loaded[name] = await self._loader(name)
         self._ready = True

@@ -65,7 +65,7 @@ def _close_truncated(s: str) -> str:
             stack.pop()
     out = s + ('"' if in_str else "")
     out = re.sub(r",\s*$", "", out.rstrip())
-    out = re.sub(r':\s*$', ": null", out)
+    out = re.sub(r":\s*$", ": null", out)
     # A dangling key with no value ("{"a": 1, "b"}") is dropped.
     out = re.sub(r',\s*"[^"]*"\s*$', "", out)
     return out + "".join(reversed(stack))
@@ -206,7 +206,11 @@ def _summary_from_plain_text(text: str) -> ParsedSummary | None:
             name = label.group(1).lower()
             rest = line[label.end() :].strip().strip("*").strip()
             section = (
-                "title" if name in ("title", "tiêu đề") else "abstract" if name in ("abstract", "summary", "tóm tắt") else "bullets"
+                "title"
+                if name in ("title", "tiêu đề")
+                else "abstract"
+                if name in ("abstract", "summary", "tóm tắt")
+                else "bullets"
             )
             if rest:
                 if section == "title":

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from omoai_core.schemas import Quality, Segment, Summary, Topic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["punctuate", "summarize", "topics"]
 

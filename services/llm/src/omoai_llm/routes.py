@@ -9,9 +9,9 @@ from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-
 from omoai_core.errors import TimeoutError_
 from omoai_http.admission import Admission
+
 from omoai_llm.protocol import (
     PostprocessRequest,
     PostprocessResponse,
@@ -71,9 +71,7 @@ def build_router(auth: object) -> APIRouter:
         return await _run(service, admission, service.topics(req))
 
     @router.post("/postprocess", response_model=PostprocessResponse)
-    async def postprocess(
-        req: PostprocessRequest, service: ServiceDep, admission: AdmissionDep
-    ) -> PostprocessResponse:
+    async def postprocess(req: PostprocessRequest, service: ServiceDep, admission: AdmissionDep) -> PostprocessResponse:
         """Punctuation, then summary and topics of the punctuated text, in one call."""
         return await _run(service, admission, service.postprocess(req))
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from omoai_core.errors import InvalidInputError, PayloadTooLargeError
 from omoai_core.schemas import Quality, Segment
+
 from omoai_llm.alignment import AlignmentStats, Policy
 from omoai_llm.metrics import LlmMetrics
 from omoai_llm.models import ModelManager
@@ -62,6 +63,10 @@ def report_of(s: AlignmentStats, policy: Policy) -> AlignmentReport:
         restored=s.restored,
         invented=s.invented,
     )
+
+
+def _extractive_warning(parts: int, chunks: int) -> str:
+    return f"{parts} of {chunks} parts gave no usable summary twice; their opening words were used instead"
 
 
 class LlmService:
@@ -166,18 +171,15 @@ class LlmService:
         if not any(t.strip() for t in texts):
             raise InvalidInputError("there is no text to summarise")
         async with self._task("summarize") as ctx:
-            result = await summarize(texts, ctx, prompts=self._summary_prompts(lang), max_tokens=self.settings.summary_max_tokens)
+            result = await summarize(
+                texts, ctx, prompts=self._summary_prompts(lang), max_tokens=self.settings.summary_max_tokens
+            )
         return SummarizeResponse(
             summary=result.summary,
             strategy=result.strategy,
             chunks=result.chunks,
             structured=result.structured,
-            warnings=[
-                f"{result.extractive_parts} of {result.chunks} parts gave no usable summary twice; "
-                "their opening words were used instead"
-            ]
-            if result.extractive_parts
-            else [],
+            warnings=[_extractive_warning(result.extractive_parts, result.chunks)] if result.extractive_parts else [],
             usage=self._usage(ctx),
         )
 
@@ -194,7 +196,9 @@ class LlmService:
                 max_topics=req.max_topics or self.settings.max_topics,
                 max_tokens=self.settings.topics_max_tokens,
             )
-        return TopicsResponse(topics=result.topics, chunks=result.chunks, warnings=result.warnings, usage=self._usage(ctx))
+        return TopicsResponse(
+            topics=result.topics, chunks=result.chunks, warnings=result.warnings, usage=self._usage(ctx)
+        )
 
     async def postprocess(self, req: PostprocessRequest) -> PostprocessResponse:
         """Punctuation first; summary and topics then run concurrently on the punctuated text."""

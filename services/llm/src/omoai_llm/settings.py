@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-
-from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 
 Backend = Literal["vllm", "transformers", "openai"]
 AlignmentPolicy = Literal["strict", "lenient"]
@@ -53,7 +52,7 @@ class LlmSettings(ServerSettings, InferenceSettings):
     max_topics: int = Field(default=12, ge=1, le=200, description="Default number of topics at most.")
     language: str = Field(default="vi", description="Default language of prompts (vi or en).")
     prompts_file: Path | None = Field(
-        default=None, description="JSON file overriding prompts: {\"vi\": {\"punctuate\": \"...\"}, ...}."
+        default=None, description='JSON file overriding prompts: {"vi": {"punctuate": "..."}, ...}.'
     )
     alignment: AlignmentPolicy = Field(
         default="strict", description="strict: only punctuation and case change; lenient: spelling fixes too."

@@ -9,6 +9,7 @@ import asyncio
 
 from omoai_core.errors import ConfigError, ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
+
 from omoai_llm.backends.base import Backend, ChatMessage, Completion, estimate_tokens
 from omoai_llm.settings import LlmSettings
 
@@ -69,7 +70,7 @@ async def load_backend(settings: LlmSettings, model: str, policy: MemoryPolicy) 
     raise ConfigError(f"unknown backend {settings.backend!r}")  # pragma: no cover - settings validate it
 
 
-def _tokenizer_counter(settings: LlmSettings):  # noqa: ANN202 - a plain callable
+def _tokenizer_counter(settings: LlmSettings):
     try:
         from transformers import AutoTokenizer
     except ImportError as e:

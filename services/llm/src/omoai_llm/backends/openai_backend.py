@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-
 from omoai_core.errors import InvalidInputError, ModelLoadError, TimeoutError_, UpstreamError
+
 from omoai_llm.backends.base import ChatMessage, Completion, estimate_tokens
 
 log = logging.getLogger(__name__)
+
 
 class UpstreamRejectedError(UpstreamError):
     """The LLM server refused us for good (bad key, unknown model): retrying cannot help."""
@@ -133,7 +134,7 @@ class OpenAIBackend:
                 delay = _retry_after(r)
             attempt += 1
             if delay is None:
-                delay = self._backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)  # noqa: S311
+                delay = self._backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)
             delay = min(delay, _MAX_DELAY_S)
             log.info("LLM call failed (%s); retry %d/%d in %.2fs", reason, attempt, self._retries, delay)
             await asyncio.sleep(delay)

@@ -8,6 +8,7 @@ batch runs in a thread under ``policy.inference()`` so the event loop keeps serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
+
 from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,12 @@ def _load_error(model: str, offline: bool, e: Exception) -> ModelLoadError:
     elif offline:
         hint = "offline mode is on and the model is not in the local hub cache; download it first or mount it"
     else:
-        hint = "check the hub id, the network (or set HF_HUB_OFFLINE=1 with a cached copy) and HF_TOKEN for gated models"
-    return ModelLoadError(f"cannot load model {model!r}: {e.__class__.__name__}: {e} ({hint})", details={"model": model})
+        hint = (
+            "check the hub id, the network (or set HF_HUB_OFFLINE=1 with a cached copy) and HF_TOKEN for gated models"
+        )
+    return ModelLoadError(
+        f"cannot load model {model!r}: {e.__class__.__name__}: {e} ({hint})", details={"model": model}
+    )
 
 
 class TransformersBackend:
@@ -68,6 +74,7 @@ class TransformersBackend:
         self._max_batch = max_batch_size
         self._wait_s = batch_wait_ms / 1000.0
         self._queue: asyncio.Queue[_Request] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.batches_run = 0  # diagnostics (tests, benchmarks)
@@ -158,21 +165,20 @@ class TransformersBackend:
             )
         loop = asyncio.get_running_loop()
         req = _Request(list(ids), max(1, min(max_tokens, room)), temperature, loop.create_future())
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        if self._loop is not loop:  # first call, or the backend moved to another event loop
+            self._loop, self._queue, self._worker = loop, asyncio.Queue(), None
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run(), name=f"generate:{self._name}")
+        assert self._queue is not None
         await self._queue.put(req)
         return await req.future
 
     async def close(self) -> None:
         self._closed = True
-        if self._worker is not None:
+        if self._worker is not None and self._loop is asyncio.get_running_loop():
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
                 await self._worker
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
         if self._queue is not None:
             while not self._queue.empty():
                 req = self._queue.get_nowait()
@@ -211,7 +217,7 @@ class TransformersBackend:
             for temperature, group in groups.items():
                 try:
                     results = await asyncio.to_thread(self._generate_batch, group, temperature)
-                except Exception as e:  # noqa: BLE001 - every waiter must hear about it
+                except Exception as e:
                     log.exception("generation failed on %s", self._name)
                     for r in group:
                         if not r.future.done():

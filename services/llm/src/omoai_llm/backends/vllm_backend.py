@@ -12,6 +12,7 @@ from typing import Any
 
 from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
+
 from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
 
 log = logging.getLogger(__name__)

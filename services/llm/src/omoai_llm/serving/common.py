@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from omoai_core.errors import ConfigError
+
 from omoai_llm.backends.base import Backend, ChatMessage, Completion
 
 T = TypeVar("T")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from omoai_core.schemas import Segment
+
 from omoai_llm.alignment import AlignmentStats, Policy, align_words, words_of
 from omoai_llm.chunking import word_ranges
 from omoai_llm.parsing import clean_answer
@@ -51,7 +52,9 @@ async def punctuate(
         text = " ".join(words)
         max_tokens = int(count(text) * OUTPUT_RATIO) + OUTPUT_MARGIN
         completion = await ctx.chat(system_prompt, text, max_tokens)
-        aligned = align_words(words, clean_answer(completion.text), policy=policy, segment_of=segment_of[r.start : r.stop])
+        aligned = align_words(
+            words, clean_answer(completion.text), policy=policy, segment_of=segment_of[r.start : r.stop]
+        )
         stats.merge(aligned.stats)
         return aligned.words
 

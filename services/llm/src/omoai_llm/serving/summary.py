@@ -13,6 +13,7 @@ from typing import Literal
 
 from omoai_core.errors import UpstreamError
 from omoai_core.schemas import Summary
+
 from omoai_llm.chunking import pack, text_units
 from omoai_llm.parsing import ParsedSummary, clean_answer, parse_summary
 from omoai_llm.serving.common import RETRY_TEMPERATURE, CallContext, map_concurrently
@@ -99,9 +100,7 @@ async def summarize(
         reduce_room = ctx.room(prompts.reduce, max_tokens)
         if count(combined) <= reduce_room or levels >= MAX_LEVELS:
             answer = await _ask(ctx, prompts.reduce, combined, max_tokens)
-            return SummaryResult(
-                _final(answer), "map_reduce", chunks_total, levels, _structured(answer), extractive
-            )
+            return SummaryResult(_final(answer), "map_reduce", chunks_total, levels, _structured(answer), extractive)
         level_texts = partials  # summaries of summaries, until they fit one reduce call
 
 

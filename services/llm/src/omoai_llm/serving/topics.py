@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from omoai_core.schemas import Segment, Topic
+
 from omoai_llm.chunking import pack, split_words
 from omoai_llm.parsing import ParsedTopic, parse_topics
 from omoai_llm.serving.common import RETRY_TEMPERATURE, CallContext, map_concurrently
