@@ -161,6 +161,7 @@ class Recorder:
         self.inner = inner
         self.shared = shared  # one loaded model reused by every app of the benchmark: never closed
         self.calls: list[tuple[Any, int, float]] = []
+        self.spans: list[tuple[str, float, float]] = []  # (system prompt, start, end) of each call
 
     async def close(self) -> None:
         if not self.shared:
@@ -179,7 +180,38 @@ class Recorder:
 
     async def generate(self, messages: Any, *, max_tokens: int, temperature: float = 0.0) -> Any:
         self.calls.append((list(messages), max_tokens, temperature))
-        return await self.inner.generate(messages, max_tokens=max_tokens, temperature=temperature)
+        started = time.perf_counter()
+        try:
+            return await self.inner.generate(messages, max_tokens=max_tokens, temperature=temperature)
+        finally:
+            self.spans.append((messages[0].content, started, time.perf_counter()))
+
+
+class InstantBackend:
+    """Answers at once (the input, capitalised, with a full stop) but counts tokens with the real
+    tokenizer: what remains of a request's time is the service's own cost."""
+
+    def __init__(self, counter: Any) -> None:
+        self._counter = counter
+
+    model_name = "instant"
+
+    @property
+    def context_tokens(self) -> int:
+        return self._counter.context_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self._counter.count_tokens(text)
+
+    async def generate(self, messages: Any, *, max_tokens: int, temperature: float = 0.0) -> Any:
+        from omoai_llm.backends.base import Completion
+
+        user = messages[-1].content
+        text = user.capitalize() + "."
+        return Completion(text, self.count_tokens(user), self.count_tokens(text), "stop")
+
+    async def close(self) -> None:
+        pass
 
 
 async def _replay(backend: Any, calls: list[tuple[Any, int, float]], concurrency: int) -> float:
@@ -296,26 +328,57 @@ def main() -> None:
         f"| {(service - bare) * 1000:+.0f} ms ({(service - bare) / bare * 100:+.1f} %) |"
     )
 
+    # -- 1b. the service's own cost, with a backend that answers at once ----------------------
+    counter = backend if backend is not None else _openai_bare(s, model)
+
+    async def instant_loader(name: str) -> Any:
+        return InstantBackend(counter)
+
+    print("\n### Service cost per request with an instant backend (HTTP, validation, chunking, alignment)\n")
+    print("| segments | words | model calls | time per request (median) | per 1000 words |")
+    print("|--:|--:|--:|--:|--:|")
+    with _serve(create_app(s, loader=instant_loader)) as url, httpx.Client(base_url=url, timeout=3600) as client:
+        for n in (args.segments, args.segments * 10):
+            payload = {"segments": _segments(n)}
+            client.post("/v1/punctuate", json=payload).raise_for_status()
+            times = []
+            for _ in range(max(3, args.repeats)):
+                started = time.perf_counter()
+                r = client.post("/v1/punctuate", json=payload)
+                times.append(time.perf_counter() - started)
+                r.raise_for_status()
+            t, words = statistics.median(times), r.json()["quality"]["words_in"]
+            print(f"| {n} | {words} | {r.json()['chunks']} | {t * 1000:.0f} ms | {t * 1000 / words * 1000:.0f} ms |")
+
     # -- 2. map concurrency --------------------------------------------------------------------
     long = _segments(args.summary_segments)
     print("\n### Summary map-reduce: concurrent map calls vs sequential\n")
-    print("| concurrency | map calls | wall time (median) | speed-up |")
-    print("|--:|--:|--:|--:|")
-    base = None
+    print("| concurrency | map calls | map phase (median) | map speed-up | whole request (median) | speed-up |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    from omoai_llm.prompts import load_prompts
+
+    map_prompt = load_prompts().get("en", "summary_map")
+    base: tuple[float, float] | None = None
     for conc in (1, args.concurrency):
         sc = settings(conc)
-        times, chunks = [], 0
+        times, maps, chunks = [], [], 0
         with _serve(create_app(sc, loader=loader)) as url, httpx.Client(base_url=url, timeout=3600) as client:
             for _ in range(args.repeats):
+                rec = recorders[-1]
+                rec.spans.clear()
                 started = time.perf_counter()
                 r = client.post("/v1/summarize", json={"segments": long, "language": "en"})
                 times.append(time.perf_counter() - started)
                 r.raise_for_status()
                 assert r.json()["strategy"] == "map_reduce", r.json()
                 chunks = r.json()["chunks"]
-        t = statistics.median(times)
-        base = base or t
-        print(f"| {conc} | {chunks} | {t * 1000:.0f} ms | {base / t:.2f}x |")
+                spans = [(a, b) for system, a, b in rec.spans if system == map_prompt]
+                maps.append(max(b for _, b in spans) - min(a for a, _ in spans))
+        t, m = statistics.median(times), statistics.median(maps)
+        base = base or (m, t)
+        print(
+            f"| {conc} | {chunks} | {m * 1000:.0f} ms | {base[0] / m:.2f}x | {t * 1000:.0f} ms | {base[1] / t:.2f}x |"
+        )
     stack.close()
 
 

@@ -201,3 +201,18 @@ def test_missing_weights_give_a_clear_error(tmp_path: Path, args: list[str], mes
     )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and message in proc.stderr
+
+
+def test_serve_with_the_vllm_backend_but_no_vllm_exits_with_a_clear_error(servers, tmp_path: Path):
+    exe = Path(sys.executable).with_name("omoai-llm")
+    port = servers.free_port()
+    proc = subprocess.run(
+        [str(exe), "serve", "--backend", "vllm", "--model", "org/model", "--device", "cpu", "--port", str(port)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode != 0
+    assert "cannot start: the vllm backend needs vLLM" in proc.stderr

@@ -150,3 +150,12 @@ def test_fallback_segments_name_the_segments_where_the_model_was_overruled():
     src = ["a1", "a2", "b1", "b2"]
     r = align_words(src, "A1 a2. B1", segment_of=[0, 0, 1, 1])
     assert r.stats.fallback_segments == {1}
+
+
+def test_word_and_char_errors_count_edits():
+    from omoai_llm.alignment import word_and_char_errors
+
+    assert word_and_char_errors(["a", "b"], ["a", "b"]) == (0, 0)
+    assert word_and_char_errors(["con", "mèo", "đen"], ["con", "mẹo", "đen"]) == (1, 1)
+    assert word_and_char_errors(["xin", "chào"], ["xin"]) == (1, 5)  # " chào"
+    assert word_and_char_errors(["xin"], ["xin", "chào", "bạn"]) == (2, 9)  # " chào bạn"

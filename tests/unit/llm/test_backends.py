@@ -143,3 +143,4 @@ def test_plain_prompt_and_estimates():
     prompt = render_plain_prompt([ChatMessage("system", "be brief"), ChatMessage("user", "hi")])
     assert prompt == "System: be brief\n\nUser: hi\n\nAssistant:"
     assert estimate_tokens("") == 0 and estimate_tokens("abcde") == 2
+    assert estimate_tokens("chào") == 2  # 5 bytes of UTF-8: bytes / 3 wins

@@ -56,10 +56,14 @@ class Backend(Protocol):
 def estimate_tokens(text: str) -> int:
     """A conservative token estimate when no tokenizer is at hand.
 
-    Multilingual BPE vocabularies spend about one token per 2-4 characters of Vietnamese or English
-    text; 2.5 characters per token over-estimates, which only makes chunks smaller, never too big.
+    Multilingual BPE vocabularies spend about one token per 3-4 characters of English; older
+    ones (Llama 2) split Vietnamese letters with diacritics into bytes. The larger of
+    characters / 2.5 and UTF-8 bytes / 3 over-estimates both, which only makes chunks smaller.
+    Set ``OMOAI_TOKENIZER`` for exact counts.
     """
-    return max(1, math.ceil(len(text) / 2.5)) if text else 0
+    if not text:
+        return 0
+    return max(1, math.ceil(max(len(text) / 2.5, len(text.encode("utf-8")) / 3)))
 
 
 def render_plain_prompt(messages: Sequence[ChatMessage]) -> str:
