@@ -88,13 +88,23 @@ class RMSNorm(nn.Module):
 
 
 class Subsampling(nn.Module):
-    """(N, T, n_mels) -> (N, (T - 7) // 8, D), scaled by sqrt(D) as the positional stage does."""
+    """(N, T, n_mels) -> (N, (T - 7) // 8, D), scaled by sqrt(D) as the positional stage does.
 
-    # The first convolution's output (N, C, T/2, F/2) is the largest activation of the whole
+    The network is the reference's (conv 3x3/2, ReLU, then twice depthwise 3x3/2, pointwise,
+    ReLU), computed channels-last: the first convolution has a single input channel, so it is
+    one (positions, 9) x (9, C) GEMM writing (n, T', F', C) directly (oneDNN's direct kernel for
+    it is twice as slow), the depthwise convolutions run on channels-last tensors (4x faster than
+    on NCHW on CPU) and the pointwise ones are plain GEMMs over (positions, C).
+    """
+
+    # The first convolution's output (N, T/2, F/2, C) is the largest activation of the whole
     # model (4.4 GB in fp32 for a 900 s window of large-vie). Chunks are independent here, so
     # they go through in groups whose first output stays under this many elements: the same
-    # result with a bounded peak (and below the 2**31 indexing limit of some conv kernels).
-    max_conv_elements = 2**28
+    # result with a bounded peak, and below the 2**31 indexing limit of some kernels. On an
+    # accelerator 2**27 (256 MB in fp16, 26 chunks of large-vie per group: few launches); on
+    # CPU one chunk at a time (20 MB) is also the fastest, as more of it stays in cache.
+    max_conv_elements = 2**27
+    max_conv_elements_cpu = 2**22
 
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
@@ -113,14 +123,30 @@ class Subsampling(nn.Module):
         self.xscale = math.sqrt(dims.n_state)
         self.channels = ch
 
-    def _one_group(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x.unsqueeze(1))  # (n, 1, T, F) -> (n, C, T', F')
+    def _pointwise_relu(self, x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+        """(n, C, t, f) channels-last -> the same after a 1x1 convolution and ReLU, as a GEMM."""
         n, c, t, f = x.shape
-        return self.out(x.transpose(1, 2).reshape(n, t, c * f)) * self.xscale
+        rows = x.permute(0, 2, 3, 1).reshape(n * t * f, c)  # a view when x is channels-last
+        y = torch.addmm(conv.bias, rows, conv.weight.view(c, c).t()).relu_()
+        return y.view(n, t, f, c).permute(0, 3, 1, 2)
+
+    def _one_group(self, x: torch.Tensor) -> torch.Tensor:
+        n, t_in, f_in = x.shape
+        first, dw1, pw1, dw2, pw2 = self.conv[0], self.conv[2], self.conv[3], self.conv[5], self.conv[6]
+        c = self.channels
+        t, f = (t_in - 3) // 2 + 1, (f_in - 3) // 2 + 1
+        patches = x.unfold(1, 3, 2).unfold(2, 3, 2).reshape(n * t * f, 9)  # 3x3 stride-2 patches
+        y = torch.addmm(first.bias, patches.to(first.weight.dtype), first.weight.view(c, 9).t())
+        y = y.relu_().view(n, t, f, c).permute(0, 3, 1, 2)  # (n, C, t, f), channels-last memory
+        y = self._pointwise_relu(dw1(y), pw1)
+        y = self._pointwise_relu(dw2(y), pw2)  # (n, C, t', f')
+        n, c, t, f = y.shape
+        return self.out(y.transpose(1, 2).reshape(n, t, c * f)) * self.xscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         per_item = self.channels * ((x.size(1) - 1) // 2) * ((x.size(2) - 1) // 2)
-        group = max(1, self.max_conv_elements // max(per_item, 1))
+        limit = self.max_conv_elements_cpu if x.device.type == "cpu" else self.max_conv_elements
+        group = max(1, limit // max(per_item, 1))
         if x.size(0) <= group:
             return self._one_group(x)
         return torch.cat([self._one_group(part) for part in x.split(group)])
@@ -163,23 +189,25 @@ class ChunkAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        key_mask: torch.Tensor,
-        pos_emb: torch.Tensor,
+        key_invalid: torch.Tensor,
+        pos: torch.Tensor,
         cache: torch.Tensor | None,
         left: int,
         right: int,
         keep: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (N, c, D), key_mask (N, l+c+r) bool, pos_emb (1, 2c+l+r-1, D), cache (l, h, 2dk).
+        """x (N, c, D), key_invalid (N, 1, 1, l+c+r) bool, cache (l, h, 2dk), pos (h, dk, 2c+l+r-1):
+        the relative-position table through ``linear_pos`` (:meth:`project_positions`).
 
         Every chunk attends to the l frames before it and the r after it in the flattened
         sequence of all chunks, the cache standing before the first chunk. Returns the output
         (N, c, D) and the next cache: the l frames before position ``keep`` (None without cache).
         """
         n, c, d = x.shape
-        q = self.linear_q(x).view(n, c, self.h, self.d_k)
-        k = self.linear_k(x).view(n * c, self.h, self.d_k)
-        v = self.linear_v(x).view(n * c, self.h, self.d_k)
+        h, dk = self.h, self.d_k
+        q = self.linear_q(x).view(n, c, h, dk)
+        k = self.linear_k(x).view(n * c, h, dk)
+        v = self.linear_v(x).view(n * c, h, dk)
         kv = torch.cat([k, v], dim=-1)  # (N*c, h, 2dk)
         if cache is None:
             kv = F.pad(kv, (0, 0, 0, 0, left, right))
@@ -189,22 +217,27 @@ class ChunkAttention(nn.Module):
             new_cache = _frames_before(kv, keep, left, dim=0)
             kv = F.pad(kv, (0, 0, 0, 0, 0, right))
         window = left + c + right
-        kv = kv.unfold(0, window, c)  # (N, h, 2dk, l+c+r)
-        k, v = kv.transpose(2, 3).split(self.d_k, dim=-1)  # (N, h, l+c+r, dk) each
+        kv = kv.unfold(0, window, c)  # (N, h, 2dk, l+c+r), overlapping views, no copy
+        k, v = kv.transpose(2, 3).split(dk, dim=-1)  # (N, h, l+c+r, dk) each
 
-        p = self.linear_pos(pos_emb).view(1, -1, self.h, self.d_k).transpose(1, 2)  # (1, h, P, dk)
-        q_u = (q + self.pos_bias_u).transpose(1, 2)  # (N, h, c, dk)
-        q_v = (q + self.pos_bias_v).transpose(1, 2)
-        matrix_ac = q_u @ k.transpose(-2, -1)  # (N, h, c, l+c+r)
-        matrix_bd = _relative_shift(q_v @ p.transpose(-2, -1), window)  # (N, h, c, l+c+r)
-        scores = (matrix_ac + matrix_bd) / math.sqrt(self.d_k)
+        # Position scores of every query against the shared table in one GEMM per head (no
+        # per-chunk broadcast copy of the table), 1/sqrt(dk) folded into the small query.
+        scale = 1.0 / math.sqrt(dk)
+        q_v = ((q + self.pos_bias_v) * scale).to(v.dtype).view(n * c, h, dk).transpose(0, 1)  # (h, N*c, dk)
+        bd = _relative_shift(torch.bmm(q_v, pos.to(v.dtype)), n, c, window)  # (N, h, c, l+c+r) view
+        # Invalid keys get the most negative finite value rather than -inf: their weights are
+        # still exactly 0, and a query whose keys are all invalid (only padding) stays finite.
+        # One pass that also makes the shifted view contiguous.
+        bias = torch.where(key_invalid, torch.finfo(bd.dtype).min, bd)
+        q_u = (q + self.pos_bias_u).to(v.dtype).transpose(1, 2)  # (N, h, c, dk)
+        # softmax(q_u k^T / sqrt(dk) + bias) v in one fused kernel (float32 softmax inside).
+        out = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, scale=scale)
+        return self.linear_out(out.transpose(1, 2).reshape(n, c, d)), new_cache
 
-        masked = ~key_mask[:, None, None, :]  # (N, 1, 1, l+c+r)
-        scores = scores.masked_fill(masked, -float("inf"))
-        # A chunk with no valid key at all holds only padding queries: zero weights, no NaN.
-        attn = torch.softmax(scores.float(), dim=-1).type_as(v).masked_fill(masked, 0.0)
-        out = (attn @ v).transpose(1, 2).reshape(n, c, d)
-        return self.linear_out(out), new_cache
+
+    def project_positions(self, pos_emb: torch.Tensor) -> torch.Tensor:
+        """(1, P, D) relative-position table -> (h, dk, P), the keys of the position scores."""
+        return self.linear_pos(pos_emb).view(-1, self.h, self.d_k).permute(1, 2, 0)
 
 
 def _frames_before(x: torch.Tensor, keep: int, size: int, dim: int) -> torch.Tensor:
@@ -214,18 +247,20 @@ def _frames_before(x: torch.Tensor, keep: int, size: int, dim: int) -> torch.Ten
     last ``size`` entries.
     """
     end = min(keep + size, x.size(dim))
-    return x.narrow(dim, max(end - size, 0), min(size, end))
+    # A copy, not a view: a view would keep the whole window's keys/values (or GLU outputs) of
+    # every layer alive until the next window, 760 MB for a 600 s window of large-vie.
+    return x.narrow(dim, max(end - size, 0), min(size, end)).clone()
 
 
-def _relative_shift(x: torch.Tensor, window: int) -> torch.Tensor:
-    """(N, h, c, P) scores against positions -> (N, h, c, window) scores against keys.
+def _relative_shift(x: torch.Tensor, n: int, c: int, window: int) -> torch.Tensor:
+    """(h, N*c, P) scores of queries against positions -> (N, h, c, window) against keys (a view).
 
     Query i and key j (both counted from the start of the key window, the query offset by the
     left context) are ``l + i - j`` apart; that is column ``c - 1 + j - i`` of ``x``.
     """
-    n, h, c, p = x.shape
+    h, _, p = x.shape
     x = x.contiguous()
-    return x.as_strided((n, h, c, window), (h * c * p, c * p, p - 1, 1), storage_offset=x.storage_offset() + c - 1)
+    return x.as_strided((n, h, c, window), (c * p, n * c * p, p - 1, 1), storage_offset=x.storage_offset() + c - 1)
 
 
 class ChunkConvolution(nn.Module):
@@ -244,33 +279,34 @@ class ChunkConvolution(nn.Module):
         self.activation = activation
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: torch.Tensor | None, keep: int
+        self, x: torch.Tensor, invalid: torch.Tensor, cache: torch.Tensor | None, keep: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (N, c, D), mask (N, c+2L) bool over [L | chunk | L], cache (D, L).
+        """x (N, c, D), invalid (N, 1, c+2L) bool over [L | chunk | L], cache (L, D).
 
         Returns (N, c, D) and the next cache: the L GLU outputs before position ``keep``.
+        Frames stay (N, c, D) (time-major) except inside the depthwise convolution, so the
+        pointwise convolutions are plain GEMMs and no layout copies are needed around them.
         """
         n, c, d = x.shape
         lc = self.context
-        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # (N, D, c)
-        flat = x.transpose(0, 1).reshape(d, n * c)  # (D, N*c)
+        pw1, pw2 = self.pointwise_conv1, self.pointwise_conv2
+        x = F.glu(F.linear(x, pw1.weight.view(2 * d, d), pw1.bias), dim=-1)  # (N, c, D)
+        flat = x.reshape(n * c, d)  # (N*c, D)
         if cache is None:
-            flat = F.pad(flat, (lc, lc))
+            flat = F.pad(flat, (0, 0, lc, lc))
             new_cache = None
         else:
-            flat = torch.cat([cache.to(flat.dtype), flat], dim=1)
-            new_cache = _frames_before(flat, keep, lc, dim=1)
-            flat = F.pad(flat, (0, lc))
-        x = flat.unfold(1, c + 2 * lc, c).transpose(0, 1)  # (N, D, c+2L)
-        x = x.masked_fill(~mask[:, None, :], 0.0)
-        x = self.depthwise_conv(x)  # (N, D, c)
+            flat = torch.cat([cache.to(flat.dtype), flat])
+            new_cache = _frames_before(flat, keep, lc, dim=0)
+            flat = F.pad(flat, (0, 0, 0, lc))
+        x = flat.unfold(0, c + 2 * lc, c)  # (N, D, c+2L) view
+        x = self.depthwise_conv(x.masked_fill(invalid, 0.0))  # (N, D, c)
         if self.use_layer_norm:
-            x = self.activation(self.norm(x.transpose(1, 2))).transpose(1, 2)
+            x = self.activation(self.norm(x.transpose(1, 2)))  # (N, c, D)
         else:
-            x = self.activation(self.norm(x))
-        x = self.pointwise_conv2(x)
-        x = x.masked_fill(~mask[:, None, lc : lc + c], 0.0)
-        return x.transpose(1, 2), new_cache
+            x = self.activation(self.norm(x)).transpose(1, 2)
+        x = F.linear(x, pw2.weight.view(d, d), pw2.bias)
+        return x.masked_fill(invalid[:, :, lc : lc + c].transpose(1, 2), 0.0), new_cache
 
 
 class FeedForward(nn.Module):
@@ -311,16 +347,20 @@ class ChunkFormerBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        att_mask: torch.Tensor,
-        conv_mask: torch.Tensor,
-        pos_emb: torch.Tensor,
+        att_invalid: torch.Tensor,
+        conv_invalid: torch.Tensor,
+        pos: torch.Tensor,
         att_cache: torch.Tensor | None,
         conv_cache: torch.Tensor | None,
         left: int,
         right: int,
         keep: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x (N, c, D) -> (N, c, D), next attention cache (l, h, 2dk), next conv cache (D, L)."""
+        """x (N, c, D) -> (N, c, D), next attention cache (l, h, 2dk), next conv cache (L, D).
+
+        att_invalid (N, 1, 1, l+c+r) and conv_invalid (N, 1, c+2L): keys that must not be seen;
+        pos (h, dk, 2c+l+r-1) this layer's projected relative positions.
+        """
         if self.feed_forward_macaron is not None:
             assert self.norm_ff_macaron is not None
             ff = self.feed_forward_macaron
@@ -330,7 +370,7 @@ class ChunkFormerBlock(nn.Module):
 
         def attend(y: torch.Tensor) -> torch.Tensor:
             nonlocal new_att_cache
-            out, new_att_cache = self.self_attn(y, att_mask, pos_emb, att_cache, left, right, keep)
+            out, new_att_cache = self.self_attn(y, att_invalid, pos, att_cache, left, right, keep)
             return out
 
         x = self._residual(x, self.norm_mha, attend)
@@ -342,7 +382,7 @@ class ChunkFormerBlock(nn.Module):
 
             def convolve(y: torch.Tensor) -> torch.Tensor:
                 nonlocal new_conv_cache
-                out, new_conv_cache = conv(y, conv_mask, conv_cache, keep)
+                out, new_conv_cache = conv(y, conv_invalid, conv_cache, keep)
                 return out
 
             x = self._residual(x, self.norm_conv, convolve)
@@ -366,19 +406,28 @@ class ChunkFormerEncoder(nn.Module):
             if dims.final_norm_type == "rms_norm"
             else nn.LayerNorm(dims.n_state, eps=dims.norm_eps)
         )
-        self._position_tables: dict[tuple[int, int, int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._position_keys: dict[tuple[object, ...], list[torch.Tensor]] = {}
 
-    def _positions(self, chunk: int, left: int, right: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The relative position table, built once per geometry and device (no copy per window)."""
-        key = (chunk, left, right, device, dtype)
-        table = self._position_tables.get(key)
-        if table is None:
-            with torch.inference_mode(False):
-                table = relative_positions(self.dims, chunk, left, right).to(device, dtype)
-            if len(self._position_tables) > 16:
-                self._position_tables.clear()
-            self._position_tables[key] = table
-        return table
+    def _positions(
+        self, chunk: int, left: int, right: int, device: torch.device, dtype: torch.dtype
+    ) -> list[torch.Tensor]:
+        """Each layer's projected relative-position keys (h, dk, P), once per geometry.
+
+        They depend only on the weights and the chunk geometry, so ``linear_pos`` runs once,
+        not per layer and window; computed in float32 (outside autocast), then cast. The
+        weights' versions are part of the key, so loading new weights invalidates the entry.
+        """
+        versions = tuple(layer.self_attn.linear_pos.weight._version for layer in self.encoders)
+        key = (chunk, left, right, device, dtype, versions)
+        projected = self._position_keys.get(key)
+        if projected is None:
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device.type, enabled=False):
+                table = relative_positions(self.dims, chunk, left, right).to(device)
+                projected = [layer.self_attn.project_positions(table).to(dtype) for layer in self.encoders]
+            if len(self._position_keys) > 16:
+                self._position_keys.clear()
+            self._position_keys[key] = projected
+        return projected
 
     def forward(
         self,
@@ -395,20 +444,22 @@ class ChunkFormerEncoder(nn.Module):
         """Encode normalised feature chunks.
 
         chunks (N, 8c+7, n_mels) overlapping input chunks, att_mask (N, l+c+r) and conv_mask
-        (N, c+2L) key validity, att_cache (layers, l, h, 2dk) and conv_cache (layers, D, L) from
+        (N, c+2L) key validity, att_cache (layers, l, h, 2dk) and conv_cache (layers, L, D) from
         the previous window (None: zeros, no cache returned), ``keep`` the encoder frames of this
         window that the next window continues from. Returns (N, c, D) and the next caches.
         """
         x = self.embed(chunks)  # (N, c, D)
-        pos_emb = self._positions(chunk, left, right, x.device, x.dtype)
+        positions = self._positions(chunk, left, right, x.device, x.dtype)
+        att_invalid = ~att_mask[:, None, None, :]  # once for all layers
+        conv_invalid = ~conv_mask[:, None, :]
         att_caches: list[torch.Tensor] = []
         conv_caches: list[torch.Tensor] = []
         for i, layer in enumerate(self.encoders):
             x, a, cv = layer(
                 x,
-                att_mask,
-                conv_mask,
-                pos_emb,
+                att_invalid,
+                conv_invalid,
+                positions[i],
                 None if att_cache is None else att_cache[i],
                 None if conv_cache is None else conv_cache[i],
                 left,
@@ -427,7 +478,11 @@ class ChunkFormerEncoder(nn.Module):
 
 
 class CtcHead(nn.Module):
-    """``ctc.ctc_lo``: (..., D) -> (..., V) log-probabilities."""
+    """``ctc.ctc_lo``: (..., D) -> (..., V) log-probabilities, or the greedy path alone."""
+
+    # Frames per block of logits in :meth:`greedy`: (4096, V) is 115 MB in fp32 for V = 6992,
+    # where a whole 900 s window (11200, V) and its log-softmax would be 630 MB.
+    block_frames = 4096
 
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
@@ -435,6 +490,17 @@ class CtcHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.ctc_lo(x), dim=-1)
+
+    def greedy(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, D) -> (T,) int64 argmax token per frame, on x's device.
+
+        log-softmax subtracts one constant per frame, so the argmax of the logits is the
+        argmax of the log-probabilities: no (T, V) normalisation pass, and logits only in
+        blocks of ``block_frames`` frames.
+        """
+        if x.size(0) <= self.block_frames:
+            return self.ctc_lo(x).argmax(dim=-1)
+        return torch.cat([self.ctc_lo(part).argmax(dim=-1) for part in x.split(self.block_frames)])
 
 
 class ChunkFormer(nn.Module):

@@ -195,7 +195,7 @@ def endless_decode(
         att_cache: torch.Tensor | None = torch.zeros(
             dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device
         )
-        conv_cache: torch.Tensor | None = torch.zeros(dims.n_layer, dims.n_state, dims.conv_context, device=device)
+        conv_cache: torch.Tensor | None = torch.zeros(dims.n_layer, dims.conv_context, dims.n_state, device=device)
         paths: list[torch.Tensor] = []
         enc_parts: list[torch.Tensor] = []
         logp_parts: list[torch.Tensor] = []
@@ -207,12 +207,14 @@ def endless_decode(
             produced = out.size(0)
             if not plan.final:
                 out = out[:keep]
-            logp = model.ctc(out)
-            paths.append(logp.argmax(dim=-1))
+            if keep_logprobs:
+                logp = model.ctc(out)
+                paths.append(logp.argmax(dim=-1))
+                logp_parts.append(logp.float().cpu())
+            else:
+                paths.append(model.ctc.greedy(out))
             if keep_encoder_out:
                 enc_parts.append(out.float().cpu())
-            if keep_logprobs:
-                logp_parts.append(logp.float().cpu())
             stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + produced))
             policy.window_done()
             if progress is not None:
@@ -254,10 +256,15 @@ def batch_decode(
     with policy.inference():
         outs, n_chunks, _, _ = _encode(model, [(feats[i], 0) for i in active], options, None, None, 0)
         lengths = [o.size(0) for o in outs]
-        logp = model.ctc(torch.cat(outs))  # (sum T', V)
-        paths = logp.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        frames = torch.cat(outs)  # (sum T', D)
+        logp_parts = None
+        if keep_logprobs:
+            logp = model.ctc(frames)  # (sum T', V)
+            paths = logp.argmax(dim=-1).cpu().numpy().astype(np.int64)
+            logp_parts = logp.float().cpu().split(lengths)
+        else:
+            paths = model.ctc.greedy(frames).cpu().numpy().astype(np.int64)
         bounds = np.cumsum([0, *lengths])
-        logp_parts = logp.float().cpu().split(lengths) if keep_logprobs else None
         for j, i in enumerate(active):
             r = results[i]
             r.argmax = paths[bounds[j] : bounds[j + 1]]
