@@ -109,7 +109,7 @@ class ServiceClient:
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=transport,
             # Many jobs share the client: the limit lives in the capacity queue, not here.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=16),
         )
 
     async def aclose(self) -> None:

@@ -91,12 +91,18 @@ class JobDriver:
         self.status: dict[str, Any] = dict(status or {})
         self._ctx: JobContext | None = None
         self._last_position_at = 0.0
+        self._pending: dict[str, Any] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------------
-    async def apply(self, t: rc.Transition) -> None:
+    async def apply(self, t: rc.Transition, *, defer: bool = False) -> None:
+        """Record a transition. ``defer`` holds the patch back to go out with the next one (a stage's
+        end with the next stage's start: half the writes); anything that waits flushes first."""
         before = self.status.get("phase")
         self.status = rc.merge_patch(self.status, t.patch)
-        await self.sink.patch(t.patch)
+        self._pending = rc.compose_patches(self._pending, t.patch)
+        if not defer:
+            pending, self._pending = self._pending, {}
+            await self.sink.patch(pending)
         if t.event is not None:
             await self.sink.event(t.event)
         after = self.status.get("phase")
@@ -106,6 +112,11 @@ class JobDriver:
             end = rc.parse_time(self.status.get("completionTime"))
             if start and end:
                 self.rt.metrics.job_duration.labels(outcome=after).observe(max(0.0, (end - start).total_seconds()))
+
+    async def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            await self.sink.patch(pending)
 
     def spec(self) -> JobSpec:
         return parse_spec(dict(self.read_spec() or {}))
@@ -134,13 +145,15 @@ class JobDriver:
                 await self.apply(rc.fail(self.status, rc.Reason.INVALID_SPEC, e.message, now))
                 return rc.Decision("finished")
             d = rc.decide(spec, self.status, now)
+            if self._pending and d.kind in ("suspended", "finished", "expire"):
+                await self.flush()
             if d.kind in ("finished", "expire"):
                 await self._tidy(spec)
                 return d
             if d.kind == "init":
                 await self.apply(rc.initialize(spec, now, self.generation()))
             elif d.kind == "fail":
-                await self.apply(rc.fail(self.status, d.reason or "Failed", d.message or "", now))
+                await self._end(spec, rc.fail(self.status, d.reason or "Failed", d.message or "", now))
             elif d.kind == "suspend":
                 await self.apply(rc.suspend(self.status, now))
             elif d.kind == "suspended":
@@ -149,19 +162,32 @@ class JobDriver:
                 await self.apply(rc.resume(self.status, now))
             elif d.kind == "complete":
                 results = self.status.get("results") or {}
-                await self.apply(
+                await self._end(
+                    spec,
                     rc.complete(spec, self.status, now, results.get("location", ""), results.get("files", []),
-                                self.status.get("summary"))
+                                self.status.get("summary")),
                 )
             elif d.kind == "run":
                 assert d.stage is not None
                 await self._run_stage(spec, d.stage)
 
-    async def _tidy(self, spec: JobSpec) -> None:
+    async def _end(self, spec: JobSpec, t: rc.Transition) -> None:
+        """Finish: stage results recorded first, then the staging area dropped (and, on failure,
+        anything half committed), then the terminal phase, so that a job seen as Succeeded or
+        Failed has nothing left in staging. A crash in between is safe: completing needs nothing
+        from staging, and a failure is simply reached again (at worst after one more attempt)."""
+        await self.flush()
+        succeeded = t.patch.get("phase") == rc.Phase.SUCCEEDED
+        await self._tidy(spec, succeeded=succeeded)
+        await self.apply(t)
+
+    async def _tidy(self, spec: JobSpec, *, succeeded: bool | None = None) -> None:
         """After the end: drop the staging area (and on failure anything half committed)."""
         try:
             ctx = await self.context(spec)
-            if self.status.get("phase") == rc.Phase.SUCCEEDED:
+            if succeeded is None:
+                succeeded = self.status.get("phase") == rc.Phase.SUCCEEDED
+            if succeeded:
                 await ctx.store.finalize()
             else:
                 await ctx.store.discard()
@@ -240,7 +266,8 @@ class JobDriver:
                 # Done before a restart: record it without a slot, an attempt or a service call.
                 started.set()
                 outcome = await self.rt.pipeline.run_stage(stage, ctx)
-                await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome.status))
+                await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome.status),
+                                 defer=True)
                 return None
         except StageError as e:
             return await self._failed(spec, stage, e.failure, 0.0)
@@ -265,14 +292,19 @@ class JobDriver:
                 extra["results"] = {"location": ctx.store.location, "files": outcome.files}
                 if outcome.summary:
                     extra["summary"] = outcome.summary[:2000]
-            await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), outcome.duration_s, extra))
+            await self.apply(
+                rc.stage_succeeded(spec, self.status, stage, self.rt.now(), outcome.duration_s, extra), defer=True
+            )
         return None
 
     async def _failed(self, spec: JobSpec, stage: str, failure: rc.Failure, elapsed: float) -> float | None:
         after = rc.stage_failed(spec, self.status, stage, failure, self.rt.now(), self.rt.backoff)
         if failure.reason == "TranscriptMissing":
             after.transition.patch.setdefault("stages", {})["asr"] = None  # transcribe again
-        await self.apply(after.transition)
+        if after.failed:
+            await self._end(spec, after.transition)
+        else:
+            await self.apply(after.transition)
         if after.failed:
             log.info("%s failed in %s: %s", self.ref.key, stage, failure.message)
             return None

@@ -335,7 +335,9 @@ def stage_succeeded(
         "message": f"{stage} done in {duration_s:.2f}s",
         **extra,
     }
-    return Transition(patch, Event("Normal", Reason.STAGE_SUCCEEDED, patch["message"]))
+    # No event: stage progress lives in status.stages; events mark phase transitions (and
+    # retries, suspensions, failures), which keeps the event stream readable and cheap.
+    return Transition(patch)
 
 
 def stage_failed(
@@ -447,6 +449,17 @@ def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, A
             out.pop(k, None)
         elif isinstance(v, Mapping):
             out[k] = merge_patch(out.get(k) if isinstance(out.get(k), dict) else {}, v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def compose_patches(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """One merge patch with the effect of ``first`` then ``second`` (``None`` deletions kept)."""
+    out = copy.deepcopy(dict(first))
+    for k, v in second.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = compose_patches(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out

@@ -33,7 +33,11 @@ class Store(Protocol):
 
 
 class LocalStore:
-    """A directory (a PVC mounted by the operator, or a local folder for ``omoai run``)."""
+    """A directory (a PVC mounted by the operator, or a local folder for ``omoai run``).
+
+    File system calls (fsync included) run in worker threads: a slow volume must not stall the
+    operator's event loop, which drives every other job too.
+    """
 
     def __init__(self, final_dir: str | os.PathLike[str], uid: str, location: str | None = None) -> None:
         self.final_dir = Path(final_dir)
@@ -41,16 +45,26 @@ class LocalStore:
         self.location = location or str(self.final_dir)
 
     async def get(self, name: str) -> bytes | None:
+        return await asyncio.to_thread(self._get, name)
+
+    def _get(self, name: str) -> bytes | None:
         try:
             return (self.staging / name).read_bytes()
         except FileNotFoundError:
             return None
 
     async def put(self, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put, name, data)
+
+    def _put(self, name: str, data: bytes) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.staging / name, data)
 
     async def commit(self, outputs: Mapping[str, bytes]) -> list[str]:
+        names = await asyncio.to_thread(self._commit, outputs)
+        return [f"{self.location.rstrip('/')}/{n}" for n in names]
+
+    def _commit(self, outputs: Mapping[str, bytes]) -> list[str]:
         manifest = self.staging / MANIFEST
         names = sorted(outputs)
         if not manifest.exists():
@@ -67,19 +81,26 @@ class LocalStore:
             if staged.exists():  # else: moved before a restart
                 os.replace(staged, self.final_dir / name)
         _fsync_dir(self.final_dir)
-        return [f"{self.location.rstrip('/')}/{n}" for n in names]
+        return names
 
     async def finalize(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        _rmdir_if_empty(self.staging.parent)
+        await asyncio.to_thread(self._finalize)
+
+    def _finalize(self) -> None:
+        if self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+            _rmdir_if_empty(self.staging.parent)
 
     async def discard(self) -> None:
+        await asyncio.to_thread(self._discard)
+
+    def _discard(self) -> None:
         manifest = self.staging / MANIFEST
         if manifest.exists():
             for name in json.loads(manifest.read_text())["files"]:
                 if not (self.staging / "out" / name).exists():
                     (self.final_dir / name).unlink(missing_ok=True)
-        await self.finalize()
+        self._finalize()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

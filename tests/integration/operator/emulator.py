@@ -17,6 +17,7 @@ subprocesses and the test itself can all talk to it over HTTP.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import datetime as dt
 import json
@@ -245,7 +246,10 @@ class Emulator(kmock.KubernetesEmulator):
                 return await self._watch(kind, ns, request)
             return aiohttp.web.json_response(self._list(kind, ns, params))
         if method == "GET":
-            return aiohttp.web.json_response(self._get(kind, ns, name))
+            obj = self.state.objects.get(self._key(kind, ns, name))
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{kind.plural} "{name}" not found')
+            return aiohttp.web.json_response(obj)
         if method == "POST" and name is None:
             obj = await self._create(kind, ns, request.data)
             return aiohttp.web.json_response(obj, status=201)
@@ -272,8 +276,8 @@ class Emulator(kmock.KubernetesEmulator):
         return copy.deepcopy(obj)
 
     def _list(self, kind: Kind, ns: str | None, params: dict[str, str]) -> dict[str, Any]:
-        items = [
-            copy.deepcopy(o)
+        items = [  # serialised as they are (json_response copies nothing and changes nothing)
+            o
             for (g, p, n, _), o in sorted(self.state.objects.items(), key=lambda kv: kv[0][2:] if kv[0][2] else ("", kv[0][3]))
             if g == kind.group and p == kind.plural and (ns is None or n == ns)
             and _labels_match(o, params.get("labelSelector")) and _fields_match(o, params.get("fieldSelector"))
@@ -432,8 +436,9 @@ class Emulator(kmock.KubernetesEmulator):
             cursor = int(since)
         try:
             while True:
-                for ch in [c for c in self.state.changes if c.rv > cursor and c.kind is kind]:
-                    if wanted(ch.obj):
+                start = bisect.bisect_right(self.state.changes, cursor, key=lambda c: c.rv)
+                for ch in self.state.changes[start:]:
+                    if ch.kind is kind and wanted(ch.obj):
                         await send(ch.type, ch.obj)
                 cursor = max(cursor, self.state.rv)
                 left = end - loop.time()

@@ -205,6 +205,7 @@ class StubServices:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.asr_order: list[str] = []
+        self.asr_seen: dict[str, float] = {}  # audio_url -> monotonic time of its first request
         self._lt = LoopThread("stub-services")
         self._runner: aiohttp.web.AppRunner | None = None
         self._lt.run(self._start())
@@ -226,6 +227,7 @@ class StubServices:
     async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         body = await request.json()
         self.asr_order.append(body["audio_url"])
+        self.asr_seen.setdefault(body["audio_url"], time.monotonic())
         if self.asr_delay_s:
             await asyncio.sleep(self.asr_delay_s)
         words = ["xin", "chào", "các", "bạn"]

@@ -71,7 +71,8 @@ def test_happy_path_transcribes_postprocesses_and_writes_every_format_once(
             metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
 
     assert kube.phases("happy") == ["Pending", "Transcribing", "PostProcessing", "Succeeded"]
-    assert {"Created", "Transcribing", "PostProcessing", "StageSucceeded", "Completed"} <= set(reasons)
+    assert {"Created", "Transcribing", "PostProcessing", "Completed"} <= set(reasons)
+    assert "StageSucceeded" not in reasons  # stage progress is in status.stages, not in events
     assert status["observedGeneration"] == 1
     assert status["progress"] == "100%"
     assert status["audioDurationSeconds"] == pytest.approx(7.0, abs=1.0)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,21 @@ EXAMPLES = ROOT / "examples"
 
 
 def load_crd() -> dict[str, Any]:
+    return copy.deepcopy(_crd())
+
+
+@functools.cache
+def _crd() -> dict[str, Any]:
     return yaml.safe_load(CRD_PATH.read_text())
 
 
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json_schema())
+
+
 def openapi_schema(crd: dict[str, Any] | None = None) -> dict[str, Any]:
-    crd = crd or load_crd()
+    crd = crd or _crd()
     (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
     return version["schema"]["openAPIV3Schema"]
 
@@ -141,7 +152,7 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None, *, defaults
     obj = copy.deepcopy(obj)
     if defaults:
         apply_defaults(obj)
-    validator = jsonschema.Draft202012Validator(json_schema())
+    validator = _validator()
     errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)]
     if errors:
         return errors  # like the API server: schema first, CEL on schema-valid objects

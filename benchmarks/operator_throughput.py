@@ -1,0 +1,168 @@
+"""Operator reconcile throughput and latency, with instantly answering services.
+
+Real kopf with the operator's handlers (KopfRunner, in this process) against the API emulator used
+by the operator tests (kmock-based, serving the real CRD, in a child process so that it does not
+share the operator's interpreter lock, as an API server would not), and stand-in ASR/LLM services
+answering at once. Measures, per run:
+
+- throughput: jobs created at once -> all Succeeded (jobs/s);
+- time from each job's create call to the first ASR request for it (p50/p90/max).
+
+    .venv/bin/python benchmarks/operator_throughput.py                # the table in docs/benchmarks.md
+    .venv/bin/python benchmarks/operator_throughput.py --jobs 500 --concurrency 64
+
+Prints one table row per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
+
+import httpx  # noqa: E402
+import kopf  # noqa: E402
+import yaml  # noqa: E402
+from kopf.testing import KopfRunner  # noqa: E402
+
+import operator_crd  # noqa: E402
+from emulator import Emulator, EmulatorThread, Kind  # noqa: E402
+from services import StubServices  # noqa: E402
+
+NS = "default"
+
+
+def _emulator() -> tuple[EmulatorThread, Kind]:
+    crd = operator_crd.load_crd()
+    tj = Kind("omoai.io", "v1alpha1", "transcriptionjobs", "TranscriptionJob", status_subresource=True,
+              validate=operator_crd.validate, defaults=operator_crd.apply_defaults)
+    emu = Emulator()
+    emu.add_kind(tj, shortnames=tuple(crd["spec"]["names"]["shortNames"]))
+    for kind in (Kind("", "v1", "events", "Event"), Kind("", "v1", "namespaces", "Namespace", namespaced=False),
+                 Kind("", "v1", "secrets", "Secret")):
+        emu.add_kind(kind)
+    thread = EmulatorThread(emu).start()
+    httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NS}}).raise_for_status()
+    return thread, tj
+
+
+def serve_emulator() -> int:
+    """Child-process mode: the API emulator on its own CPU/GIL, as an API server would be."""
+    emu, _ = _emulator()
+    print(emu.url, flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    emu.stop()
+    return 0
+
+
+class EmulatorProcess:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-emulator"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError("the emulator process did not start")
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, float]:
+    emu = EmulatorProcess()
+    stubs = StubServices()
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "e",
+        "clusters": [{"name": "e", "cluster": {"server": emu.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}]}))
+    data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}"
+    data.mkdir()
+    os.environ.update({
+        "KUBECONFIG": str(kubeconfig), "OMOAI_ASR_URL": stubs.url, "OMOAI_LLM_URL": stubs.url,
+        "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}), "OMOAI_PEERING_STANDALONE": "true",
+        "OMOAI_METRICS_PORT": "0", "OMOAI_ASR_CONCURRENCY": str(concurrency),
+        "OMOAI_LLM_CONCURRENCY": str(concurrency), "OMOAI_LOG_LEVEL": "WARNING",
+    })
+    settings = kopf.OperatorSettings()
+    settings.queueing.exit_timeout = 1
+    settings.background.cancellation_polling = 0.2
+    settings.background.instant_exit_timeout = 0.1
+    http = httpx.Client(base_url=emu.url, timeout=30)
+    base = f"/apis/omoai.io/v1alpha1/namespaces/{NS}/transcriptionjobs"
+    postprocess = {} if full else {"punctuation": False, "summary": "none", "topics": False}
+    created: dict[str, float] = {}
+    try:
+        with KopfRunner(["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
+                        settings=settings, timeout=60):
+            time.sleep(1.0)  # let the watch start
+            t0 = time.monotonic()
+            for i in range(n_jobs):
+                name = f"bench-{i:04d}"
+                url = f"https://audio.example/{name}.wav"
+                created[url] = time.monotonic()
+                body = {"apiVersion": "omoai.io/v1alpha1", "kind": "TranscriptionJob", "metadata": {"name": name},
+                        "spec": {"source": {"url": url}, "postprocess": postprocess,
+                                 "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]}}}
+                http.post(base, json=body).raise_for_status()
+            create_s = time.monotonic() - t0
+            while True:
+                items = http.get(base).json()["items"]
+                done = sum(1 for o in items if (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
+                if done == n_jobs:
+                    break
+                if time.monotonic() - t0 > 600:
+                    raise RuntimeError(f"only {done}/{n_jobs} finished in 600 s")
+                time.sleep(0.2)
+            elapsed = time.monotonic() - t0
+            failed = [o["metadata"]["name"] for o in items if o["status"]["phase"] != "Succeeded"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
+    finally:
+        stubs.close()
+        emu.stop()
+    latency = sorted(stubs.asr_seen[u] - created[u] for u in created)
+    return {
+        "jobs": n_jobs, "concurrency": concurrency, "elapsed": elapsed, "create": create_s, "rate": n_jobs / elapsed,
+        "p50": statistics.median(latency), "p90": latency[int(0.9 * (len(latency) - 1))], "max": latency[-1],
+        "first": latency[0],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, 200])
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_emulator:
+        return serve_emulator()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for full in (False, True):
+            for n in args.jobs:
+                rows.append((full, run(n, args.concurrency, full, Path(tmp))))
+    print("| stages | jobs | slots/service | creating them took | time to all Succeeded | jobs/s "
+          "| create→1st ASR request p50 | p90 | max |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for full, r in rows:
+        stages = "asr, write" if not full else "asr, punctuate, summarize, topics, write"
+        print(f"| {stages} | {r['jobs']} | {r['concurrency']} | {r['create']:.2f} s | {r['elapsed']:.2f} s | {r['rate']:.1f} | "
+              f"{1000 * r['p50']:.0f} ms | {1000 * r['p90']:.0f} ms | {1000 * r['max']:.0f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
