@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omoai_core.errors import OmoaiError
 from omoai_core.settings import configure_logging, load_settings
+
 from omoai_operator.settings import OperatorSettings
 
 log = logging.getLogger("omoai_operator.cli")

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import ValidationError
 
-from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from omoai_operator.reconcile import Failure
 
 log = logging.getLogger(__name__)

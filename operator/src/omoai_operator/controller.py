@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from omoai_core.errors import InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_core.errors import InvalidInputError
 from omoai_operator import reconcile as rc
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
 from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
@@ -74,7 +74,7 @@ class KubeSink:
                 if e.status < 500 and e.status not in (409, 429):
                     raise
                 err: Exception = e
-            except Exception as e:  # connection errors: the API server restarts too
+            except Exception as e:  # noqa: BLE001 - connection errors: the API server restarts too
                 err = e
             log.warning("status patch of %s failed (%s), attempt %d", self.ref.key, err, attempt + 1)
             await asyncio.sleep(delay)

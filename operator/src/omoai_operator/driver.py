@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omoai_core.errors import InvalidInputError
+
 from omoai_operator import reconcile as rc
 from omoai_operator.clients import StageError
 from omoai_operator.locations import Locations
@@ -25,7 +26,6 @@ from omoai_operator.metrics import OperatorMetrics, PhaseBook
 from omoai_operator.pipeline import JobContext, Pipeline
 from omoai_operator.queue import CapacityQueue, Ticket
 from omoai_operator.spec import JobSpec, parse_spec
-from omoai_operator.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +220,7 @@ class JobDriver:
             await self._sleep_until_retry(spec, retry_in)
 
     def _suspend_requested(self) -> bool:
-        try:
-            return bool((self.read_spec() or {}).get("suspend"))
-        except Exception:
-            return False
+        return (self.read_spec() or {}).get("suspend") is True
 
     async def _sleep_until_retry(self, spec: JobSpec, delay: float) -> None:
         end = time.monotonic() + delay
@@ -333,9 +330,9 @@ async def drive_until_stopped(driver: JobDriver, stopped: Any) -> rc.Decision | 
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.cancel()
-        if not work.done():
+        cancelled = not work.done()
+        if cancelled:
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, JobGone):
                 await work
-            return None
-    return work.result()
+    return None if cancelled else work.result()

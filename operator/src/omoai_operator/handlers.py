@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 import kopf
-from prometheus_client import CollectorRegistry, start_http_server
-
 from omoai_core.metrics import build_info
 from omoai_core.settings import load_settings
+from prometheus_client import CollectorRegistry, start_http_server
+
 from omoai_operator import __version__
 from omoai_operator.controller import Controller
 from omoai_operator.settings import OperatorSettings
@@ -38,8 +38,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     # One acting replica: the others stand by until its peering lease lapses.
     settings.peering.name = cfg.peering_name
     settings.peering.standalone = cfg.peering_standalone
-    settings.peering.mandatory = not cfg.peering_standalone
-    settings.peering.clusterwide = not cfg.namespaces
+    settings.peering.mandatory = not cfg.peering_standalone  # clusterwide follows --namespace/-A
     # Transitions are posted as events by the driver; kopf's own log lines only from WARNING.
     settings.posting.level = logging.WARNING
     registry = CollectorRegistry()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omoai_core.metrics import DURATION_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from omoai_core.metrics import DURATION_BUCKETS
 from omoai_operator.reconcile import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.

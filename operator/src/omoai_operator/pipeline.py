@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from omoai_core.schemas import Document, Quality, Segment, Summary, Topic, Transcript
 from omoai_formats import render
+from pydantic import TypeAdapter
+
 from omoai_operator.clients import AsrClient, LlmClient, StageError
 from omoai_operator.reconcile import clock
 from omoai_operator.spec import JobSpec

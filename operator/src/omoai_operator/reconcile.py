@@ -139,11 +139,11 @@ def stamp_precise(t: dt.datetime) -> str:
 def parse_time(s: str | None) -> dt.datetime | None:
     if not s:
         return None
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return dt.datetime.fromisoformat(s)
 
 
 def clock(seconds: float) -> str:
-    total = int(round(seconds))
+    total = round(seconds)
     h, rem = divmod(total, 3600)
     m, s = divmod(rem, 60)
     return f"{h:d}:{m:02d}:{s:02d}"

@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 import yaml
+from omoai_core.errors import ConfigError, InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_core.errors import ConfigError, InvalidInputError
 from omoai_operator import reconcile as rc
 from omoai_operator.controller import build_runtime, close_runtime
 from omoai_operator.driver import JobDriver, JobRef
@@ -178,7 +178,6 @@ async def local_service(
         package = f"omoai-{kind}"
         raise ConfigError(f"{package} is not installed: install it, or pass --{kind}-url to use a running service")
     import uvicorn
-
     from omoai_core.settings import load_settings
 
     port = _free_port()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-
 from omoai_core.errors import ConfigError
 from omoai_core.settings import OmoaiSettings, Switch
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 
 class OperatorSettings(OmoaiSettings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from omoai_core.errors import InvalidInputError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,8 +21,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-
-from omoai_core.errors import InvalidInputError
 
 GROUP = "omoai.io"
 VERSION = "v1alpha1"
