@@ -82,6 +82,7 @@ class TransformersBackend:
         eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self._fast = getattr(tokenizer, "backend_tokenizer", None)
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -141,6 +142,8 @@ class TransformersBackend:
         return self._context
 
     def count_tokens(self, text: str) -> int:
+        if self._fast is not None:  # the Rust tokenizer directly: chunking counts every segment
+            return len(self._fast.encode(text, add_special_tokens=False).ids)
         return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
