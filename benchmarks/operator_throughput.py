@@ -29,14 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
 
-import httpx  # noqa: E402
-import kopf  # noqa: E402
-import yaml  # noqa: E402
-from kopf.testing import KopfRunner  # noqa: E402
+import httpx
+import kopf
+import operator_crd
+import yaml
+from emulator import Emulator, EmulatorThread, Kind
+from kopf.testing import KopfRunner
 
-import operator_crd  # noqa: E402
-from emulator import Emulator, EmulatorThread, Kind  # noqa: E402
-from services import StubServices  # noqa: E402
+from services import StubServices
 
 NS = "default"
 

@@ -27,9 +27,10 @@ from kopf.testing import KopfRunner
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "unit" / "operator"))  # operator_crd (shared with the unit tests)
 
-import operator_crd  # noqa: E402
-from emulator import Emulator, EmulatorThread, Kind  # noqa: E402
-from services import FakeOpenAI, FaultProxy, StubServices, free_port  # noqa: E402
+import operator_crd
+from emulator import Emulator, EmulatorThread, Kind
+
+from services import FakeOpenAI, FaultProxy, StubServices, free_port
 
 SAMPLE = HERE.parents[2] / "samples" / "xin-chao.wav"
 NAMESPACE = "default"
@@ -217,8 +218,8 @@ def real_services(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     work = tmp_path_factory.mktemp("services")
     model = work / "asr-model"
     subprocess.run(
-        [sys.executable, "-c", "import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
-         "write_random_checkpoint(sys.argv[1])", str(model)],
+        [sys.executable, "-c", ("import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
+                                "write_random_checkpoint(sys.argv[1])"), str(model)],
         check=True, capture_output=True, timeout=180,
     )
     fake = FakeOpenAI()

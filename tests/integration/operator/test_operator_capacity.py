@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Kube, job, operator_env, proxies_for, run_operator
+
 from services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -9,12 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import operator_crd
 import pytest
 import yaml
 from conftest import HERE, TJ, Kube, job, operator_env, proxies_for, run_operator
-from services import StubServices
 
-import operator_crd
+from services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

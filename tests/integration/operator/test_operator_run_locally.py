@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HERE, RealServices
+
 from services import FakeOpenAI
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -21,7 +22,7 @@ SAMPLE = HERE.parents[2] / "samples" / "xin-chao.wav"
 
 def omoai(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
-    return subprocess.run([sys.executable, "-m", "omoai_operator.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "omoai_operator.cli", *args], cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=240, env={**clean, **(env or {})})
 
 
@@ -40,8 +41,8 @@ def test_omoai_run_executes_the_pvc_example_against_running_services(real_servic
 
 def test_omoai_run_starts_the_services_in_process_and_honours_output_dir(tmp_path: Path) -> None:
     model = tmp_path / "asr-model"
-    subprocess.run([sys.executable, "-c", "import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
-                    "write_random_checkpoint(sys.argv[1])", str(model)], check=True, timeout=180)
+    script = "import sys; from omoai_asr.engine.testing import write_random_checkpoint; write_random_checkpoint(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", script, str(model)], check=True, timeout=180)
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
     fake = FakeOpenAI()

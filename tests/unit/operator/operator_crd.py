@@ -66,9 +66,9 @@ def _translate(node: Any) -> Any:
     if node.get("x-kubernetes-list-type") == "set":
         out["uniqueItems"] = True
     is_object = node.get("type") == "object"
-    if is_object and "properties" in node and "additionalProperties" not in node:
-        if not node.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
+    closed = "properties" in node and "additionalProperties" not in node
+    if is_object and closed and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
     return out
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from omoai_core.schemas import Segment
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
 
@@ -16,7 +15,7 @@ TRANSCRIPT = {"text": "xin chào", "duration": 1.5, "model": "m",
               "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5, "words": []}]}
 
 
-def client(handler, svc: str = "ASR") -> ServiceClient:  # noqa: ANN001 - an httpx handler
+def client(handler, svc: str = "ASR") -> ServiceClient:
     return ServiceClient(svc, "http://svc.test", token="t" * 20, transport=httpx.MockTransport(handler))
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import operator_crd
 import pytest
 import yaml
-
-import operator_crd
 from omoai_core.errors import InvalidInputError
 from omoai_operator.spec import JobSpec, load_manifest, parse_spec
 

@@ -12,8 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
-
 from omoai_operator import reconcile as rc
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobRef, Runtime
@@ -24,6 +22,7 @@ from omoai_operator.queue import CapacityQueue
 from omoai_operator.runner import LocalSink
 from omoai_operator.spec import parse_spec
 from omoai_operator.storage import STAGING, LocalStore, S3Store
+from prometheus_client import CollectorRegistry
 
 TRANSCRIPT = {"text": "xin chào các bạn", "duration": 3.0, "model": "m",
               "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5,
@@ -120,7 +119,7 @@ async def test_retryable_errors_are_retried_and_permanent_ones_fail_at_once(tmp_
 
 
 async def test_an_invalid_spec_fails_with_the_fields_to_fix(tmp_path: Path) -> None:
-    status, sink = await run_job(runtime(Services(), tmp_path), job_spec(backoffLimit=-2))
+    status, _ = await run_job(runtime(Services(), tmp_path), job_spec(backoffLimit=-2))
     assert status["phase"] == "Failed" and status["reason"] == "InvalidSpec"
     assert "spec.backoffLimit" in status["message"]
 
@@ -158,26 +157,26 @@ class FakeS3:
         e.response = {"Error": {"Code": "404"}}  # type: ignore[attr-defined]
         return e
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:  # noqa: N803 - boto3's names
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:
         self.objects[Key] = Body
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         if Key not in self.objects:
             raise self._missing()
         return {"Body": io.BytesIO(self.objects[Key])}
 
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         if Key not in self.objects:
             raise self._missing()
         return {}
 
-    def copy_object(self, Bucket: str, Key: str, CopySource: dict[str, str]) -> None:  # noqa: N803
+    def copy_object(self, Bucket: str, Key: str, CopySource: dict[str, str]) -> None:
         self.objects[Key] = self.objects[CopySource["Key"]]
 
-    def delete_object(self, Bucket: str, Key: str) -> None:  # noqa: N803
+    def delete_object(self, Bucket: str, Key: str) -> None:
         self.objects.pop(Key, None)
 
-    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:  # noqa: N803
+    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:
         return {"Contents": [{"Key": k} for k in sorted(self.objects) if k.startswith(Prefix)]}
 
 

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 
 import pytest
-
 from omoai_operator.queue import CapacityQueue, Ticket
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)

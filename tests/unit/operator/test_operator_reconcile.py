@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from omoai_operator import reconcile as rc
 from omoai_operator.spec import JobSpec
 
