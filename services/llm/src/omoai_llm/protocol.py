@@ -12,6 +12,7 @@ from omoai_core.schemas import Quality, Segment, Summary, Topic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["punctuate", "summarize", "topics"]
+ALL_TASKS: tuple[Task, ...] = ("punctuate", "summarize", "topics")
 
 
 class _Model(BaseModel):
@@ -45,7 +46,7 @@ class TopicsRequest(_Request):
 
 class PostprocessRequest(_Request):
     segments: list[Segment]
-    tasks: list[Task] = Field(default_factory=lambda: ["punctuate", "summarize", "topics"], min_length=1)
+    tasks: list[Task] = Field(default_factory=lambda: list(ALL_TASKS), min_length=1)
     policy: Literal["strict", "lenient"] | None = None
     max_topics: int | None = Field(default=None, ge=1, le=200)
 

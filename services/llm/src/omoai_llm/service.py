@@ -212,26 +212,34 @@ class LlmService:
             out.usage["punctuate"] = p.usage
         out.text = " ".join(s.text.strip() for s in out.segments if s.text.strip())
         has_text = bool(out.text)
-        jobs = {}
-        if "summarize" in tasks and has_text:
-            jobs["summarize"] = self.summarize(SummarizeRequest(segments=out.segments, language=lang))
-        if "topics" in tasks and has_text:
-            jobs["topics"] = self.topics(TopicsRequest(segments=out.segments, language=lang, max_topics=req.max_topics))
+        do_summary = "summarize" in tasks and has_text
+        do_topics = "topics" in tasks and has_text
         if not has_text and tasks - {"punctuate"}:
             out.warnings.append("the transcript has no words: nothing to summarise or split into topics")
-        if jobs:
+        if do_summary or do_topics:
             try:
                 async with asyncio.TaskGroup() as tg:
-                    running = {name: tg.create_task(job) for name, job in jobs.items()}
+                    summary_task = (
+                        tg.create_task(self.summarize(SummarizeRequest(segments=out.segments, language=lang)))
+                        if do_summary
+                        else None
+                    )
+                    topics_task = (
+                        tg.create_task(
+                            self.topics(TopicsRequest(segments=out.segments, language=lang, max_topics=req.max_topics))
+                        )
+                        if do_topics
+                        else None
+                    )
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
-            if "summarize" in running:
-                s = running["summarize"].result()
+            if summary_task is not None:
+                s = summary_task.result()
                 out.summary = s.summary
                 out.warnings.extend(s.warnings)
                 out.usage["summarize"] = s.usage
-            if "topics" in running:
-                t = running["topics"].result()
+            if topics_task is not None:
+                t = topics_task.result()
                 out.topics = t.topics
                 out.warnings.extend(t.warnings)
                 out.usage["topics"] = t.usage

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from omoai_core.errors import ConfigError
 
@@ -78,7 +78,7 @@ class CallContext:
         return room
 
 
-async def map_concurrently(fn: Callable[[T], Awaitable[U]], items: Sequence[T]) -> list[U]:
+async def map_concurrently(fn: Callable[[T], Coroutine[Any, Any, U]], items: Sequence[T]) -> list[U]:
     """``fn`` over ``items`` concurrently (bounded by the CallContext semaphore), results in order.
 
     The first failure cancels the rest (TaskGroup) so a failing upstream does not keep working.
