@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
     o.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     o.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    o.add_argument("--priority", type=int, default=None, help="peering priority: the highest active replica acts")
     o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
     return p
 
@@ -134,6 +135,7 @@ def _operator(args: argparse.Namespace) -> int:
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
+            priority=args.priority,
         )
     )
     return 0

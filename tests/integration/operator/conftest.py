@@ -310,21 +310,23 @@ def _fast_settings() -> kopf.OperatorSettings:
 
 
 @contextlib.contextmanager
-def run_operator(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
+def run_operator(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, *extra: str) -> Iterator[KopfRunner]:
     """Real kopf with our handlers, in a thread (KopfRunner), against the emulator."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    args = ["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NAMESPACE]
+    standalone = ["--standalone"] if env.get("OMOAI_PEERING_STANDALONE", "true") == "true" else []
+    args = ["run", "-m", "omoai_operator.handlers", *standalone, "--namespace", NAMESPACE, *extra]
     with KopfRunner(args, settings=_fast_settings(), timeout=30) as runner:
         yield runner
     assert runner.exit_code == 0, runner.output[-5000:]
 
 
 @contextlib.contextmanager
-def operator_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def operator_process(env: dict[str, str], log_path: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """``omoai operator`` as a real process (it can be killed with SIGKILL)."""
-    cmd = [sys.executable, "-m", "omoai_operator.cli", "operator", "--standalone", "-n", NAMESPACE,
-           "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
+    standalone = ["--standalone"] if env.get("OMOAI_PEERING_STANDALONE", "true") == "true" else []
+    cmd = [sys.executable, "-m", "omoai_operator.cli", "operator", *standalone, "-n", NAMESPACE,
+           "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *extra]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
