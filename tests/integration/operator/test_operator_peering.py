@@ -9,6 +9,7 @@ import httpx
 import pytest
 from conftest import NAMESPACE, Kube, job, operator_env, operator_process, proxies_for, run_operator
 from emulator import EmulatorThread, Kind
+
 from services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
