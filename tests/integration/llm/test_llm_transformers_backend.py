@@ -78,3 +78,15 @@ async def test_calls_after_close_fail_cleanly(tiny_model: Path):
     await b.close()
     with pytest.raises(UnavailableError):
         await b.generate(_msgs("xin chào"), max_tokens=2)
+
+
+async def test_no_cache_clear_per_batch_unless_the_debug_switch_is_on(tiny_model: Path):
+    for debug, expected in ((False, 0), (True, 2)):
+        policy = MemoryPolicy.from_settings("cpu", "fp32", debug_empty_cache=debug, registry=CollectorRegistry())
+        b = TransformersBackend.load(str(tiny_model), policy)
+        await b.generate(_msgs("xin chào"), max_tokens=2)
+        await b.generate(_msgs("xin chào các bạn"), max_tokens=2)
+        assert b.batches_run == 2
+        assert policy.clears("debug_per_window") == expected
+        assert policy.clears("model_switch") == 0
+        await b.close()

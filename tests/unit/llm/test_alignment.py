@@ -159,3 +159,18 @@ def test_word_and_char_errors_count_edits():
     assert word_and_char_errors(["con", "mèo", "đen"], ["con", "mẹo", "đen"]) == (1, 1)
     assert word_and_char_errors(["xin", "chào"], ["xin"]) == (1, 5)  # " chào"
     assert word_and_char_errors(["xin"], ["xin", "chào", "bạn"]) == (2, 9)  # " chào bạn"
+
+
+def test_markdown_and_markup_from_the_model_never_reach_the_text():
+    src = "xin chào các bạn".split()
+    r = align_words(src, "**Xin chào** các `bạn`!!!!!!! #")
+    assert r.words == ["Xin", "chào", "các", "bạn!!!"]
+    r = align_words(src, "<b>Xin</b> chào các bạn.")
+    assert r.words == ["xin", "chào", "các", "bạn."]  # the tagged word did not match: kept as it came
+
+
+def test_marks_a_model_is_not_trusted_with_stay_as_the_input_had_them():
+    src = ["#omoai", "tăng", "50%", "R&D", "**quan", "trọng**"]
+    r = align_words(src, "omoai tăng 50 R&D, quan trọng.")
+    assert r.words[0] == "#omoai" and r.words[2] == "50%" and r.words[3] == "R&D,"
+    assert r.words[4:] == ["**quan", "trọng**"]

@@ -22,6 +22,7 @@ and only punctuation and case differ.
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,14 +32,35 @@ Policy = Literal["strict", "lenient"]
 
 _SENTENCE_END = frozenset(".!?…。")
 
+#: Marks a model may add around words. Markdown and markup (``* # _ ` ~ | < > \\``) and other
+#: oddities are punctuation to Unicode but not to a reader: they are never taken from the model.
+MODEL_MARKS = frozenset(".,;:!?…-–—'\"“”‘’()[]«»/¿¡、。，；：！？")
+
+
+def clean_marks(marks: str) -> str:
+    """Only reader punctuation, and no run of one mark longer than three (``"..."`` stays)."""
+    kept = "".join(c for c in marks if c in MODEL_MARKS)
+    return re.sub(r"(.)\1{3,}", r"\1\1\1", kept)
+
 
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+#: Punctuation to Unicode that belongs to the word it touches ("50%", "R&D", "@user").
+_WORD_MARKS = frozenset("%‰‱&@")
+
+
 def is_punct(ch: str) -> bool:
-    """Punctuation in the Unicode sense (categories P*); symbols such as % or $ are word material."""
-    return unicodedata.category(ch).startswith("P")
+    """Punctuation in the Unicode sense (categories P*), except marks that are part of a word;
+    symbols such as $ or + are word material too."""
+    return ch not in _WORD_MARKS and unicodedata.category(ch).startswith("P")
+
+
+def _marks(source: str, model: str) -> str:
+    """The model's marks, unless the input word carries marks a model is never trusted with
+    (``#`` of a hashtag, ``*``): those stay as they came."""
+    return source if any(c not in MODEL_MARKS for c in source) else model
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ def tokens_of_answer(text: str) -> list[Token]:
     pending_lead = ""
     for raw in nfc(text).split():
         tok = split_token(raw)
+        tok = Token(clean_marks(tok.lead), tok.core, clean_marks(tok.trail))
         if not tok.core:
             # Opening marks go to the next word, everything else to the previous one.
             if out and not all(c in "([{«“‘¿¡\"'" for c in tok.lead):
@@ -215,7 +238,7 @@ def align_words(
     def keep_input(i: int, lead: str = "", trail: str = "") -> None:
         t = src[i]
         if t.core:
-            out[i] = (lead or t.lead) + t.core + (trail or t.trail)
+            out[i] = _marks(t.lead, lead or t.lead) + t.core + _marks(t.trail, trail or t.trail)
         else:
             out[i] = t.text  # a punctuation-only input "word" survives as it was
 
@@ -224,7 +247,9 @@ def align_words(
         if op == "equal":
             for k in range(i2 - i1):
                 s, h = src[i1 + k], hyp[j1 + k]
-                out[i1 + k] = h.lead + apply_case(s.core, h.core) + h.trail if s.core else s.text
+                out[i1 + k] = (
+                    _marks(s.lead, h.lead) + apply_case(s.core, h.core) + _marks(s.trail, h.trail) if s.core else s.text
+                )
             stats.matched += i2 - i1
         elif op == "delete":
             for i in range(i1, i2):

@@ -259,6 +259,7 @@ class TransformersBackend:
                 **sampling,
             )
         self.batches_run += 1
+        self._policy.window_done()  # clears only with OMOAI_DEBUG_EMPTY_CACHE on (troubleshooting)
         results = []
         for i, r in enumerate(group):
             new = out[i, width:].tolist()[: r.max_tokens]
