@@ -162,7 +162,7 @@ def test_word_and_char_errors_count_edits():
 
 
 def test_markdown_and_markup_from_the_model_never_reach_the_text():
-    src = "xin chào các bạn".split()
+    src = ["xin", "chào", "các", "bạn"]
     r = align_words(src, "**Xin chào** các `bạn`!!!!!!! #")
     assert r.words == ["Xin", "chào", "các", "bạn!!!"]
     r = align_words(src, "<b>Xin</b> chào các bạn.")
