@@ -13,7 +13,7 @@ from omoai_core.errors import ConfigError, InvalidInputError
 from omoai_core.settings import load_settings
 from omoai_llm.app import create_app
 from omoai_llm.cli import read_segments
-from omoai_llm.prompts import load_prompts
+from omoai_llm.prompts import NEUTRAL, load_prompts
 from omoai_llm.settings import LlmSettings
 from prometheus_client import CollectorRegistry
 
@@ -95,6 +95,15 @@ async def test_an_empty_transcript_is_a_clear_result_not_an_error():
         assert r.status_code == 400 and "no text" in r.json()["error"]["message"]
 
 
+async def test_languages_without_prompts_get_the_neutral_ones_and_bad_tags_a_400():
+    app = create_app(_settings(), loader=_loader())
+    async with app.router.lifespan_context(app), await _client(app) as c:
+        r = await c.post("/v1/punctuate", json={"segments": SEGS, "language": "fr-CA"})
+        assert r.status_code == 200
+        r = await c.post("/v1/punctuate", json={"segments": SEGS, "language": "français"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
+
+
 async def test_too_many_segments_or_characters_are_413():
     app = create_app(_settings(max_segments=2, max_input_chars=50), loader=_loader())
     async with app.router.lifespan_context(app), await _client(app) as c:
@@ -128,9 +137,11 @@ def test_prompts_file_overrides_and_refuses_unknown_keys(tmp_path: Path):
     f.write_text(json.dumps({"vi": {"summary": "Tóm tắt ngắn."}, "fr": {"punctuate": "Ponctuez."}}))
     p = load_prompts(f)
     assert p.get("vi", "summary") == "Tóm tắt ngắn." and p.get("fr", "punctuate") == "Ponctuez."
-    assert p.get("fr", "summary") == load_prompts().get("en", "summary")  # missing keys: English
+    assert p.get("fr", "summary") == NEUTRAL["summary"]  # missing keys: the neutral prompts
+    assert "language of the transcript" in p.get("de", "summary")  # no prompts at all: neutral
+    assert p.get("en", "summary") != p.get("de", "summary")
     with pytest.raises(InvalidInputError):
-        p.get("de", "summary")
+        p.get("klingon", "summary")
     f.write_text(json.dumps({"vi": {"sumary": "typo"}}))
     with pytest.raises(ConfigError, match="unknown prompt vi.sumary"):
         load_prompts(f)

@@ -2,13 +2,16 @@
 
 A file given by ``OMOAI_PROMPTS_FILE`` maps a language to some of the keys below, e.g.
 ``{"vi": {"summary": "..."}, "en": {"punctuate": "..."}}``; keys it leaves out keep the
-defaults. Unknown languages may be added (they fall back to English for missing keys); unknown
-keys are refused at startup so a typo never silently does nothing.
+defaults. Other languages may be added (missing keys fall back to the language-neutral prompts);
+unknown keys are refused at startup so a typo never silently does nothing. A language with no
+prompts of its own gets the language-neutral set: English instructions that ask for the answer in
+the transcript's own language.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,16 @@ _DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 
+#: For languages without prompts of their own: English instructions, answers in the transcript's language.
+NEUTRAL: dict[str, str] = {
+    "punctuate": _DEFAULTS["en"]["punctuate"],
+    "summary": _DEFAULTS["en"]["summary"].replace("reply in English", "reply in the language of the transcript"),
+    "summary_map": _DEFAULTS["en"]["summary_map"].replace("in English", "in the language of the transcript"),
+    "summary_reduce": _DEFAULTS["en"]["summary_reduce"].replace("in English", "in the language of the summaries"),
+    "topics": _DEFAULTS["en"]["topics"].replace("Reply in English", "Reply in the language of the transcript"),
+}
+
+
 @dataclass(frozen=True)
 class Prompts:
     table: Mapping[str, Mapping[str, str]]
@@ -83,12 +96,10 @@ class Prompts:
         return sorted(self.table)
 
     def get(self, language: str, key: str) -> str:
-        if language not in self.table:
-            raise InvalidInputError(
-                f"unsupported language {language!r}; supported: {', '.join(self.languages)}",
-                details={"supported": self.languages},
-            )
-        return self.table[language].get(key) or _DEFAULTS["en"][key]
+        """The prompt for ``language`` (a primary subtag such as ``vi``), or the neutral one."""
+        if not re.fullmatch(r"[a-z]{2,3}", language):
+            raise InvalidInputError(f"invalid language {language!r}: expected a code such as vi or en")
+        return self.table.get(language, {}).get(key) or NEUTRAL[key]
 
 
 def load_prompts(path: Path | None = None) -> Prompts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -79,12 +80,11 @@ class LlmService:
     # -- request checks ---------------------------------------------------------------------------
 
     def language(self, requested: str | None) -> str:
-        lang = (requested or self.settings.language).strip().lower().replace("_", "-").split("-")[0]
-        if lang not in self.prompts.languages:
-            raise InvalidInputError(
-                f"unsupported language {requested!r}; supported: {', '.join(self.prompts.languages)}",
-                details={"supported": self.prompts.languages},
-            )
+        """The primary subtag (``vi-VN`` -> ``vi``); languages without prompts get the neutral ones."""
+        raw = (requested or self.settings.language).strip()
+        lang = raw.lower().replace("_", "-").split("-")[0]
+        if not re.fullmatch(r"[a-z]{2,3}", lang):
+            raise InvalidInputError(f"invalid language {raw!r}: expected a code such as vi, en or vi-VN")
         return lang
 
     def check_size(self, segments: Sequence[Segment] | None = None, text: str | None = None) -> None:
