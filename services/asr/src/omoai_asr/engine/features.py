@@ -81,18 +81,22 @@ def _povey_window_cpu() -> torch.Tensor:
     return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float32).pow(0.85)
 
 
-def fbank(waveform: torch.Tensor, n_mels: int = 80, *, block_frames: int = 8192) -> torch.Tensor:
+def fbank(waveform: torch.Tensor, n_mels: int = 80, *, block_frames: int | None = None) -> torch.Tensor:
     """Kaldi fbank of float32 sample values: (N,) -> (T, n_mels), T = 1 + (N - 400) // 160.
 
     Settings: 25 ms / 10 ms, dither 0, DC removal, pre-emphasis 0.97, Povey window, power
     spectrum, mel filters from 20 Hz to Nyquist, natural log floored at float32 epsilon.
     Fewer than 400 samples give a (0, n_mels) tensor (the reference raises instead).
-    Frames are independent, so they are processed ``block_frames`` at a time (82 s of audio):
-    the same result with bounded temporary memory for hour-long input.
+    Frames are independent, so they are processed ``block_frames`` at a time: the same result
+    with bounded temporary memory for hour-long input. By default 8192 frames (82 s) on CPU and
+    65536 (11 min, about 400 MB of temporaries) on an accelerator, where one hour is then six
+    batched FFTs instead of 44.
     """
     waveform = waveform.to(torch.float32).contiguous()
     n = num_frames(waveform.numel())
     device = waveform.device
+    if block_frames is None:
+        block_frames = 8192 if device.type == "cpu" else 65536
     out = torch.empty((n, n_mels), dtype=torch.float32, device=device)
     if n == 0:
         return out
