@@ -98,6 +98,7 @@ class ServiceClient:
         token: str | None = None,
         timeout_s: float = 3600.0,
         connect_timeout_s: float = 10.0,
+        max_connections: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -108,8 +109,9 @@ class ServiceClient:
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=transport,
-            # Many jobs share the client: the limit lives in the capacity queue, not here.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=16),
+            # The capacity queue bounds the requests in flight; a pool of the same size avoids
+            # idle connections, which httpcore checks one by one on every request.
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 16),
         )
 
     async def aclose(self) -> None:

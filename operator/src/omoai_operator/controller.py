@@ -34,13 +34,17 @@ def build_runtime(
     """The pieces every job shares; used by the operator and by ``omoai run``."""
     metrics = OperatorMetrics.create(registry)
 
-    def client(svc: str, url: str) -> ServiceClient:
+    def client(svc: str, url: str, slots: int) -> ServiceClient:
         return ServiceClient(
-            svc.upper(), url, token=cfg.token(svc), timeout_s=cfg.request_timeout_s, connect_timeout_s=cfg.connect_timeout_s
+            svc.upper(), url, token=cfg.token(svc), timeout_s=cfg.request_timeout_s,
+            connect_timeout_s=cfg.connect_timeout_s, max_connections=slots,
         )
 
     return Runtime(
-        pipeline=Pipeline(AsrClient(client("asr", cfg.asr_url)), LlmClient(client("llm", cfg.llm_url))),
+        pipeline=Pipeline(
+            AsrClient(client("asr", cfg.asr_url, cfg.asr_concurrency)),
+            LlmClient(client("llm", cfg.llm_url, cfg.llm_concurrency)),
+        ),
         queue=CapacityQueue({"asr": cfg.asr_concurrency, "llm": cfg.llm_concurrency}, observer=metrics.observe_queue),
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,

@@ -145,6 +145,10 @@ class JobDriver:
                 await self.apply(rc.fail(self.status, rc.Reason.INVALID_SPEC, e.message, now))
                 return rc.Decision("finished")
             d = rc.decide(spec, self.status, now)
+            generation = self.generation()
+            if d.kind != "init" and generation is not None and self.status.get("observedGeneration") != generation:
+                # The spec changed (suspend, priority, limits): say it was seen, with the next write.
+                await self.apply(rc.Transition({"observedGeneration": generation}), defer=True)
             if self._pending and d.kind in ("suspended", "finished", "expire"):
                 await self.flush()
             if d.kind in ("finished", "expire"):

