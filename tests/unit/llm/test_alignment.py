@@ -174,3 +174,13 @@ def test_marks_a_model_is_not_trusted_with_stay_as_the_input_had_them():
     r = align_words(src, "omoai tăng 50 R&D, quan trọng.")
     assert r.words[0] == "#omoai" and r.words[2] == "50%" and r.words[3] == "R&D,"
     assert r.words[4:] == ["**quan", "trọng**"]
+
+
+def test_a_window_returns_and_counts_only_its_own_words():
+    r = align_words(["a", "b", "c", "d"], "A, b X c. D", window=range(1, 3))
+    assert r.words == ["b", "c."]
+    assert (r.stats.words_in, r.stats.matched, r.stats.invented) == (2, 2, 1)  # X is inside the window
+    r = align_words(["a", "b", "c", "d"], "Y a b c d Z", window=range(1, 3))
+    assert r.stats.invented == 0  # Y and Z belong to the neighbours' edges
+    r = align_words(["a", "b", "c", "d"], "a c d", window=range(1, 3))
+    assert r.words == ["b", "c"] and r.stats.restored == 1 and r.stats.model_word_errors == 1

@@ -228,3 +228,37 @@ async def test_map_parts_without_a_usable_answer_fall_back_to_their_opening_word
     backend = FakeBackend(answer, context_tokens=300)
     result = await summarize(texts, CallContext(backend), prompts=PROMPTS, max_tokens=64)
     assert result.strategy == "map_reduce" and result.extractive_parts >= 1
+
+
+async def test_chunks_see_their_neighbours_but_only_their_own_words_are_taken():
+    segs = [Segment(text=" ".join(f"w{i * 10 + k}" for k in range(10)), start=i, end=i + 1) for i in range(60)]
+
+    def answer(system: str, user: str) -> str:
+        words = user.split()
+        # A model that ends every answer with a full stop and capitalises its first word.
+        return " ".join([words[0].capitalize(), *words[1:]]) + "."
+
+    backend = FakeBackend(answer)
+    result = await punctuate(segs, CallContext(backend), system_prompt="p", chunk_tokens=300, context_words=8)
+    chunks = [u.split() for _, u, _ in backend.calls]
+    assert result.chunks == len(chunks) == 3
+    assert chunks[1][:16] == chunks[0][-16:]  # 8 words of each side of the edge in both calls
+    assert chunks[0][0] == "w0" and chunks[2][-1] == "w599"
+    assert all(len(c) <= 300 for c in chunks)
+    out = " ".join(s.text for s in result.segments).split()
+    assert out == ["W0"] + [f"w{i}" for i in range(1, 599)] + ["w599."]  # nothing at chunk edges
+    s = result.stats
+    assert s.words_in == s.words_out == 600 and s.matched == 600 and s.invented == 0
+    assert s.model_word_errors == 0
+
+
+async def test_context_words_do_not_disturb_the_counts_of_a_sloppy_model():
+    segs = _segments(60)
+    backend = FakeBackend(_adversarial, context_tokens=2000)
+    result = await punctuate(segs, CallContext(backend), system_prompt="p", chunk_tokens=200, context_words=8)
+    assert result.chunks > 2
+    for before, after in zip(segs, result.segments, strict=True):
+        assert [re.sub(r"[^\w]", "", w).lower() for w in after.text.split()] == before.text.split()
+    s = result.stats
+    assert s.words_in == s.words_out == sum(len(x.text.split()) for x in segs)
+    assert s.matched + s.replaced + s.restored == s.words_in

@@ -216,24 +216,36 @@ def word_and_char_errors(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, i
 
 @dataclass(frozen=True)
 class AlignedWords:
-    words: list[str]  # one output word per input word (strict), same order
+    words: list[str]  # one output word per input word of the window, same order
     stats: AlignmentStats
 
 
 def align_words(
-    input_words: Sequence[str], answer: str, *, policy: Policy = "strict", segment_of: Sequence[int] | None = None
+    input_words: Sequence[str],
+    answer: str,
+    *,
+    policy: Policy = "strict",
+    segment_of: Sequence[int] | None = None,
+    window: range | None = None,
 ) -> AlignedWords:
     """Map the model's ``answer`` onto ``input_words``; returns exactly one output word per input word.
 
+    ``window`` (default: all) selects the input words that are returned and counted: the others
+    are context the model saw around them (so that a chunk does not end its last sentence early).
     ``segment_of[i]`` names the segment of input word ``i`` (for counting fallback segments).
     """
+    n = len(input_words)
+    win = window if window is not None else range(n)
     src = [split_token(nfc(w)) for w in input_words]
     hyp = tokens_of_answer(answer)
     src_keys = [t.key for t in src]
     hyp_keys = [t.key for t in hyp]
-    out: list[str | None] = [None] * len(src)
-    stats = AlignmentStats(words_in=len(src), model_words=len(hyp))
-    touched: set[int] = set()
+    out: list[str | None] = [None] * n
+    outcome = [""] * n  # matched, replaced, spelling_fix, restored
+    word_cost = [0] * n  # model word errors attributed to each input word ...
+    char_cost = [0] * n  # ... and character errors
+    gap_words = [0] * (n + 1)  # invented words before input word g (g = n: after the last)
+    gap_chars = [0] * (n + 1)
 
     def keep_input(i: int, lead: str = "", trail: str = "") -> None:
         t = src[i]
@@ -250,57 +262,82 @@ def align_words(
                 out[i1 + k] = (
                     _marks(s.lead, h.lead) + apply_case(s.core, h.core) + _marks(s.trail, h.trail) if s.core else s.text
                 )
-            stats.matched += i2 - i1
+                outcome[i1 + k] = "matched"
         elif op == "delete":
             for i in range(i1, i2):
                 keep_input(i)
-                touched.add(i)
-            stats.restored += i2 - i1
+                outcome[i], word_cost[i], char_cost[i] = "restored", 1, len(src_keys[i]) + 1
         elif op == "insert":
-            stats.invented += j2 - j1
+            gap_words[i1] += j2 - j1
+            gap_chars[i1] += len(" ".join(hyp_keys[j1:j2])) + 1
             _move_sentence_end(out, i1, hyp[j2 - 1])
         else:  # replace
             n_src, n_hyp = i2 - i1, j2 - j1
             if n_src == n_hyp:
                 for k in range(n_src):
                     i, h = i1 + k, hyp[j1 + k]
+                    word_cost[i], char_cost[i] = 1, edit_errors(src_keys[i], hyp_keys[j1 + k])
                     if policy == "lenient" and src[i].core and is_spelling_fix(src[i].core, h.core):
                         out[i] = h.lead + h.core + h.trail
-                        stats.spelling_fixes += 1
+                        outcome[i] = "spelling_fix"
                     else:
                         keep_input(i, h.lead, h.trail)
-                        stats.replaced += 1
-                        touched.add(i)
+                        outcome[i] = "replaced"
             else:
-                for i in range(i1, i2):
+                for k, i in enumerate(range(i1, i2)):
                     keep_input(i)
-                    touched.add(i)
+                    outcome[i] = "replaced" if k < n_hyp else "restored"
+                    word_cost[i] = 1
+                word_cost[i1] += max(0, n_hyp - n_src)
+                char_cost[i1] = edit_errors(" ".join(src_keys[i1:i2]), " ".join(hyp_keys[j1:j2]))
                 # The block's outer punctuation (an opening quote, a sentence end) is still right.
                 first, last = src[i1], src[i2 - 1]
                 if first.core:
-                    out[i1] = hyp[j1].lead + (out[i1] or "")[len(first.lead) :]
+                    out[i1] = _marks(first.lead, hyp[j1].lead) + (out[i1] or "")[len(first.lead) :]
                 if last.core:
                     base = out[i2 - 1] or last.text
-                    out[i2 - 1] = base[: len(base) - len(last.trail)] + hyp[j2 - 1].trail
-                stats.replaced += min(n_src, n_hyp)
-                stats.restored += max(0, n_src - n_hyp)
-                stats.invented += max(0, n_hyp - n_src)
+                    out[i2 - 1] = base[: len(base) - len(last.trail)] + _marks(last.trail, hyp[j2 - 1].trail)
 
     words: list[str] = []
-    for i, w in enumerate(out):
-        if w is None or (policy == "strict" and split_token(w).key != src[i].key):
+    stats = AlignmentStats(words_in=len(win), model_words=len(hyp) if window is None else 0)
+    touched: set[int] = set()
+    for i in win:
+        w = out[i]
+        if w is None or (policy == "strict" and split_token(w).key != src[i].key) or not w.strip():
             # Defensive: the guarantee holds word by word even if the logic above had a hole.
             w = src[i].text
-            touched.add(i)
-        if not w.strip():
-            w = src[i].text
+            outcome[i] = outcome[i] if outcome[i] != "matched" else "replaced"
         words.append(w)
-
-    out_keys = [split_token(w).key for w in words]
+        kind = outcome[i]
+        if kind == "matched":
+            stats.matched += 1
+        elif kind == "spelling_fix":
+            stats.spelling_fixes += 1
+        elif kind == "replaced":
+            stats.replaced += 1
+            touched.add(i)
+        else:
+            stats.restored += 1
+            touched.add(i)
+        stats.model_word_errors += word_cost[i]
+        stats.model_char_errors += char_cost[i]
+        out_key = split_token(w).key
+        if out_key != src_keys[i]:
+            stats.output_word_errors += 1
+            stats.output_char_errors += edit_errors(src_keys[i], out_key)
+    # Invented words between two words of the window (or at an outer edge of the whole input).
+    for g in range(win.start, win.stop + 1):
+        inner = win.start < g < win.stop or (g == win.start == 0) or (g == win.stop == n)
+        if inner or (len(win) == n):
+            stats.invented += gap_words[g]
+            stats.model_word_errors += gap_words[g]
+            stats.model_char_errors += gap_chars[g]
+    # Extra words of an unequal replace block: counted as invented too.
+    stats.invented += sum(max(0, c - 1) for c in (word_cost[i] for i in win) if c > 1)
+    if window is not None:
+        stats.model_words = stats.matched + stats.replaced + stats.spelling_fixes + stats.invented
     stats.words_out = len(words)
-    stats.model_word_errors, stats.model_char_errors = word_and_char_errors(src_keys, hyp_keys)
-    stats.output_word_errors, stats.output_char_errors = word_and_char_errors(src_keys, out_keys)
-    stats.chars_in = len(" ".join(src_keys))
+    stats.chars_in = len(" ".join(src_keys[i] for i in win))
     if segment_of is not None:
         stats.fallback_segments = {segment_of[i] for i in touched}
     return AlignedWords(words, stats)

@@ -153,6 +153,7 @@ class LlmService:
                 system_prompt=self.prompts.get(lang, "punctuate"),
                 policy=policy,
                 chunk_tokens=self.settings.punct_chunk_tokens,
+                context_words=self.settings.punct_context_words,
             )
         self.metrics.alignment(result.stats)
         return PunctuateResponse(

@@ -47,6 +47,12 @@ class LlmSettings(ServerSettings, InferenceSettings):
     punct_chunk_tokens: int = Field(
         default=1024, ge=16, description="Transcript tokens per punctuation call (also capped by the context)."
     )
+    punct_context_words: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Words of the neighbouring chunks shown around each chunk (sentences cross chunk edges).",
+    )
     summary_max_tokens: int = Field(default=768, ge=16, description="Generated tokens of a summary call.")
     topics_max_tokens: int = Field(default=768, ge=16, description="Generated tokens of a topics call.")
     max_topics: int = Field(default=12, ge=1, le=200, description="Default number of topics at most.")

@@ -34,7 +34,11 @@ async def punctuate(
     system_prompt: str,
     policy: Policy = "strict",
     chunk_tokens: int = 1024,
+    context_words: int = 8,
 ) -> PunctuationResult:
+    """Punctuate ``segments``; each chunk is shown with up to ``context_words`` words of its
+    neighbours on both sides, so that a sentence running over a chunk edge is not ended there.
+    Only the chunk's own words are taken from each answer."""
     seg_words = [words_of(s.text) for s in segments]
     flat = [w for words in seg_words for w in words]
     segment_of = [i for i, words in enumerate(seg_words) for _ in words]
@@ -45,15 +49,26 @@ async def punctuate(
     count = ctx.backend.count_tokens
     room = ctx.room(system_prompt, OUTPUT_MARGIN)
     budget = max(8, min(chunk_tokens, int(room / (1 + OUTPUT_RATIO))))
+    # Context costs tokens on both sides; it is worth it only when chunks are much larger.
+    context_tokens = 2 * context_words * 3
+    if context_words and budget >= 4 * context_tokens:
+        budget -= context_tokens
+    else:
+        context_words = 0
     ranges = word_ranges(seg_words, count, budget)
 
     async def one(r: range) -> list[str]:
-        words = flat[r.start : r.stop]
+        lo, hi = max(0, r.start - context_words), min(len(flat), r.stop + context_words)
+        words = flat[lo:hi]
         text = " ".join(words)
         max_tokens = int(count(text) * OUTPUT_RATIO) + OUTPUT_MARGIN
         completion = await ctx.chat(system_prompt, text, max_tokens)
         aligned = align_words(
-            words, clean_answer(completion.text), policy=policy, segment_of=segment_of[r.start : r.stop]
+            words,
+            clean_answer(completion.text),
+            policy=policy,
+            segment_of=segment_of[lo:hi],
+            window=range(r.start - lo, r.stop - lo),
         )
         stats.merge(aligned.stats)
         return aligned.words
