@@ -76,7 +76,8 @@ async def punctuate(
     stats = AlignmentStats()
     pieces = await map_concurrently(one, ranges)
     out_words = [w for piece in pieces for w in piece]
-    assert len(out_words) == len(flat), "alignment must return one word per input word"
+    if len(out_words) != len(flat):  # cannot happen: align_words returns one word per input word
+        raise RuntimeError(f"alignment returned {len(out_words)} words for {len(flat)}")
 
     result: list[Segment] = []
     pos = 0
