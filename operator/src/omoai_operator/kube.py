@@ -1,5 +1,6 @@
-"""A small Kubernetes API client (aiohttp, as kopf itself uses) for what kopf's handler patches cannot do from a long
-running daemon: patch ``/status`` at every transition, read a Secret, delete an expired job.
+"""A small Kubernetes API client (aiohttp, as kopf itself uses) for what kopf's handler patches
+cannot do from a long-running daemon: patch ``/status`` at every transition, read a Secret, delete
+an expired job.
 
 It authenticates with the same :class:`kopf.ConnectionInfo` the operator logged in with.
 """

@@ -37,21 +37,20 @@ def test_kubectl_apply_get_delete_an_example_through_the_emulator(
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(manifest))
     name = manifest["metadata"]["name"]
-    with proxies_for(stubs.url, stubs.url) as (asr, llm):
-        with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
-            assert "transcriptionjobs" in kubectl("api-resources", "--api-group=omoai.io").stdout
-            out = kubectl("apply", "--validate=false", "-f", str(path)).stdout
-            assert f"transcriptionjob.omoai.io/{name} created" in out
-            kube.wait_phase(name, "Succeeded", "Failed")
-            got = json.loads(kubectl("get", "tj", name, "-o", "json").stdout)
-            # Printer columns: kubectl needs server-side tables for them, which the emulator does not
-            # serve; read each column's jsonPath instead.
-            columns = {c["name"]: c["jsonPath"] for c in operator_crd.load_crd()["spec"]["versions"][0][
-                "additionalPrinterColumns"]}
-            values = {n: kubectl("get", "tj", name, "-o", f"jsonpath={{{p}}}").stdout for n, p in columns.items()}
-            listed = kubectl("get", "transcriptionjobs", "-o", "name").stdout.split()
-            out = kubectl("delete", "tj", name, "--timeout=30s").stdout
-            assert kube.get(name) is None
+    with proxies_for(stubs.url, stubs.url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+        assert "transcriptionjobs" in kubectl("api-resources", "--api-group=omoai.io").stdout
+        out = kubectl("apply", "--validate=false", "-f", str(path)).stdout
+        assert f"transcriptionjob.omoai.io/{name} created" in out
+        kube.wait_phase(name, "Succeeded", "Failed")
+        got = json.loads(kubectl("get", "tj", name, "-o", "json").stdout)
+        # Printer columns: kubectl needs server-side tables for them, which the emulator does not
+        # serve; read each column's jsonPath instead.
+        columns = {c["name"]: c["jsonPath"] for c in operator_crd.load_crd()["spec"]["versions"][0][
+            "additionalPrinterColumns"]}
+        values = {n: kubectl("get", "tj", name, "-o", f"jsonpath={{{p}}}").stdout for n, p in columns.items()}
+        listed = kubectl("get", "transcriptionjobs", "-o", "name").stdout.split()
+        out = kubectl("delete", "tj", name, "--timeout=30s").stdout
+        assert kube.get(name) is None
     assert got["status"]["phase"] == "Succeeded"
     assert got["spec"]["language"] == "vi" and got["spec"]["suspend"] is False  # server-side defaults
     assert got["spec"]["asr"]["chunkSize"] == 64

@@ -241,12 +241,11 @@ def test_operator_killed_mid_job_restarts_and_completes_exactly_once(
 def test_ttl_after_finished_deletes_the_job_and_keeps_its_outputs(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
-        with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
-            kube.create(_tj("brief", data_dir, ttlSecondsAfterFinished=1,
-                            postprocess={"punctuation": False, "summary": "none", "topics": False}))
-            status = kube.wait_phase("brief", "Succeeded", "Failed")
-            kube.wait_gone("brief", timeout=20)
+    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+        kube.create(_tj("brief", data_dir, ttlSecondsAfterFinished=1,
+                        postprocess={"punctuation": False, "summary": "none", "topics": False}))
+        status = kube.wait_phase("brief", "Succeeded", "Failed")
+        kube.wait_gone("brief", timeout=20)
     assert status["phase"] == "Succeeded"
     assert llm.requests == []  # no post-processing asked for
     assert kube.phases("brief") == ["Pending", "Transcribing", "PostProcessing", "Succeeded"]
@@ -257,10 +256,9 @@ def test_undecodable_audio_fails_at_once_with_a_clear_reason(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (data_dir / "audio" / "notes.wav").write_bytes(b"this is a text file, not a recording\n" * 20)
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
-        with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
-            kube.create(_tj("garbage", data_dir, audio=f"{data_dir.name}/audio/notes.wav", backoffLimit=5))
-            status = kube.wait_phase("garbage", "Succeeded", "Failed")
+    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+        kube.create(_tj("garbage", data_dir, audio=f"{data_dir.name}/audio/notes.wav", backoffLimit=5))
+        status = kube.wait_phase("garbage", "Succeeded", "Failed")
     assert status["phase"] == "Failed" and status["reason"] == "InvalidAudio", status
     assert "422" in status["message"] and status["retries"] == 0
     assert asr.count("/v1/transcriptions") == 1
@@ -269,17 +267,16 @@ def test_undecodable_audio_fails_at_once_with_a_clear_reason(
 def test_specs_only_the_operator_can_judge_fail_with_a_reason_and_no_retry(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
-        with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
-            unshared = _tj("unshared", data_dir)
-            unshared["spec"]["source"] = {"pvc": {"claimName": "someone-elses", "path": "a.wav"}}
-            kube.create(unshared)
-            private = _tj("private", data_dir)
-            private["spec"]["source"] = {"url": "http://127.0.0.1:9/secret.wav"}  # the ASR service refuses it
-            kube.create(private)
-            missing = _tj("missing", data_dir, audio=f"{data_dir.name}/audio/nope.wav")
-            kube.create(missing)
-            results = {n: kube.wait_phase(n, "Succeeded", "Failed") for n in ("unshared", "private", "missing")}
+    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+        unshared = _tj("unshared", data_dir)
+        unshared["spec"]["source"] = {"pvc": {"claimName": "someone-elses", "path": "a.wav"}}
+        kube.create(unshared)
+        private = _tj("private", data_dir)
+        private["spec"]["source"] = {"url": "http://127.0.0.1:9/secret.wav"}  # the ASR service refuses it
+        kube.create(private)
+        missing = _tj("missing", data_dir, audio=f"{data_dir.name}/audio/nope.wav")
+        kube.create(missing)
+        results = {n: kube.wait_phase(n, "Succeeded", "Failed") for n in ("unshared", "private", "missing")}
     assert results["unshared"]["reason"] == "VolumeNotShared"
     assert "someone-elses" in results["unshared"]["message"] and "omoai-data" in results["unshared"]["message"]
     for name in ("private", "missing"):
