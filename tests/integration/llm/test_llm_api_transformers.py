@@ -4,6 +4,7 @@ is exactly what the alignment must survive."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -216,3 +217,22 @@ def test_serve_with_the_vllm_backend_but_no_vllm_exits_with_a_clear_error(server
     )
     assert proc.returncode != 0
     assert "cannot start: the vllm backend needs vLLM" in proc.stderr
+
+
+def test_the_offline_cli_punctuates_a_transcript_file(tiny_model: Path, tmp_path: Path):
+    src = tmp_path / "transcript.json"
+    src.write_text(json.dumps({"segments": _segments(VI)}), encoding="utf-8")
+    out = tmp_path / "out.json"
+    exe = Path(sys.executable).with_name("omoai-llm")
+    proc = subprocess.run(
+        [str(exe), "punctuate", str(src), "--model", str(tiny_model), "--device", "cpu", "-o", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "OMOAI_LOG_LEVEL": "WARNING"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(out.read_text(encoding="utf-8"))
+    assert [_plain(s["text"]) for s in body["segments"]] == [t.split() for t in VI]
+    assert body["quality"]["words_in"] == body["quality"]["words_out"]

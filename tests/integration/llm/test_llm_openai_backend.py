@@ -63,7 +63,9 @@ class FakeOpenAI:
         self.app = FastAPI()
 
         @self.app.get("/v1/models")
-        async def models() -> dict[str, Any]:
+        async def models(request: Request):
+            if request.headers.get("authorization") == "Bearer revoked-key":
+                return JSONResponse({"error": {"message": "invalid key"}}, status_code=401)
             return {"object": "list", "data": self.models}
 
         @self.app.post("/v1/chat/completions")
@@ -185,6 +187,10 @@ async def test_startup_check_refuses_a_model_the_server_does_not_serve(upstream:
     with pytest.raises(ModelLoadError, match="does not serve model 'other-model'"):
         await b.check()
     await b.close()
+    revoked = _backend(upstream, api_key="revoked-key")
+    with pytest.raises(ModelLoadError, match="refused our credentials"):
+        await revoked.check()
+    await revoked.close()
     ok = _backend(upstream)
     await ok.check()
     assert ok.context_tokens == 4096  # vLLM's max_model_len is picked up

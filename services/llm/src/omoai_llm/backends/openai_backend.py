@@ -70,6 +70,12 @@ class OpenAIBackend:
         except httpx.HTTPError as e:
             log.warning("openai server %s not reachable at startup: %s", self._client.base_url, e)
             return
+        if r.status_code in (401, 403):
+            raise ModelLoadError(
+                f"the openai server at {self._client.base_url} refused our credentials ({r.status_code}); "
+                "check OMOAI_OPENAI_API_KEY",
+                details={"model": self._name, "upstream_status": r.status_code},
+            )
         if r.status_code != 200:
             log.warning("openai server %s answered GET /models with %d", self._client.base_url, r.status_code)
             return
