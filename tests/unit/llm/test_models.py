@@ -113,3 +113,22 @@ async def test_debug_switch_does_not_add_clears_to_model_switching():
     assert policy.clears("model_switch") == 1
     assert policy.clears("debug_per_window") == 0
     await m.close()
+
+
+async def test_a_request_cancelled_during_a_switch_leaves_a_consistent_state():
+    policy = _policy()
+
+    class SlowLoader(Loader):
+        async def __call__(self, model: str) -> FakeBackend:
+            await asyncio.sleep(0.2)
+            return await super().__call__(model)
+
+    loader = SlowLoader()
+    m = ModelManager(loader, policy, punctuation_model="P", summary_model="S", single_resident=True)
+    await m.start()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(_work(m, "S"), 0.05)  # the deadline hits while S loads
+    assert await _work(m, "S") == "S"  # the switch finished on its own; no second switch
+    assert m.switches == 1 and policy.clears("model_switch") == 1
+    assert loader.loaded == ["P", "S"]
+    await m.close()
