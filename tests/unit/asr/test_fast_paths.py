@@ -73,7 +73,7 @@ def test_fused_attention_equals_textbook_relative_position_attention(
         got, _ = m(x, ~valid[:, None, None, :], pos, None, left, right, 0)
         want = _textbook_attention(m, x, valid, chunk, left, right)
     frames = torch.arange(n * chunk).view(n, chunk) < length  # padding queries are don't-care
-    assert torch.allclose(got[frames], want[frames], atol=1e-5)
+    assert torch.allclose(got[frames], want[frames], rtol=1e-5, atol=1e-4)
 
 
 def test_attention_over_only_invalid_keys_stays_finite() -> None:
@@ -97,7 +97,7 @@ def test_grouped_channels_last_subsampling_equals_plain_convolutions(limit: int)
         n, c, t, f = y.shape
         want = m.out(y.transpose(1, 2).reshape(n, t, c * f)) * m.xscale
     assert got.shape == (5, 6, DIMS.n_state)
-    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_greedy_ctc_equals_argmax_of_log_softmax_across_blocks() -> None:

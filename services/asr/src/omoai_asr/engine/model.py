@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -73,6 +74,42 @@ def subsampled_length(n_frames: int) -> int:
     return max(0, (n_frames - 7) // SUBSAMPLING)
 
 
+# Activations oneDNN can apply in its GEMM epilogue (``_linear_pointwise`` attribute names).
+_FUSABLE_ACTIVATIONS: dict[type[nn.Module], str] = {nn.SiLU: "swish", nn.ReLU: "relu"}
+
+
+@lru_cache(maxsize=1)
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: nn.Module | None = None
+) -> torch.Tensor:
+    """``activation(F.linear(x, weight, bias))``.
+
+    On CPU in float32 inference this is one oneDNN GEMM with the bias (and a swish or ReLU)
+    applied in its epilogue: 15-25 % faster on the encoder's shapes than MKL's addmm, which
+    first copies the bias into the whole output, followed by a separate activation pass.
+    Elsewhere (accelerators, autocast, autograd) the plain ops.
+    """
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and _onednn_linear_available()
+    ):
+        attr = "none" if activation is None else _FUSABLE_ACTIVATIONS.get(type(activation))
+        if attr is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], "")
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return activation(y) if activation is not None else y
+    y = F.linear(x, weight, bias)
+    return y if activation is None else activation(y)
+
+
 class RMSNorm(nn.Module):
     """RMS norm with a unit offset on the weight (``x * (1 + w)``), as the reference's."""
 
@@ -122,12 +159,13 @@ class Subsampling(nn.Module):
         self.out = nn.Linear(ch * dims.subsampled_mels, dims.n_state)
         self.xscale = math.sqrt(dims.n_state)
         self.channels = ch
+        self._relu = nn.ReLU()
 
     def _pointwise_relu(self, x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
         """(n, C, t, f) channels-last -> the same after a 1x1 convolution and ReLU, as a GEMM."""
         n, c, t, f = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(n * t * f, c)  # a view when x is channels-last
-        y = torch.addmm(conv.bias, rows, conv.weight.view(c, c).t()).relu_()
+        y = linear(rows, conv.weight.view(c, c), conv.bias, self._relu)
         return y.view(n, t, f, c).permute(0, 3, 1, 2)
 
     def _one_group(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +179,7 @@ class Subsampling(nn.Module):
         y = self._pointwise_relu(dw1(y), pw1)
         y = self._pointwise_relu(dw2(y), pw2)  # (n, C, t', f')
         n, c, t, f = y.shape
-        return self.out(y.transpose(1, 2).reshape(n, t, c * f)) * self.xscale
+        return linear(y.transpose(1, 2).reshape(n, t, c * f), self.out.weight, self.out.bias) * self.xscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         per_item = self.channels * ((x.size(1) - 1) // 2) * ((x.size(2) - 1) // 2)
@@ -205,9 +243,9 @@ class ChunkAttention(nn.Module):
         """
         n, c, d = x.shape
         h, dk = self.h, self.d_k
-        q = self.linear_q(x).view(n, c, h, dk)
-        k = self.linear_k(x).view(n * c, h, dk)
-        v = self.linear_v(x).view(n * c, h, dk)
+        q = linear(x, self.linear_q.weight, self.linear_q.bias).view(n, c, h, dk)
+        k = linear(x, self.linear_k.weight, self.linear_k.bias).view(n * c, h, dk)
+        v = linear(x, self.linear_v.weight, self.linear_v.bias).view(n * c, h, dk)
         kv = torch.cat([k, v], dim=-1)  # (N*c, h, 2dk)
         if cache is None:
             kv = F.pad(kv, (0, 0, 0, 0, left, right))
@@ -232,7 +270,8 @@ class ChunkAttention(nn.Module):
         q_u = (q + self.pos_bias_u).to(v.dtype).transpose(1, 2)  # (N, h, c, dk)
         # softmax(q_u k^T / sqrt(dk) + bias) v in one fused kernel (float32 softmax inside).
         out = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, scale=scale)
-        return self.linear_out(out.transpose(1, 2).reshape(n, c, d)), new_cache
+        out = out.transpose(1, 2).reshape(n, c, d)
+        return linear(out, self.linear_out.weight, self.linear_out.bias), new_cache
 
 
     def project_positions(self, pos_emb: torch.Tensor) -> torch.Tensor:
@@ -290,7 +329,7 @@ class ChunkConvolution(nn.Module):
         n, c, d = x.shape
         lc = self.context
         pw1, pw2 = self.pointwise_conv1, self.pointwise_conv2
-        x = F.glu(F.linear(x, pw1.weight.view(2 * d, d), pw1.bias), dim=-1)  # (N, c, D)
+        x = F.glu(linear(x, pw1.weight.view(2 * d, d), pw1.bias), dim=-1)  # (N, c, D)
         flat = x.reshape(n * c, d)  # (N*c, D)
         if cache is None:
             flat = F.pad(flat, (0, 0, lc, lc))
@@ -305,7 +344,7 @@ class ChunkConvolution(nn.Module):
             x = self.activation(self.norm(x.transpose(1, 2)))  # (N, c, D)
         else:
             x = self.activation(self.norm(x)).transpose(1, 2)
-        x = F.linear(x, pw2.weight.view(d, d), pw2.bias)
+        x = linear(x, pw2.weight.view(d, d), pw2.bias)
         return x.masked_fill(invalid[:, :, lc : lc + c].transpose(1, 2), 0.0), new_cache
 
 
@@ -317,7 +356,7 @@ class FeedForward(nn.Module):
         self.w_2 = nn.Linear(dims.n_ffn, dims.n_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_2(self.activation(self.w_1(x)))
+        return linear(linear(x, self.w_1.weight, self.w_1.bias, self.activation), self.w_2.weight, self.w_2.bias)
 
 
 class ChunkFormerBlock(nn.Module):
@@ -488,8 +527,11 @@ class CtcHead(nn.Module):
         super().__init__()
         self.ctc_lo = nn.Linear(dims.n_state, dims.n_vocab)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.ctc_lo.weight, self.ctc_lo.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.ctc_lo(x), dim=-1)
+        return F.log_softmax(self.logits(x), dim=-1)
 
     def greedy(self, x: torch.Tensor) -> torch.Tensor:
         """(T, D) -> (T,) int64 argmax token per frame, on x's device.
@@ -499,8 +541,8 @@ class CtcHead(nn.Module):
         blocks of ``block_frames`` frames.
         """
         if x.size(0) <= self.block_frames:
-            return self.ctc_lo(x).argmax(dim=-1)
-        return torch.cat([self.ctc_lo(part).argmax(dim=-1) for part in x.split(self.block_frames)])
+            return self.logits(x).argmax(dim=-1)
+        return torch.cat([self.logits(part).argmax(dim=-1) for part in x.split(self.block_frames)])
 
 
 class ChunkFormer(nn.Module):
