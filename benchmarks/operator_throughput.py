@@ -35,8 +35,7 @@ import operator_crd
 import yaml
 from emulator import Emulator, EmulatorThread, Kind
 from kopf.testing import KopfRunner
-
-from services import StubServices
+from operator_services import StubServices
 
 NS = "default"
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Kube, job, operator_env, proxies_for, run_operator
-
-from services import StubServices
+from operator_harness import Kube, job, operator_env, proxies_for, run_operator
+from operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

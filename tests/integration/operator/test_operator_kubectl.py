@@ -12,9 +12,8 @@ from pathlib import Path
 import operator_crd
 import pytest
 import yaml
-from conftest import HERE, TJ, Kube, job, operator_env, proxies_for, run_operator
-
-from services import StubServices
+from operator_harness import HERE, TJ, Kube, job, operator_env, proxies_for, run_operator
+from operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

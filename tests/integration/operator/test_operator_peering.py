@@ -7,10 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NAMESPACE, Kube, job, operator_env, operator_process, proxies_for, run_operator
 from emulator import EmulatorThread, Kind
-
-from services import StubServices
+from operator_harness import NAMESPACE, Kube, job, operator_env, operator_process, proxies_for, run_operator
+from operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HERE, RealServices
-
-from services import FakeOpenAI
+from operator_harness import HERE, RealServices
+from operator_services import FakeOpenAI
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

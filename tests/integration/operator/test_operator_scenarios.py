@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from operator_harness import (
     CLAIM,
     Kube,
     RealServices,
@@ -286,6 +286,6 @@ def test_specs_only_the_operator_can_judge_fail_with_a_reason_and_no_retry(
 
 
 def _port() -> int:
-    from services import free_port
+    from operator_services import free_port
 
     return free_port()
