@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from operator_services import StubServices
+from operator_services import StubServices, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -30,7 +31,9 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
     stubs.asr_delay_s = 0.2
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
         asr.hold()  # the first two jobs take the slots and wait; the other 48 queue up
-        env = operator_env(asr.url, llm.url, data_dir.parent, asr_concurrency=2, llm_concurrency=2)
+        metrics_port = free_port()
+        env = operator_env(asr.url, llm.url, data_dir.parent, asr_concurrency=2, llm_concurrency=2,
+                           OMOAI_METRICS_PORT=metrics_port)
         with run_operator(env, monkeypatch):
             for i, name in enumerate(names):
                 body = job(name, priority=_priority(i))
@@ -45,9 +48,14 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
             expected = sorted(queued, key=lambda n: (-_priority(int(n[-2:])), int(n[-2:])))
             for pos, name in enumerate(expected, start=1):
                 kube.wait(name, lambda o, p=pos: (o or {}).get("status", {}).get("queuePosition") == p, timeout=30)
+            waiting = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             asr.release()
             statuses = {n: kube.wait_phase(n, "Succeeded", "Failed", timeout=120) for n in names}
 
+    # While the line was full, the metrics said so.
+    assert 'omoai_operator_queue_depth{service="asr"} 48.0' in waiting
+    assert 'omoai_operator_in_flight{service="asr"} 2.0' in waiting
+    assert 'omoai_operator_jobs{phase="Queued"} 48.0' in waiting
     assert all(s["phase"] == "Succeeded" for s in statuses.values()), {n: s.get("message") for n, s in statuses.items()}
     assert asr.max_in_flight == 2
     assert llm.max_in_flight <= 2
