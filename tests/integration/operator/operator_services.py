@@ -200,6 +200,8 @@ class StubServices:
     """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``)."""
 
     def __init__(self, *, asr_delay_s: float = 0.0, llm_delay_s: float = 0.0) -> None:
+        self.fetch_audio = False  # download audio_url like the real service (presigned S3 URLs)
+        self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
         self.llm_delay_s = llm_delay_s
         self.port = free_port()
@@ -228,6 +230,13 @@ class StubServices:
         body = await request.json()
         self.asr_order.append(body["audio_url"])
         self.asr_seen.setdefault(body["audio_url"], time.monotonic())
+        if self.fetch_audio:
+            async with aiohttp.ClientSession() as http, http.get(body["audio_url"]) as resp:
+                if resp.status != 200:
+                    return aiohttp.web.json_response(
+                        {"error": {"code": "fetch_failed", "message": f"audio_url answered {resp.status}",
+                                   "retryable": False, "details": {}}}, status=422)
+                self.fetched[body["audio_url"]] = len(await resp.read())
         if self.asr_delay_s:
             await asyncio.sleep(self.asr_delay_s)
         words = ["xin", "chào", "các", "bạn"]
@@ -311,6 +320,100 @@ class FakeOpenAI:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": len(system.split()) + len(user.split()), "completion_tokens": len(content.split())},
         })
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            self._lt.run(shutdown())
+        finally:
+            self._lt.stop()
+
+
+class FakeS3:
+    """A path-style S3 endpoint on loopback with the calls the operator makes (put, get, head,
+    copy, delete, list v2), so real boto3 and presigned URLs are exercised. Signatures are not
+    checked; objects live in ``objects`` (key ``bucket/key``)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.objects: dict[str, bytes] = {}
+        self.presigned_gets: list[str] = []
+        self._lt = LoopThread("fake-s3")
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._lt.run(self._start())
+
+    async def _start(self) -> None:
+        app = aiohttp.web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{bucket}", self._bucket)
+        app.router.add_route("*", "/{bucket}/{key:.+}", self._object)
+        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    @staticmethod
+    def _missing(key: str) -> aiohttp.web.Response:
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchKey</Code><Key>{key}</Key></Error>"
+        return aiohttp.web.Response(status=404, body=body.encode(), content_type="application/xml")
+
+    @staticmethod
+    def _unchunk(request: aiohttp.web.Request, raw: bytes) -> bytes:
+        # botocore may send aws-chunked bodies with a trailing checksum.
+        if "aws-chunked" not in request.headers.get("Content-Encoding", "") and not request.headers.get(
+            "x-amz-content-sha256", ""
+        ).startswith("STREAMING"):
+            return raw
+        out, pos = bytearray(), 0
+        while True:
+            end = raw.index(b"\r\n", pos)
+            size = int(raw[pos:end].split(b";")[0], 16)
+            if size == 0:
+                return bytes(out)
+            out += raw[end + 2:end + 2 + size]
+            pos = end + 2 + size + 2
+
+    async def _object(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        from urllib.parse import unquote
+
+        path = f"{request.match_info['bucket']}/{unquote(request.match_info['key'])}"
+        if request.method == "PUT":
+            source = request.headers.get("x-amz-copy-source")
+            if source:
+                src = unquote(source).lstrip("/")
+                if src not in self.objects:
+                    return self._missing(src)
+                self.objects[path] = self.objects[src]
+                body = ("<?xml version='1.0' encoding='UTF-8'?><CopyObjectResult><ETag>\"e\"</ETag>"
+                        "<LastModified>2026-01-01T00:00:00.000Z</LastModified></CopyObjectResult>")
+                return aiohttp.web.Response(body=body.encode(), content_type="application/xml")
+            self.objects[path] = self._unchunk(request, await request.read())
+            return aiohttp.web.Response(headers={"ETag": '"e"'})
+        if request.method in ("GET", "HEAD"):
+            if path not in self.objects:
+                return self._missing(path) if request.method == "GET" else aiohttp.web.Response(status=404)
+            if any(q.endswith("Signature") for q in request.query):  # SigV2 or SigV4 presigned
+                self.presigned_gets.append(path)
+            data = self.objects[path]
+            if request.method == "HEAD":
+                return aiohttp.web.Response(headers={"Content-Length": str(len(data)), "ETag": '"e"'})
+            return aiohttp.web.Response(body=data, headers={"ETag": '"e"'}, content_type="application/octet-stream")
+        if request.method == "DELETE":
+            self.objects.pop(path, None)
+            return aiohttp.web.Response(status=204)
+        return aiohttp.web.Response(status=405)
+
+    async def _bucket(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        bucket = request.match_info["bucket"]
+        prefix = request.query.get("prefix", "")
+        keys = sorted(k[len(bucket) + 1:] for k in self.objects if k.startswith(f"{bucket}/{prefix}"))
+        contents = "".join(f"<Contents><Key>{k}</Key><Size>{len(self.objects[bucket + '/' + k])}</Size></Contents>"
+                           for k in keys)
+        body = (f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult><Name>{bucket}</Name><Prefix>{prefix}"
+                f"</Prefix><KeyCount>{len(keys)}</KeyCount><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>")
+        return aiohttp.web.Response(body=body.encode(), content_type="application/xml")
 
     def close(self) -> None:
         async def shutdown() -> None:
