@@ -272,7 +272,13 @@ class JobDriver:
                 return None
         except StageError as e:
             return await self._failed(spec, stage, e.failure, 0.0)
-        async with self._slot(service, stage):
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                # Waiting for capacity after the start counts against the deadline too.
+                async with _deadline(rc.deadline(spec, self.status), self.rt.now):
+                    await stack.enter_async_context(self._slot(service, stage))
+            except TimeoutError:
+                return None  # decide() now says DeadlineExceeded
             started.set()
             now = self.rt.now()
             await self.apply(rc.stage_started(spec, self.status, stage, now, self.generation()))

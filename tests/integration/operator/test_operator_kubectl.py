@@ -23,7 +23,10 @@ EXAMPLES = HERE.parents[2] / "examples"
 def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("kubectl")
     assert exe is not None, "kubectl is part of the test environment (see shared notes)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, check=check)
+    res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=90, check=False)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} exited {res.returncode}: {res.stderr}{res.stdout}")
+    return res
 
 
 def test_kubectl_apply_get_delete_an_example_through_the_emulator(

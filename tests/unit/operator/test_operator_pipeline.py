@@ -18,7 +18,7 @@ from omoai_operator.driver import JobDriver, JobRef, Runtime
 from omoai_operator.locations import Locations
 from omoai_operator.metrics import OperatorMetrics
 from omoai_operator.pipeline import JobContext, Pipeline
-from omoai_operator.queue import CapacityQueue
+from omoai_operator.queue import CapacityQueue, Ticket
 from omoai_operator.runner import LocalSink
 from omoai_operator.spec import parse_spec
 from omoai_operator.storage import STAGING, LocalStore, S3Store
@@ -232,3 +232,24 @@ async def test_s3_source_is_handed_to_the_asr_service_as_a_presigned_url(tmp_pat
                                               "secretRef": {"name": "creds"}}}))
     url = await loc.audio_url(spec, "ns")
     assert url.startswith("http://minio:9000/bkt/dir/a.wav?") and "Signature" in url
+
+
+async def test_waiting_for_capacity_past_the_deadline_fails_the_job(tmp_path: Path) -> None:
+    services = Services()
+    rt = runtime(services, tmp_path)
+    hold = asyncio.Event()
+
+    async def other_job() -> None:  # holds the only LLM slot
+        async with rt.queue.slot("llm", Ticket(key="ns/other", priority=100)):
+            await hold.wait()
+
+    other = asyncio.create_task(other_job())
+    await asyncio.sleep(0)
+    try:
+        status, _ = await run_job(rt, job_spec(activeDeadlineSeconds=1))
+    finally:
+        hold.set()
+        await other
+    assert status["phase"] == "Failed" and status["reason"] == "DeadlineExceeded"
+    assert services.calls == Counter({"/v1/transcriptions": 1})  # never got to the LLM
+    assert rt.queue.depth("llm") == 0  # it left the line
