@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -61,8 +61,8 @@ async def close_runtime(rt: Runtime) -> None:
 class KubeSink:
     """Writes transitions to the job's ``/status`` and posts them as Kubernetes events."""
 
-    def __init__(self, kube: KubeClient, ref: JobRef, body: kopf.Body) -> None:
-        self.kube = kube
+    def __init__(self, kube: Callable[[], KubeClient], ref: JobRef, body: kopf.Body) -> None:
+        self._kube = kube  # looked up per call: a re-login replaces the client
         self.ref = ref
         self.body = body
 
@@ -70,7 +70,7 @@ class KubeSink:
         delay = 0.2
         for attempt in range(6):
             try:
-                await self.kube.patch_status(self.ref.namespace, self.ref.name, patch)
+                await self._kube().patch_status(self.ref.namespace, self.ref.name, patch)
                 return
             except KubeError as e:
                 if e.status == 404:
@@ -124,7 +124,7 @@ class Controller:
         driver = JobDriver(
             self.runtime,
             ref,
-            KubeSink(self.kube, ref, body),
+            KubeSink(lambda: self.kube, ref, body),
             read_spec=lambda: body.get("spec"),
             status=body.get("status"),
             generation=lambda: body.get("metadata", {}).get("generation"),

@@ -13,6 +13,7 @@ import logging
 import ssl
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,10 @@ from omoai_operator.clients import StageError
 from omoai_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+
+#: Where Kubernetes projects the pod's service-account token (rotated by the kubelet).
+SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 class KubeError(Exception):
@@ -89,15 +94,32 @@ class KubeClient:
     async def _request(
         self, method: str, path: str, *, parse: bool = True, json: Any = None, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        async with self._client().request(method, self._base + path, json=json, headers=headers) as resp:
-            body = await resp.read()
-            if resp.status >= 400:
-                try:
-                    message = _json.loads(body).get("message", body.decode(errors="replace"))
-                except ValueError:
-                    message = body.decode(errors="replace")
-                raise KubeError(resp.status, str(message)[:500])
-            return _json.loads(body) if parse and body else {}
+        for attempt in (1, 2):
+            async with self._client().request(method, self._base + path, json=json, headers=headers) as resp:
+                body = await resp.read()
+                status = resp.status
+            if status == 401 and attempt == 1 and self._reload_token():
+                continue  # a projected service-account token rotated under us
+            break
+        if status >= 400:
+            try:
+                message = _json.loads(body).get("message", body.decode(errors="replace"))
+            except ValueError:
+                message = body.decode(errors="replace")
+            raise KubeError(status, str(message)[:500])
+        return _json.loads(body) if parse and body else {}
+
+    def _reload_token(self) -> bool:
+        try:
+            token = SA_TOKEN.read_text().strip()
+        except OSError:
+            return False
+        if not token or self._headers.get("Authorization") == f"Bearer {token}":
+            return False
+        self._headers["Authorization"] = f"Bearer {token}"
+        if self._session is not None:
+            self._session.headers["Authorization"] = self._headers["Authorization"]
+        return True
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._request(
