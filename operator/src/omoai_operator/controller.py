@@ -95,6 +95,7 @@ class Controller:
         self.registry = registry
         self._kube: KubeClient | None = None
         self.runtime = build_runtime(cfg, registry, self._read_secret)
+        self._driving: dict[str, asyncio.Event] = {}  # job uid -> set when its driver has exited
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         self._kube = KubeClient(info)
@@ -129,6 +130,7 @@ class Controller:
             status=body.get("status"),
             generation=lambda: body.get("metadata", {}).get("generation"),
         )
+        exited = self._driving[ref.uid] = asyncio.Event()
         try:
             decision = await drive_until_stopped(driver, stopped)
         except JobGone:
@@ -136,6 +138,10 @@ class Controller:
         except Exception:
             self.runtime.metrics.reconcile_errors.labels(kind="driver").inc()
             raise
+        finally:
+            exited.set()
+            if self._driving.get(ref.uid) is exited:
+                del self._driving[ref.uid]
         if decision is not None and decision.kind == "expire" and decision.at is not None:
             left = (decision.at - self.runtime.now()).total_seconds()
             if left > 0:
@@ -150,6 +156,12 @@ class Controller:
         """On delete (idempotent: kopf may call it twice): drop staged and half-committed outputs."""
         ref = self.ref(body)
         self.runtime.phases.set(ref.key, None)
+        exited = self._driving.get(ref.uid)
+        if exited is not None:
+            # kopf may call this while the job's daemon is still winding down: let it finish its
+            # last write first, so that nothing lands after the cleanup.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(exited.wait(), timeout=30)
         try:
             spec = parse_spec(dict(body.get("spec") or {}))
         except InvalidInputError:

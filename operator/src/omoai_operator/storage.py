@@ -11,12 +11,15 @@ job that never succeeded removes the staging area and whatever the manifest says
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 STAGING = ".omoai-staging"
 MANIFEST = "commit.json"
@@ -45,7 +48,7 @@ class LocalStore:
         self.location = location or str(self.final_dir)
 
     async def get(self, name: str) -> bytes | None:
-        return await asyncio.to_thread(self._get, name)
+        return await _blocking(self._get, name)
 
     def _get(self, name: str) -> bytes | None:
         try:
@@ -54,14 +57,14 @@ class LocalStore:
             return None
 
     async def put(self, name: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, name, data)
+        await _blocking(self._put, name, data)
 
     def _put(self, name: str, data: bytes) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.staging / name, data)
 
     async def commit(self, outputs: Mapping[str, bytes]) -> list[str]:
-        names = await asyncio.to_thread(self._commit, outputs)
+        names = await _blocking(self._commit, outputs)
         return [f"{self.location.rstrip('/')}/{n}" for n in names]
 
     def _commit(self, outputs: Mapping[str, bytes]) -> list[str]:
@@ -84,7 +87,7 @@ class LocalStore:
         return names
 
     async def finalize(self) -> None:
-        await asyncio.to_thread(self._finalize)
+        await _blocking(self._finalize)
 
     def _finalize(self) -> None:
         if self.staging.exists():
@@ -92,7 +95,7 @@ class LocalStore:
             _rmdir_if_empty(self.staging.parent)
 
     async def discard(self) -> None:
-        await asyncio.to_thread(self._discard)
+        await _blocking(self._discard)
 
     def _discard(self) -> None:
         manifest = self.staging / MANIFEST
@@ -101,6 +104,17 @@ class LocalStore:
                 if not (self.staging / "out" / name).exists():
                     (self.final_dir / name).unlink(missing_ok=True)
         self._finalize()
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a file-system call in a worker thread. A cancelled caller still waits for the call to
+    end (a thread cannot be interrupted), so nothing is written after the job's cleanup ran."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait({fut})
+        raise
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -141,7 +155,7 @@ class S3Store:
         self.location = f"s3://{bucket}/{self.prefix}/"
 
     async def _call(self, fn: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self.client, fn), Bucket=self.bucket, **kwargs)
+        return await _blocking(functools.partial(getattr(self.client, fn), Bucket=self.bucket, **kwargs))
 
     async def _exists(self, key: str) -> bool:
         try:
@@ -159,7 +173,7 @@ class S3Store:
             if _is_not_found(e):
                 return None
             raise
-        return await asyncio.to_thread(resp["Body"].read)
+        return await _blocking(resp["Body"].read)
 
     async def put(self, name: str, data: bytes) -> None:
         await self._call("put_object", Key=self.staging + name, Body=data)
