@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
     o.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     o.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
-    o.add_argument("--priority", type=int, default=None, help="peering priority: the highest active replica acts")
+    o.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the highest active replica acts (env OMOAI_PEERING_PRIORITY; default random per start)",
+    )
     o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
     return p
 
@@ -135,10 +140,23 @@ def _operator(args: argparse.Namespace) -> int:
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
-            priority=args.priority,
+            priority=peering_priority(args.priority, cfg.peering_priority),
         )
     )
     return 0
+
+
+def peering_priority(flag: int | None, setting: int | None) -> int:
+    """The replica's peering priority. kopf pauses every replica when the highest priority is shared,
+    so without an explicit value each start draws its own; the standby takes over when the lease lapses.
+    """
+    if flag is not None:
+        return flag
+    if setting is not None:
+        return setting
+    import random
+
+    return random.SystemRandom().randint(1, 2**31 - 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

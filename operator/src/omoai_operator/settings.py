@@ -32,6 +32,11 @@ class OperatorSettings(OmoaiSettings):
     watch_client_timeout_s: float = Field(default=330.0, gt=0, description="Client-side watch timeout.")
     peering_name: str = Field(default="omoai", description="KopfPeering object: one replica acts at a time.")
     peering_standalone: Switch = Field(default=False, description="Skip peering (one replica only, tests).")
+    peering_priority: int | None = Field(
+        default=None,
+        ge=0,
+        description="Peering priority; unset = random per start, so replicas never tie (kopf pauses all on a tie).",
+    )
     cancellation_timeout_s: float = Field(default=5.0, ge=0, description="Grace for in-flight work on delete.")
     suspend_poll_s: float = Field(default=0.5, gt=0, description="How often a suspended job looks at its spec.")
 
