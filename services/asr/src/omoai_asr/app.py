@@ -19,13 +19,10 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from omoai_core.errors import OmoaiError
 from omoai_http.admission import Admission
 from omoai_http.auth import bearer_auth
-from omoai_http.errors import install_error_handlers
-from omoai_http.limits import BodyLimitMiddleware
-from omoai_http.probes import probes_router
+from omoai_http.app import install_common
 from prometheus_client import CollectorRegistry
 
 from omoai_asr.batcher import Batcher, Engine
@@ -46,7 +43,6 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 #: Builds the engine on the memory policy the app made (tests pass a fake here).
 EngineFactory = Callable[["MemoryPolicy"], Engine]  # noqa: F821 - torch-free annotation
-_PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 def default_engine_factory(settings: AsrSettings) -> EngineFactory:
@@ -148,20 +144,11 @@ def create_app(
         model_name=model_name,
         resolver=resolver,
     )
-    install_error_handlers(app)
-    app.include_router(probes_router(registry, lambda: app.state.serving.ready))
+    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready)
     api = APIRouter(dependencies=[Depends(bearer_auth(token))])
     api.include_router(transcriptions.router)
     api.include_router(openai_routes.router)
     app.include_router(api)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=_PROBES)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
-        )
     return app
 
 

@@ -11,15 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from omoai_core.errors import OmoaiError
 from omoai_core.metrics import build_info
 from omoai_gpu.memory import MemoryPolicy
 from omoai_http.admission import Admission
 from omoai_http.auth import bearer_auth
-from omoai_http.errors import install_error_handlers
-from omoai_http.limits import BodyLimitMiddleware
-from omoai_http.probes import probes_router
+from omoai_http.app import install_common
 from prometheus_client import CollectorRegistry
 
 from omoai_llm import __version__
@@ -112,15 +109,6 @@ def create_app(
     app.state.registry = registry
     app.state.policy = policy
     app.state.admission = Admission(settings.max_concurrency, settings.max_queue, registry=registry, service="llm")
-    install_error_handlers(app)
-    app.include_router(probes_router(registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready))
+    install_common(app, settings, registry=registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready)
     app.include_router(build_router(bearer_auth(token)))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=("/healthz", "/readyz"))
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
     return app
