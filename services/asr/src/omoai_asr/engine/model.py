@@ -211,6 +211,13 @@ def relative_positions(dims: ModelDimensions, chunk: int, left: int, right: int)
 class ChunkAttention(nn.Module):
     """Multi-head self-attention with relative positions over [left | chunk | right] keys."""
 
+    # The position scores (h, c, 2c+l+r-1) and the additive mask of a chunk are computed for
+    # groups of chunks with at most this many score elements: on CPU 4 MB (five chunks of
+    # large-vie), which stays in cache and bounds the peak; on an accelerator 2**28 (one or
+    # two groups per window, few launches).
+    max_score_elements = 2**28
+    max_score_elements_cpu = 2**20
+
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
         d = dims.n_state
@@ -262,14 +269,25 @@ class ChunkAttention(nn.Module):
         # per-chunk broadcast copy of the table), 1/sqrt(dk) folded into the small query.
         scale = 1.0 / math.sqrt(dk)
         q_v = ((q + self.pos_bias_v) * scale).to(v.dtype).view(n * c, h, dk).transpose(0, 1)  # (h, N*c, dk)
-        bd = _relative_shift(torch.bmm(q_v, pos.to(v.dtype)), n, c, window)  # (N, h, c, l+c+r) view
-        # Invalid keys get the most negative finite value rather than -inf: their weights are
-        # still exactly 0, and a query whose keys are all invalid (only padding) stays finite.
-        # One pass that also makes the shifted view contiguous.
-        bias = torch.where(key_invalid, torch.finfo(bd.dtype).min, bd)
         q_u = (q + self.pos_bias_u).to(v.dtype).transpose(1, 2)  # (N, h, c, dk)
-        # softmax(q_u k^T / sqrt(dk) + bias) v in one fused kernel (float32 softmax inside).
-        out = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, scale=scale)
+        pos = pos.to(v.dtype)
+        limit = self.max_score_elements_cpu if x.device.type == "cpu" else self.max_score_elements
+        group = max(1, limit // (h * c * pos.size(-1)))
+        parts = []
+        for lo in range(0, n, group):
+            g = min(group, n - lo)
+            bd = _relative_shift(torch.bmm(q_v[:, lo * c : (lo + g) * c], pos), g, c, window)  # (g, h, c, l+c+r)
+            # Invalid keys get the most negative finite value rather than -inf: their weights
+            # are still exactly 0, and a query whose keys are all invalid (only padding) stays
+            # finite. One pass that also makes the shifted view contiguous.
+            bias = torch.where(key_invalid[lo : lo + g], torch.finfo(bd.dtype).min, bd)
+            # softmax(q_u k^T / sqrt(dk) + bias) v in one fused kernel (float32 softmax inside).
+            parts.append(
+                F.scaled_dot_product_attention(
+                    q_u[lo : lo + g], k[lo : lo + g], v[lo : lo + g], attn_mask=bias, scale=scale
+                )
+            )
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)  # (N, h, c, dk)
         out = out.transpose(1, 2).reshape(n, c, d)
         return linear(out, self.linear_out.weight, self.linear_out.bias), new_cache
 

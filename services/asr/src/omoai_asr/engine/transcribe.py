@@ -192,17 +192,25 @@ def endless_decode(
     keep = window_keep_frames(options)
     device = feats.device
     with policy.inference():
-        att_cache: torch.Tensor | None = torch.zeros(
-            dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device
-        )
-        conv_cache: torch.Tensor | None = torch.zeros(dims.n_layer, dims.conv_context, dims.n_state, device=device)
+        att_cache: torch.Tensor | None = None
+        conv_cache: torch.Tensor | None = None
+        # A single window needs no caches: zero caches are the cache-less (batch) forward, and
+        # no window follows (keep 0: none returned).
+        if len(plans) > 1:
+            att_cache = torch.zeros(dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device)
+            conv_cache = torch.zeros(dims.n_layer, dims.conv_context, dims.n_state, device=device)
         paths: list[torch.Tensor] = []
         enc_parts: list[torch.Tensor] = []
         logp_parts: list[torch.Tensor] = []
         stats: list[WindowStats] = []
         for i, plan in enumerate(plans):
             (out,), (n_chunks,), att_cache, conv_cache = _encode(
-                model, [(feats[plan.start : plan.stop], plan.offset)], options, att_cache, conv_cache, keep
+                model,
+                [(feats[plan.start : plan.stop], plan.offset)],
+                options,
+                att_cache,
+                conv_cache,
+                keep if att_cache is not None else 0,
             )
             produced = out.size(0)
             if not plan.final:
