@@ -9,11 +9,9 @@ import contextlib
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import free_port, running_process
+
 PHRASES = [
     "xin chào các bạn",
     "hôm nay chúng ta nói về trí tuệ nhân tạo",
     "thời tiết Hà Nội rất đẹp",
     "cảm ơn bạn đã lắng nghe",
 ]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def run(cmd: list[str]) -> None:
@@ -56,35 +50,15 @@ class AsrServer:
 def asr_server(model: Path, workdir: Path, **env: str) -> Iterator[AsrServer]:
     """``python -m omoai_asr serve`` on a free port; waits for /readyz; always stopped."""
     port = free_port()
-    log = workdir / f"asr-{port}.log"
+    url = f"http://127.0.0.1:{port}"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
     full_env.update({"OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "INFO", **env})
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port)],
-            stdout=fh, stderr=subprocess.STDOUT, env=full_env,
-        )
-    server = AsrServer(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{server.logs()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/readyz", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not become ready:\n{server.logs()}")
-            time.sleep(0.3)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    with running_process(
+        [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port)],
+        name="omoai-asr serve", log=workdir / f"asr-{port}.log", env=full_env,
+        ready_url=url + "/readyz", timeout_s=180,
+    ) as proc:
+        yield AsrServer(url, proc.popen, proc.log)
 
 
 class _MediaHandler(http.server.SimpleHTTPRequestHandler):

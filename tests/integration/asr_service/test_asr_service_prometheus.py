@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import AsrServer, free_port
+from conftest import AsrServer
+
+from tests.support.processes import free_port, start_process, stop_processes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,11 +52,10 @@ def test_prometheus_scrapes_the_service_and_computes_the_real_time_factor(
         "scrape_configs:\n"
         f"  - job_name: omoai-asr\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    prom = subprocess.Popen(
+    prom = start_process(
         ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        name="prometheus", log=tmp_path / "prometheus.log",
     )
     stop = threading.Event()
 
@@ -71,8 +72,8 @@ def test_prometheus_scrapes_the_service_and_computes_the_real_time_factor(
         value = None
         while time.monotonic() < deadline and value is None:
             time.sleep(1)
-            if prom.poll() is not None:
-                pytest.fail(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()}")
+            if prom.popen.poll() is not None:
+                pytest.fail(f"prometheus exited: {prom.logs()}")
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": RTF}, timeout=5)
             except httpx.HTTPError:
@@ -87,10 +88,4 @@ def test_prometheus_scrapes_the_service_and_computes_the_real_time_factor(
     finally:
         stop.set()
         feeder.join(30)
-        prom.terminate()
-        try:
-            prom.wait(30)
-        except subprocess.TimeoutExpired:
-            prom.kill()
-            prom.wait(10)
-        log.close()
+        stop_processes(prom)

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port, running_process
 
 
 @contextlib.contextmanager
@@ -52,35 +45,12 @@ def serve_process(args: list[str], env: dict[str, str] | None = None, *, timeout
     # One OpenMP thread: on a busy shared CPU, thread teams spin on barriers and a tiny model
     # runs 30-100x slower.
     full_env = {**os.environ, "OMOAI_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [str(exe), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"omoai-llm serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("omoai-llm serve did not become ready")
-            time.sleep(0.25)
+    with running_process(
+        [str(exe), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        name="omoai-llm serve", env=full_env, ready_url=f"{url}/readyz", timeout_s=timeout_s,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture

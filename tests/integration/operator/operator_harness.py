@@ -29,7 +29,9 @@ sys.path.insert(0, str(HERE.parents[1] / "unit" / "operator"))  # operator_crd (
 
 import operator_crd
 from emulator import Emulator, EmulatorThread, Kind
-from operator_services import FakeOpenAI, FaultProxy, StubServices, free_port
+from operator_services import FakeOpenAI, FaultProxy, StubServices
+
+from tests.support.processes import ServerProcess, free_port, start_process, stop_processes
 
 SAMPLE = HERE.parents[2] / "samples" / "xin-chao.wav"
 NAMESPACE = "default"
@@ -197,19 +199,6 @@ class RealServices:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.logs.glob("*.log")))
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 240.0) -> None:
-    end = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=3).status_code == 200:
-                return
-        if time.monotonic() > end:
-            raise RuntimeError(f"{url} not ready in {timeout_s}s:\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="session")
 def real_services(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServices]:
     """The real ASR service (tiny random ChunkFormer checkpoint, file:// confined to the shared
@@ -223,38 +212,28 @@ def real_services(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     )
     fake = FakeOpenAI()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[ServerProcess] = []
     try:
         asr_port, llm_port = free_port(), free_port()
-        asr_log, llm_log = work / "asr.log", work / "llm.log"
-        with asr_log.open("wb") as fh:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(asr_port),
-                 "--file-root", str(shared_root)],
-                stdout=fh, stderr=subprocess.STDOUT,
-                env={**base_env, "OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "WARNING"},
-            ))
-        with llm_log.open("wb") as fh:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "omoai_llm", "serve", "--backend", "openai", "--model", FakeOpenAI.MODEL,
-                 "--openai-base-url", fake.url, "--host", "127.0.0.1", "--port", str(llm_port)],
-                stdout=fh, stderr=subprocess.STDOUT,
-                env={**base_env, "OMOAI_LOG_LEVEL": "WARNING", "OMOAI_OPENAI_RETRIES": "0"},
-            ))
+        # Both start before either is waited for: their start-ups overlap.
+        procs.append(start_process(
+            [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(asr_port),
+             "--file-root", str(shared_root)],
+            name="omoai-asr serve", log=work / "asr.log",
+            env={**base_env, "OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "WARNING"},
+        ))
+        procs.append(start_process(
+            [sys.executable, "-m", "omoai_llm", "serve", "--backend", "openai", "--model", FakeOpenAI.MODEL,
+             "--openai-base-url", fake.url, "--host", "127.0.0.1", "--port", str(llm_port)],
+            name="omoai-llm serve", log=work / "llm.log",
+            env={**base_env, "OMOAI_LOG_LEVEL": "WARNING", "OMOAI_OPENAI_RETRIES": "0"},
+        ))
         asr_url, llm_url = f"http://127.0.0.1:{asr_port}", f"http://127.0.0.1:{llm_port}"
-        _wait_ready(asr_url, procs[0], asr_log)
-        _wait_ready(llm_url, procs[1], llm_log)
+        procs[0].wait_ready(asr_url + "/readyz", timeout_s=240)
+        procs[1].wait_ready(llm_url + "/readyz", timeout_s=240)
         yield RealServices(asr_url, llm_url, work)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        stop_processes(*procs, wait_s=20)
         fake.close()
 
 

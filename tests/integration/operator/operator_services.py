@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections import Counter
@@ -23,11 +22,7 @@ from typing import Any
 import aiohttp
 import aiohttp.web
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.processes import free_port
 
 
 class LoopThread:
@@ -46,6 +41,35 @@ class LoopThread:
         self.thread.join(10)
 
 
+class LoopbackApp:
+    """An aiohttp application on a free loopback port, served from its own :class:`LoopThread`.
+    Subclasses set their own state first, then call ``super().__init__``, which starts serving."""
+
+    def __init__(self, name: str) -> None:
+        self.port = free_port()
+        self._lt = LoopThread(name)
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._lt.run(self._start())
+
+    def app(self) -> aiohttp.web.Application:
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def close(self) -> None:
+        try:
+            self._lt.run(self._shutdown())
+        finally:
+            self._lt.stop()
+
+
 @dataclass
 class Fault:
     """What the proxy does with the next requests matching ``path`` (None = any path)."""
@@ -57,11 +81,9 @@ class Fault:
                                                                       "retryable": True, "details": {}}})
 
 
-class FaultProxy:
+class FaultProxy(LoopbackApp):
     def __init__(self, upstream: str, name: str = "proxy") -> None:
         self.upstream = upstream.rstrip("/")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.name = name
         self.faults: list[Fault] = []
         self.gate = threading.Event()
@@ -74,17 +96,19 @@ class FaultProxy:
         self.in_flight_by_path: Counter[str] = Counter()
         self.max_in_flight_by_path: Counter[str] = Counter()
         self.cancelled = 0
-        self._lt = LoopThread(name)
-        self._runner: aiohttp.web.AppRunner | None = None
         self._site: aiohttp.web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._lt.run(self._start())
+        super().__init__(name)
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    async def _start(self) -> None:
+    def app(self) -> aiohttp.web.Application:
         app = aiohttp.web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _start(self) -> None:
         # A client that goes away cancels its handler: that is how a cancelled job is observed.
-        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
+        self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         await self._up()
@@ -134,19 +158,14 @@ class FaultProxy:
                 raise AssertionError(f"{self.name}: condition not met in {timeout}s; requests={len(self.requests)}")
             time.sleep(0.05)
 
+    async def _shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await super()._shutdown()
+
     def close(self) -> None:
         self.release()
-
-        async def shutdown() -> None:
-            if self._session is not None:
-                await self._session.close()
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        try:
-            self._lt.run(shutdown())
-        finally:
-            self._lt.stop()
+        super().close()
 
     # -- proxying ----------------------------------------------------------------------------------
     def _fault_for(self, path: str) -> Fault | None:
@@ -196,7 +215,7 @@ class FaultProxy:
             self.in_flight_by_path[path] -= 1
 
 
-class StubServices:
+class StubServices(LoopbackApp):
     """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``)."""
 
     def __init__(self, *, asr_delay_s: float = 0.0, llm_delay_s: float = 0.0) -> None:
@@ -204,24 +223,19 @@ class StubServices:
         self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
         self.llm_delay_s = llm_delay_s
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.asr_order: list[str] = []
         self.asr_seen: dict[str, float] = {}  # audio_url -> monotonic time of its first request
-        self._lt = LoopThread("stub-services")
-        self._runner: aiohttp.web.AppRunner | None = None
-        self._lt.run(self._start())
+        super().__init__("stub-services")
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    async def _start(self) -> None:
+    def app(self) -> aiohttp.web.Application:
         app = aiohttp.web.Application()
         app.router.add_post("/v1/transcriptions", self._asr)
         app.router.add_post("/v1/punctuate", self._punctuate)
         app.router.add_post("/v1/summarize", self._summarize)
         app.router.add_post("/v1/topics", self._topics)
         app.router.add_get("/readyz", self._ready)
-        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
 
     async def _ready(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({"status": "ready"})
@@ -264,38 +278,23 @@ class StubServices:
         await request.json()
         return aiohttp.web.json_response({"topics": [{"title": "Chào hỏi", "start": 0.0, "end": 2.0}]})
 
-    def close(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
 
-        try:
-            self._lt.run(shutdown())
-        finally:
-            self._lt.stop()
-
-
-class FakeOpenAI:
+class FakeOpenAI(LoopbackApp):
     """An OpenAI-compatible chat server answering at once, so the real LLM service (openai backend)
     runs its real alignment, parsing and HTTP API without a slow CPU model behind it."""
 
     MODEL = "fake-llm"
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
         self.calls = 0
-        self._lt = LoopThread("fake-openai")
-        self._runner: aiohttp.web.AppRunner | None = None
-        self._lt.run(self._start())
+        super().__init__("fake-openai")
+        self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    async def _start(self) -> None:
+    def app(self) -> aiohttp.web.Application:
         app = aiohttp.web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
 
     async def _models(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({"object": "list", "data": [{"id": self.MODEL, "object": "model"}]})
@@ -321,38 +320,23 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": len(system.split()) + len(user.split()), "completion_tokens": len(content.split())},
         })
 
-    def close(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
 
-        try:
-            self._lt.run(shutdown())
-        finally:
-            self._lt.stop()
-
-
-class FakeS3:
+class FakeS3(LoopbackApp):
     """A path-style S3 endpoint on loopback with the calls the operator makes (put, get, head,
     copy, delete, list v2), so real boto3 and presigned URLs are exercised. Signatures are not
     checked; objects live in ``objects`` (key ``bucket/key``)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.objects: dict[str, bytes] = {}
         self.presigned_gets: list[str] = []
-        self._lt = LoopThread("fake-s3")
-        self._runner: aiohttp.web.AppRunner | None = None
-        self._lt.run(self._start())
+        super().__init__("fake-s3")
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    async def _start(self) -> None:
+    def app(self) -> aiohttp.web.Application:
         app = aiohttp.web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{bucket}", self._bucket)
         app.router.add_route("*", "/{bucket}/{key:.+}", self._object)
-        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
 
     @staticmethod
     def _missing(key: str) -> aiohttp.web.Response:
@@ -414,13 +398,3 @@ class FakeS3:
         body = (f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult><Name>{bucket}</Name><Prefix>{prefix}"
                 f"</Prefix><KeyCount>{len(keys)}</KeyCount><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>")
         return aiohttp.web.Response(body=body.encode(), content_type="application/xml")
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        try:
-            self._lt.run(shutdown())
-        finally:
-            self._lt.stop()

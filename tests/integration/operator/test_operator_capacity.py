@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from operator_services import StubServices, free_port
+from operator_services import StubServices
+
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

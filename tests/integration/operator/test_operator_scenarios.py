@@ -24,6 +24,8 @@ from operator_harness import (
     run_operator,
 )
 
+from tests.support.processes import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 FORMATS = ["json", "txt", "srt", "vtt", "md"]
@@ -62,7 +64,7 @@ def test_happy_path_transcribes_postprocesses_and_writes_every_format_once(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
-        env = operator_env(asr.url, llm.url, data_dir.parent, OMOAI_METRICS_PORT=str(metrics_port := _port()))
+        env = operator_env(asr.url, llm.url, data_dir.parent, OMOAI_METRICS_PORT=str(metrics_port := free_port()))
         with run_operator(env, monkeypatch):
             kube.create(_tj("happy", data_dir))
             status = kube.wait_phase("happy", "Succeeded", "Failed")
@@ -283,9 +285,3 @@ def test_specs_only_the_operator_can_judge_fail_with_a_reason_and_no_retry(
         assert results[name]["phase"] == "Failed" and results[name]["retries"] == 0, results[name]
         assert "ASR service /v1/transcriptions answered 4" in results[name]["message"]
     assert asr.count("/v1/transcriptions") == 2
-
-
-def _port() -> int:
-    from operator_services import free_port
-
-    return free_port()
