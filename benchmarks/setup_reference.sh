@@ -13,7 +13,8 @@
 # Nothing of the reference or of torchaudio is committed to this repository: this script downloads
 # them. Everything lands under .cache/ (gitignored).
 #
-# Usage: benchmarks/setup_reference.sh            -> prints the reference python's path
+# Usage: benchmarks/setup_reference.sh                 -> prints the reference python's path
+#        benchmarks/setup_reference.sh --stub-into DIR -> only writes the torchaudio stub into DIR
 # Env:   REF_VENV (default .cache/refvenv), PYTHON (default python3), TORCH_SPEC (torch==2.13.0),
 #        CHUNKFORMER_SPEC (chunkformer==1.2.2), TORCHAUDIO_VERSION (2.9.0, the kaldi.py source)
 set -euo pipefail
@@ -29,6 +30,58 @@ REF_DEPS=(numpy pyyaml tqdm jiwer pandas colorama huggingface_hub pydub "transfo
 
 log() { printf '[setup-reference] %s\n' "$*" >&2; }
 quiet() { grep -v -i -E 'is ignored: it is neither|^warning|^  warning' >&2 || true; }
+
+# write_stub SITE_DIR: the torchaudio stub package around torchaudio's real compliance/kaldi.py,
+# extracted from the official wheel (downloaded from PyPI now).
+write_stub() {
+  local site=$1 tmp wheel
+  tmp=$(mktemp -d)
+  log "fetching torchaudio/compliance/kaldi.py from torchaudio==$TORCHAUDIO_VERSION"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 "torchaudio==$TORCHAUDIO_VERSION" -d "$tmp" 2>&1 | quiet
+  wheel=$(ls "$tmp"/torchaudio-*.whl)
+  rm -rf "$site/torchaudio"
+  mkdir -p "$site/torchaudio/compliance" "$site/torchaudio/functional"
+  python3 - "$wheel" "$site/torchaudio/compliance/kaldi.py" <<'PYEOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    data = z.read("torchaudio/compliance/kaldi.py")
+open(sys.argv[2], "wb").write(data)
+PYEOF
+  rm -rf "$tmp"
+  cat >"$site/torchaudio/__init__.py" <<PYEOF
+"""Stub torchaudio for the OMOAI reference benchmark: only compliance.kaldi is real.
+
+compliance/kaldi.py is torchaudio $TORCHAUDIO_VERSION's own pure-Python file. Any other attribute
+raises, so nothing that needs the real torchaudio can silently run on a fake.
+"""
+from torchaudio import compliance, functional  # noqa: F401
+
+__version__ = "$TORCHAUDIO_VERSION+omoai.stub"
+
+
+def __getattr__(name):
+    raise AttributeError(f"torchaudio.{name} is not available in the OMOAI reference stub")
+PYEOF
+  cat >"$site/torchaudio/compliance/__init__.py" <<'PYEOF'
+from torchaudio.compliance import kaldi  # noqa: F401
+PYEOF
+  cat >"$site/torchaudio/functional/__init__.py" <<'PYEOF'
+"""Stub: the reference imports this module but its CTC decode path uses none of it."""
+
+
+def __getattr__(name):
+    raise AttributeError(f"torchaudio.functional.{name} is not available in the OMOAI reference stub")
+PYEOF
+}
+
+if [ "${1:-}" = "--stub-into" ]; then  # only the stub, e.g. for an offline GPU machine
+  [ -n "${2:-}" ] || { log "usage: $0 --stub-into DIR"; exit 2; }
+  mkdir -p "$2"
+  write_stub "$2"
+  log "torchaudio stub written to $2"
+  exit 0
+fi
 
 want=$(printf '%s\n' "$TORCH_SPEC" "$CHUNKFORMER_SPEC" "$TORCHAUDIO_VERSION" "${REF_DEPS[@]}" \
   | cat - "$0" | sha256sum | cut -d' ' -f1)
@@ -56,46 +109,7 @@ log "installing $CHUNKFORMER_SPEC (--no-deps) and its decode-path imports"
 "${PIP[@]}" install --no-deps "$CHUNKFORMER_SPEC" 2>&1 | quiet
 "${PIP[@]}" install "${REF_DEPS[@]}" 2>&1 | quiet
 
-# -- torchaudio stub around the real compliance/kaldi.py ------------------------------------------
-site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-log "fetching torchaudio/compliance/kaldi.py from torchaudio==$TORCHAUDIO_VERSION"
-"${PIP[@]}" download --no-deps --only-binary=:all: --python-version 3.11 \
-  --platform manylinux_2_28_x86_64 "torchaudio==$TORCHAUDIO_VERSION" -d "$tmp" 2>&1 | quiet
-wheel=$(ls "$tmp"/torchaudio-*.whl)
-rm -rf "$site/torchaudio"
-mkdir -p "$site/torchaudio/compliance" "$site/torchaudio/functional"
-"$PY" - "$wheel" "$site/torchaudio/compliance/kaldi.py" <<'EOF'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    data = z.read("torchaudio/compliance/kaldi.py")
-open(sys.argv[2], "wb").write(data)
-EOF
-cat >"$site/torchaudio/__init__.py" <<EOF
-"""Stub torchaudio for the OMOAI reference benchmark: only compliance.kaldi is real.
-
-compliance/kaldi.py is torchaudio $TORCHAUDIO_VERSION's own pure-Python file. Any other attribute
-raises, so nothing that needs the real torchaudio can silently run on a fake.
-"""
-from torchaudio import compliance, functional  # noqa: F401
-
-__version__ = "$TORCHAUDIO_VERSION+omoai.stub"
-
-
-def __getattr__(name):
-    raise AttributeError(f"torchaudio.{name} is not available in the OMOAI reference stub")
-EOF
-cat >"$site/torchaudio/compliance/__init__.py" <<'EOF'
-from torchaudio.compliance import kaldi  # noqa: F401
-EOF
-cat >"$site/torchaudio/functional/__init__.py" <<'EOF'
-"""Stub: the reference imports this module but its CTC decode path uses none of it."""
-
-
-def __getattr__(name):
-    raise AttributeError(f"torchaudio.functional.{name} is not available in the OMOAI reference stub")
-EOF
+write_stub "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 "$PY" -c 'import chunkformer, torchaudio.compliance.kaldi as k; assert callable(k.fbank)' >&2 \
   || { log "the reference does not import"; exit 1; }
