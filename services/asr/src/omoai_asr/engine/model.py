@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import torch
 from torch import nn
@@ -161,7 +162,7 @@ class Subsampling(nn.Module):
         self.channels = ch
         self._relu = nn.ReLU()
 
-    def _pointwise_relu(self, x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    def _pointwise_relu(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         """(n, C, t, f) channels-last -> the same after a 1x1 convolution and ReLU, as a GEMM."""
         n, c, t, f = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(n * t * f, c)  # a view when x is channels-last
@@ -170,10 +171,11 @@ class Subsampling(nn.Module):
 
     def _one_group(self, x: torch.Tensor) -> torch.Tensor:
         n, t_in, f_in = x.shape
-        first, dw1, pw1, dw2, pw2 = self.conv[0], self.conv[2], self.conv[3], self.conv[5], self.conv[6]
+        first, dw1, pw1, dw2, pw2 = (cast(nn.Conv2d, self.conv[i]) for i in (0, 2, 3, 5, 6))
         c = self.channels
         t, f = (t_in - 3) // 2 + 1, (f_in - 3) // 2 + 1
         patches = x.unfold(1, 3, 2).unfold(2, 3, 2).reshape(n * t * f, 9)  # 3x3 stride-2 patches
+        assert first.bias is not None
         y = torch.addmm(first.bias, patches.to(first.weight.dtype), first.weight.view(c, 9).t())
         y = y.relu_().view(n, t, f, c).permute(0, 3, 1, 2)  # (n, C, t, f), channels-last memory
         y = self._pointwise_relu(dw1(y), pw1)
@@ -290,7 +292,6 @@ class ChunkAttention(nn.Module):
         out = parts[0] if len(parts) == 1 else torch.cat(parts)  # (N, h, c, dk)
         out = out.transpose(1, 2).reshape(n, c, d)
         return linear(out, self.linear_out.weight, self.linear_out.bias), new_cache
-
 
     def project_positions(self, pos_emb: torch.Tensor) -> torch.Tensor:
         """(1, P, D) relative-position table -> (h, dk, P), the keys of the position scores."""
@@ -474,13 +475,14 @@ class ChunkFormerEncoder(nn.Module):
         not per layer and window; computed in float32 (outside autocast), then cast. The
         weights' versions are part of the key, so loading new weights invalidates the entry.
         """
-        versions = tuple(layer.self_attn.linear_pos.weight._version for layer in self.encoders)
+        attentions = [cast(ChunkFormerBlock, layer).self_attn for layer in self.encoders]
+        versions = tuple(a.linear_pos.weight._version for a in attentions)
         key = (chunk, left, right, device, dtype, versions)
         projected = self._position_keys.get(key)
         if projected is None:
             with torch.inference_mode(False), torch.no_grad(), torch.autocast(device.type, enabled=False):
                 table = relative_positions(self.dims, chunk, left, right).to(device)
-                projected = [layer.self_attn.project_positions(table).to(dtype) for layer in self.encoders]
+                projected = [a.project_positions(table).to(dtype) for a in attentions]
             if len(self._position_keys) > 16:
                 self._position_keys.clear()
             self._position_keys[key] = projected
