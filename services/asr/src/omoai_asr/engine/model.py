@@ -540,10 +540,10 @@ class CtcHead(nn.Module):
     """``ctc.ctc_lo``: (..., D) -> (..., V) log-probabilities, or the greedy path alone."""
 
     # Frames per block of logits in :meth:`greedy`, where a whole 900 s window (11200, V) and
-    # its log-softmax would be 630 MB in fp32 for V = 6992: (1024, V) = 29 MB on CPU, and
+    # its log-softmax would be 630 MB in fp32 for V = 6992: (256, V) = 7 MB on CPU, and
     # (8192, V) = 115 MB in fp16 on an accelerator (fewer, larger GEMMs).
     block_frames = 8192
-    block_frames_cpu = 1024
+    block_frames_cpu = 256
 
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
