@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
+# The operator tests' API emulator and stand-in services (they import tests.support from the root).
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
 
 import httpx
 import kopf
