@@ -480,7 +480,7 @@ class ChunkFormerEncoder(nn.Module):
         key = (chunk, left, right, device, dtype, versions)
         projected = self._position_keys.get(key)
         if projected is None:
-            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device.type, enabled=False):
+            with torch.inference_mode(), torch.autocast(device.type, enabled=False):
                 table = relative_positions(self.dims, chunk, left, right).to(device)
                 projected = [a.project_positions(table).to(dtype) for a in attentions]
             if len(self._position_keys) > 16:

@@ -202,7 +202,7 @@ def _calibrate_ctc_head(model: ChunkFormer, feats: torch.Tensor, blank_fraction:
     from omoai_asr.engine.options import DecodeOptions
     from omoai_asr.engine.transcribe import _encode
 
-    with torch.no_grad():
+    with torch.inference_mode():
         (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
         lo = model.ctc.ctc_lo
         lo.weight.mul_(scale)
