@@ -3,7 +3,8 @@
 Real kopf with the operator's handlers (KopfRunner, in this process) against the API emulator used
 by the operator tests (kmock-based, serving the real CRD, in a child process so that it does not
 share the operator's interpreter lock, as an API server would not), and stand-in ASR/LLM services
-answering at once. Measures, per run:
+answering at once (in another child process, as the services run in their own pods). Measures,
+per run:
 
 - throughput: jobs created at once -> all Succeeded (jobs/s);
 - time from each job's create call to the first ASR request for it (p50/p90/max).
@@ -64,24 +65,41 @@ def serve_emulator() -> int:
     return 0
 
 
-class EmulatorProcess:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-emulator"], stdin=subprocess.PIPE,
+def serve_stubs() -> int:
+    """Child-process mode: the stand-in services on their own CPU/GIL, as separate pods would be.
+    On exit, prints when each recording's first ASR request came (``time.monotonic`` is the same
+    clock in every process of the machine)."""
+    stubs = StubServices()
+    print(stubs.url, flush=True)
+    sys.stdin.read()
+    stubs.close()
+    print(json.dumps(stubs.asr_seen), flush=True)
+    return 0
+
+
+class ChildServer:
+    """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
+
+    def __init__(self, mode: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, mode], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
-            raise RuntimeError("the emulator process did not start")
+            raise RuntimeError(f"the {mode} process did not start")
 
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
+    def stop(self) -> str:
+        """Stop; returns what the child printed after its URL."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
+        rest = self.proc.stdout.read()
         self.proc.wait(30)
+        return rest
 
 
 def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, float]:
-    emu = EmulatorProcess()
-    stubs = StubServices()
+    emu = ChildServer("--serve-emulator")
+    stubs = ChildServer("--serve-stubs")
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "e",
@@ -131,9 +149,9 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
             if failed:
                 raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
     finally:
-        stubs.close()
+        asr_seen = json.loads(stubs.stop() or "{}")
         emu.stop()
-    latency = sorted(stubs.asr_seen[u] - created[u] for u in created)
+    latency = sorted(asr_seen[u] - created[u] for u in created)
     return {
         "jobs": n_jobs, "concurrency": concurrency, "elapsed": elapsed, "create": create_s, "rate": n_jobs / elapsed,
         "p50": statistics.median(latency), "p90": latency[int(0.9 * (len(latency) - 1))], "max": latency[-1],
@@ -146,9 +164,12 @@ def main() -> int:
     p.add_argument("--jobs", type=int, nargs="+", default=[1, 200])
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--serve-stubs", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_emulator:
         return serve_emulator()
+    if args.serve_stubs:
+        return serve_stubs()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for full in (False, True):

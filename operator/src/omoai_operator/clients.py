@@ -19,6 +19,7 @@ from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import ValidationError
 
 from omoai_operator.reconcile import Failure
+from omoai_operator.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,8 @@ class ServiceClient:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            transport=transport,
-            # The capacity queue bounds the requests in flight; a pool of the same size avoids
-            # idle connections, which httpcore checks one by one on every request.
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 16),
+            # The capacity queue bounds the requests in flight; the pool is of the same size.
+            transport=transport or AiohttpTransport(max_connections),
         )
 
     async def aclose(self) -> None:
