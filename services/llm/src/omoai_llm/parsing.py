@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,25 +46,41 @@ def clean_answer(text: str) -> str:
 # -- JSON recovery ------------------------------------------------------------------------------
 
 
+class _Structure:
+    """Iterates ``(index, char)`` over the characters of a JSON text that lie outside strings
+    (escapes honoured); afterwards ``open_string`` says whether the text ended inside one."""
+
+    def __init__(self, s: str, start: int = 0) -> None:
+        self.s, self.start, self.open_string = s, start, False
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        in_str = escaped = False
+        for i in range(self.start, len(self.s)):
+            ch = self.s[i]
+            if in_str:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_str = False
+            elif ch == '"':
+                in_str = True
+            else:
+                yield i, ch
+        self.open_string = in_str
+
+
 def _close_truncated(s: str) -> str:
     """Close an unterminated string and every open bracket of a JSON text cut off mid-way."""
     stack: list[str] = []
-    in_str = escaped = False
-    for ch in s:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
+    scan = _Structure(s)
+    for _, ch in scan:
+        if ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
-    out = s + ('"' if in_str else "")
+    out = s + ('"' if scan.open_string else "")
     out = re.sub(r",\s*$", "", out.rstrip())
     out = re.sub(r":\s*$", ": null", out)
     # A dangling key with no value ("{"a": 1, "b"}") is dropped.
@@ -72,19 +89,9 @@ def _close_truncated(s: str) -> str:
 
 
 def _balanced_end(s: str, start: int) -> int | None:
-    depth, in_str, escaped = 0, False, False
-    for i in range(start, len(s)):
-        ch = s[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
+    depth = 0
+    for i, ch in _Structure(s, start):
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
