@@ -106,15 +106,6 @@ def _check_length(duration: float, max_duration_s: float | None) -> None:
         )
 
 
-def probe_duration(path: str | os.PathLike[str]) -> float | None:
-    """Container duration in seconds from ffprobe, or None when it does not say."""
-    info = _probe(Path(path))
-    try:
-        return float(info.get("format", {}).get("duration"))
-    except (TypeError, ValueError):
-        return None
-
-
 def _probe(path: Path) -> dict:
     proc = subprocess.run(
         [_ffmpeg("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],

@@ -86,7 +86,7 @@ class ServerSettings(OmoaiSettings):
 
     @field_validator("cors_origins")
     @classmethod
-    def _no_wildcard_with_auth(cls, v: list[str]) -> list[str]:
+    def _strip_origins(cls, v: list[str]) -> list[str]:
         return [o.strip() for o in v if o.strip()]
 
     @model_validator(mode="after")
