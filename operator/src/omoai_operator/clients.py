@@ -18,6 +18,7 @@ import httpx
 from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import ValidationError
 
+from omoai_operator.endpoints import ROUTE
 from omoai_operator.reconcile import Failure
 from omoai_operator.transport import AiohttpTransport
 
@@ -117,13 +118,20 @@ class ServiceClient:
         await self._http.aclose()
 
     async def post_json(self, path: str, payload: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        # A stage placed on one endpoint of the service calls that endpoint, not the Service URL.
+        placement = ROUTE.get()
+        if placement is not None and placement.service.upper() != self.service:
+            placement = None
+        base = placement.url if placement is not None else self.base_url
         try:
-            resp = await self._http.post(path, json=payload, **kwargs)
+            resp = await self._http.post(base + path if placement is not None else path, json=payload, **kwargs)
         except httpx.TimeoutException as e:
             raise StageError.temporary("Timeout", f"{self.service} service {path} timed out ({type(e).__name__})") from e
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            if placement is not None:
+                placement.unreachable()  # refused or broken: no new stages there for a while
             raise StageError.temporary(
-                "ServiceUnavailable", f"cannot reach the {self.service} service at {self.base_url}: {e!s}"
+                "ServiceUnavailable", f"cannot reach the {self.service} service at {base}: {e!s}"
             ) from e
         except httpx.TransportError as e:
             raise StageError.temporary("ConnectionError", f"{self.service} service {path}: {e!s}") from e

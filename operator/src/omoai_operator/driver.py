@@ -248,7 +248,7 @@ class JobDriver:
                 if wait > 0:
                     await asyncio.sleep(wait)
             self._last_position_at = time.monotonic()
-            await self.apply(rc.queued(self.status, stage, service, pos))
+            await self.apply(rc.queued(self.status, stage, service, pos, self.rt.queue.ready_endpoints(service)))
 
         async with self.rt.queue.slot(service, ticket, on_position):
             yield

@@ -53,6 +53,7 @@ STAGE_PHASE: Mapping[str, Phase] = {
 class Reason(StrEnum):
     CREATED = "Created"
     QUEUED = "WaitingForCapacity"
+    WAITING_FOR_REPLICA = "WaitingForReplica"
     ADMITTED = "Admitted"
     STAGE_STARTED = "StageStarted"
     STAGE_SUCCEEDED = "StageSucceeded"
@@ -284,14 +285,29 @@ def initialize(spec: JobSpec, now: dt.datetime, generation: int | None) -> Trans
     return Transition(patch, Event("Normal", Reason.CREATED, patch["message"]))
 
 
-def queued(status: Mapping[str, Any], stage: str, service: str, position: int) -> Transition:
-    """Waiting for a slot of ``service``; only the first stage changes the phase to Queued."""
-    message = f"waiting for {service.upper()} capacity (position {position})"
-    patch: dict[str, Any] = {"queuePosition": position, "message": message}
+def queued(
+    status: Mapping[str, Any], stage: str, service: str, position: int, replicas: int | None = None
+) -> Transition:
+    """Waiting for a slot of ``service``; only the first stage changes the phase to Queued.
+
+    ``replicas`` is the number of ready endpoints of the service (None where it is not known): with
+    none ready the job is waiting for a replica to start (scale from zero), and says so."""
+    patch: dict[str, Any] = {"queuePosition": position}
     event = None
+    if replicas == 0:
+        message = (f"waiting for an {service.upper()} replica to start: none is ready (position {position}); "
+                   "queued work is what wakes the autoscaler")
+        patch |= {"message": message, "reason": Reason.WAITING_FOR_REPLICA.value}
+        if status.get("reason") != Reason.WAITING_FOR_REPLICA:
+            event = Event("Normal", Reason.WAITING_FOR_REPLICA, message)
+    else:
+        message = f"waiting for {service.upper()} capacity (position {position})"
+        patch["message"] = message
+        if status.get("reason") == Reason.WAITING_FOR_REPLICA:
+            patch["reason"] = Reason.QUEUED.value  # a replica came: now only the line is in the way
     if stage == "asr" and status.get("phase") in (Phase.PENDING, None):
-        patch |= {"phase": Phase.QUEUED.value, "reason": Reason.QUEUED.value}
-        event = Event("Normal", Reason.QUEUED, message)
+        patch |= {"phase": Phase.QUEUED.value, "reason": patch.get("reason", Reason.QUEUED.value)}
+        event = Event("Normal", patch["reason"], message)
     return Transition(patch, event)
 
 
