@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from omoai_operator.clients import StageError
+from omoai_operator.failures import StageError
 from omoai_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
