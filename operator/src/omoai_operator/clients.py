@@ -1,6 +1,6 @@
 """HTTP clients of the ASR and LLM services, and the mapping of every outcome onto the two-word
-error vocabulary: retryable (service unavailable, 429, 5xx, timeouts, connection errors) or
-permanent (4xx, undecodable audio, answers that do not parse).
+error vocabulary (:mod:`omoai_operator.failures`): an error answer as its body says (``retryable``,
+``code``); timeouts and connection errors retryable; answers that do not parse permanent.
 
 The wire shapes are the shared ones in :mod:`omoai_core.schemas`: the ASR service answers
 ``POST /v1/transcriptions`` with a Transcript; the LLM service takes segments and answers with
@@ -19,51 +19,23 @@ from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import ValidationError
 
 from omoai_operator.endpoints import ROUTE
-from omoai_operator.reconcile import Failure
+from omoai_operator.failures import ErrorAnswer, StageError, classify, read_error_body
 from omoai_operator.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
 
-class StageError(Exception):
-    """A failed call, classified. ``failure.retryable`` decides between backoff and Failed."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(f"{failure.reason}: {failure.message}")
-        self.failure = failure
-
-    @classmethod
-    def permanent(cls, reason: str, message: str) -> StageError:
-        return cls(Failure(reason, message, retryable=False))
-
-    @classmethod
-    def temporary(cls, reason: str, message: str, retry_after_s: float | None = None) -> StageError:
-        return cls(Failure(reason, message, retryable=True, retry_after_s=retry_after_s))
-
-
-#: Permanent reasons by HTTP status (what the user has to fix).
-_PERMANENT_REASONS = {
-    400: "InvalidRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    413: "AudioTooLarge",
-    415: "UnsupportedMedia",
-    422: "InvalidAudio",
-}
-
-
-def _error_detail(resp: httpx.Response) -> tuple[str | None, str]:
+def _error_answer(resp: httpx.Response) -> ErrorAnswer:
     try:
         body = resp.json()
     except ValueError:
-        return None, resp.text[:300].strip() or resp.reason_phrase
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        return err.get("code"), str(err.get("message") or err.get("code") or resp.reason_phrase)
-    if isinstance(body, dict) and "detail" in body:
-        return None, str(body["detail"])[:500]
-    return None, str(body)[:300]
+        body, detail = None, resp.text[:300].strip() or resp.reason_phrase
+    else:
+        detail = str(body)[:300]
+        if isinstance(body, dict) and "detail" in body:
+            detail = str(body["detail"])[:500]
+    code, retryable, message = read_error_body(body)
+    return ErrorAnswer(resp.status_code, message or detail or resp.reason_phrase, code, retryable, _retry_after(resp))
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -75,18 +47,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def classify_response(service: str, path: str, resp: httpx.Response) -> StageError:
-    code, detail = _error_detail(resp)
-    where = f"{service} service {path} answered {resp.status_code}"
-    if resp.status_code == 429:
-        return StageError.temporary("ServiceOverloaded", f"{where}: {detail}", _retry_after(resp))
-    if resp.status_code >= 500 or resp.status_code == 408:
-        reason = "ServiceUnavailable" if resp.status_code in (502, 503, 504) else "ServiceError"
-        return StageError.temporary(reason, f"{where}: {detail}", _retry_after(resp))
-    reason = _PERMANENT_REASONS.get(resp.status_code, "Rejected")
-    if code in ("empty_audio", "corrupt_audio", "not_audio", "audio_too_short", "audio_too_long", "invalid_audio"):
-        reason = "InvalidAudio"
-    suffix = f" ({code})" if code else ""
-    return StageError.permanent(reason, f"{where}{suffix}: {detail}")
+    return classify(f"{service} service {path} answered {resp.status_code}", _error_answer(resp))
 
 
 class ServiceClient:

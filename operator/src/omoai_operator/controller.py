@@ -15,22 +15,25 @@ import kopf
 from omoai_core.errors import InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_operator import reconcile as rc
-from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
+from omoai_operator import transitions as tr
+from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
 from omoai_operator.endpoints import EndpointPool, SliceWatcher, SlotBook, service_ref
+from omoai_operator.failures import StageError
 from omoai_operator.kube import KubeClient, KubeError
 from omoai_operator.locations import Locations, SecretReader
 from omoai_operator.metrics import OperatorMetrics
-from omoai_operator.pipeline import Pipeline
+from omoai_operator.pipeline import Pipeline, Service
 from omoai_operator.queue import CapacityQueue
+from omoai_operator.reconcile import DecisionKind
 from omoai_operator.settings import OperatorSettings
 from omoai_operator.spec import parse_spec
+from omoai_operator.status import JobStatus, Phase, parse_time
 
 log = logging.getLogger(__name__)
 
 
-SERVICES = ("asr", "llm")
+SERVICES = tuple(Service)
 
 
 def build_runtime(
@@ -70,11 +73,11 @@ def build_runtime(
             AsrClient(client("asr", cfg.asr_url, cfg.asr_concurrency)),
             LlmClient(client("llm", cfg.llm_url, cfg.llm_concurrency)),
         ),
-        queue=CapacityQueue({"asr": cfg.asr_concurrency, "llm": cfg.llm_concurrency}, observer=metrics.observe_queue,
-                            pools=pools),
+        queue=CapacityQueue({Service.ASR: cfg.asr_concurrency, Service.LLM: cfg.llm_concurrency},
+                            observer=metrics.observe_queue, pools=pools),
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,
-        backoff=rc.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
+        backoff=tr.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
         suspend_poll_s=cfg.suspend_poll_s,
     )
 
@@ -111,7 +114,7 @@ class KubeSink:
             delay = min(delay * 2, 5.0)
         raise RuntimeError(f"cannot write the status of {self.ref.key}")
 
-    async def event(self, event: rc.Event) -> None:
+    async def event(self, event: tr.Event) -> None:
         kopf.event(self.body, type=event.type, reason=event.reason, message=event.message[:1000])
 
 
@@ -185,7 +188,7 @@ class Controller:
     def ref(body: kopf.Body) -> JobRef:
         meta = body.get("metadata", {})
         return JobRef(meta["namespace"], meta["name"], meta.get("uid") or meta["name"],
-                      rc.parse_time(meta.get("creationTimestamp")))
+                      parse_time(meta.get("creationTimestamp")))
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
         ref = self.ref(body)
@@ -209,7 +212,7 @@ class Controller:
             exited.set()
             if self._driving.get(ref.uid) is exited:
                 del self._driving[ref.uid]
-        if decision is not None and decision.kind == "expire" and decision.at is not None:
+        if decision is not None and decision.kind is DecisionKind.EXPIRE and decision.at is not None:
             left = (decision.at - self.runtime.now()).total_seconds()
             if left > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -238,7 +241,7 @@ class Controller:
         except StageError as e:
             log.info("%s: no store to clean (%s)", ref.key, e)
             return
-        if (body.get("status") or {}).get("phase") == rc.Phase.SUCCEEDED:
+        if JobStatus.from_wire(body.get("status")).phase is Phase.SUCCEEDED:
             await store.finalize()  # the outputs are the result: they stay
         else:
             await store.discard()

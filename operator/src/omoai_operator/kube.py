@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 import aiohttp
 import kopf
 
-from omoai_operator.clients import StageError
 from omoai_operator.endpoints import DiscoveryUnavailable
+from omoai_operator.failures import StageError
 from omoai_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)

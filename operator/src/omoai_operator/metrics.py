@@ -8,7 +8,7 @@ from omoai_core.metrics import DURATION_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from omoai_operator.endpoints import EndpointPool
-from omoai_operator.reconcile import Phase
+from omoai_operator.status import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.
 WAIT_BUCKETS = DURATION_BUCKETS

@@ -61,6 +61,11 @@ async def test_missing_local_audio_is_a_permanent_error(tmp_path: Path) -> None:
     [
         (429, {"error": {"code": "overloaded", "message": "busy"}}, True, "ServiceOverloaded"),
         (500, {"error": {"code": "internal_error", "message": "boom"}}, True, "ServiceError"),
+        # the body's retryable flag decides over the status code
+        (500, {"error": {"code": "internal_error", "message": "bug", "retryable": False}}, False, "ServiceError"),
+        (503, {"error": {"code": "unavailable", "message": "oom", "retryable": True}}, True, "ServiceUnavailable"),
+        (409, {"error": {"code": "busy", "message": "later", "retryable": True}}, True, "Rejected"),
+        (422, {"error": {"code": "audio_too_short", "message": "0.1 s", "retryable": False}}, False, "InvalidAudio"),
         (502, {"error": {"code": "upstream_error", "message": "bad gateway"}}, True, "ServiceUnavailable"),
         (503, {"error": {"code": "unavailable", "message": "loading"}}, True, "ServiceUnavailable"),
         (504, {"error": {"code": "timeout", "message": "slow"}}, True, "ServiceUnavailable"),

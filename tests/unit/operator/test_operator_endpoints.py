@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from omoai_operator import reconcile as rc
+from omoai_operator import transitions as tr
 from omoai_operator.endpoints import (
     ROUTE,
     DiscoveryUnavailable,
@@ -20,7 +20,14 @@ from omoai_operator.endpoints import (
     parse_slices,
     service_ref,
 )
+from omoai_operator.pipeline import ASR, PUNCTUATE
 from omoai_operator.queue import CapacityQueue, Ticket
+from omoai_operator.spec import JobSpec
+
+SPEC = {
+    "source": {"url": "https://audio.example/a.wav"},
+    "output": {"pvc": {"claimName": "c", "path": "o"}, "formats": ["json"]},
+}
 
 
 def endpoint(ip: str, *, ready: bool | None = True, terminating: bool | None = None, pod: str = "") -> dict[str, Any]:
@@ -228,15 +235,19 @@ async def test_the_queue_grants_at_once_when_an_endpoint_appears_and_routes_each
 
 
 def test_waiting_for_a_replica_is_said_in_status_and_event() -> None:
-    status = {"phase": "Pending", "reason": "Created"}
-    t = rc.queued(status, "asr", "asr", 3, replicas=0)
-    assert t.patch["phase"] == "Queued" and t.patch["reason"] == "WaitingForReplica"
-    assert "replica to start" in t.patch["message"] and "position 3" in t.patch["message"]
+    pending = tr.initialize(JobSpec.model_validate(SPEC), dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1).status
+    t = tr.queued(pending, ASR, 3, replicas=0)
+    assert t.status.phase == "Queued" and t.status.reason == "WaitingForReplica"
+    assert "replica to start" in t.status.message and "position 3" in t.status.message
     assert t.event is not None and t.event.reason == "WaitingForReplica"
-    later = rc.merge_patch(status, t.patch)
-    back = rc.queued(later, "asr", "asr", 1, replicas=1)
-    assert back.patch["reason"] == "WaitingForCapacity" and "capacity (position 1)" in back.patch["message"]
-    assert rc.queued(later, "asr", "asr", 2, replicas=0).event is None  # said once, not per position
+    back = tr.queued(t.status, ASR, 1, replicas=1)
+    assert back.status.reason == "WaitingForCapacity" and "capacity (position 1)" in back.status.message
+    assert tr.queued(t.status, ASR, 2, replicas=0).event is None  # said once, not per position
+    # A job between stages waiting for the LLM says so too, without changing its phase.
+    mid = t.status.evolve(phase="PostProcessing", reason="StageSucceeded")
+    llm = tr.queued(mid, PUNCTUATE, 1, replicas=0)
+    assert llm.status.phase == "PostProcessing" and llm.status.reason == "WaitingForReplica"
+    assert "LLM replica to start" in llm.status.message and llm.event is not None
 
 
 class _Source:
