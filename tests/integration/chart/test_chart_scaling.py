@@ -18,7 +18,7 @@ import yaml
 from chart_render import REPO, env_of, find, helm_template, one
 
 sys.path.insert(0, str(REPO / "tests" / "unit" / "operator"))
-import operator_crd  # noqa: E402 - the project's openAPIV3Schema -> JSON Schema translation
+import operator_crd  # the project's openAPIV3Schema -> JSON Schema translation
 
 pytestmark = pytest.mark.timeout(120)
 
