@@ -97,7 +97,6 @@ class JobDriver:
         self.status = JobStatus.from_wire(status)
         self._written = self.status
         self._ctx: JobContext | None = None
-        self._last_position_at = 0.0
 
     # -- bookkeeping -----------------------------------------------------------------------------
     async def apply(self, t: tr.Transition, *, defer: bool = False) -> None:
@@ -241,16 +240,11 @@ class JobDriver:
         ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
 
         async def on_position(pos: int) -> None:
-            # At most one position patch per interval; the queue calls again if it moved meanwhile,
-            # so the last position written is the current one (a trailing update, not a dropped one).
-            if self.status.queue_position is not None:
-                wait = self._last_position_at + self.rt.position_interval_s - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            self._last_position_at = time.monotonic()
             await self.apply(tr.queued(self.status, stage, pos, self.rt.queue.ready_endpoints(stage.service)))
 
-        async with self.rt.queue.slot(stage.service, ticket, on_position):
+        # At most one position patch per interval, the last one current (a trailing update, not a
+        # dropped one); the queue keeps the interval, so a granted slot never waits for it.
+        async with self.rt.queue.slot(stage.service, ticket, on_position, self.rt.position_interval_s):
             yield
 
     def _priority(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +38,10 @@ class Ticket:
 
 
 _SEQ = itertools.count()
+
+#: Waiters this close to the front are told every move at the base interval; behind them, the
+#: interval grows in proportion to the position (position 40 hears every 10 intervals).
+EXACT_POSITIONS = 4
 
 
 @dataclass
@@ -127,15 +132,18 @@ class CapacityQueue:
 
     @asynccontextmanager
     async def slot(
-        self, service: str, ticket: Ticket, on_position: PositionCallback | None = None
+        self, service: str, ticket: Ticket, on_position: PositionCallback | None = None, min_interval_s: float = 0.0
     ) -> AsyncIterator[float]:
-        """Yields the seconds waited."""
+        """Yields the seconds waited. ``on_position`` is called at most once per ``min_interval_s``
+        (then with the position current at the end of the interval), less often farther back in
+        line (the interval grows with the position past :data:`EXACT_POSITIONS`, so a line of any
+        length costs a bounded number of status writes per second); a grant never waits for it."""
         lane = self._lanes[service]
         t0 = time.monotonic()
         if lane.has_room() and not lane.waiters:
             lane.take(ticket.key)
         else:
-            await self._wait(lane, service, ticket, on_position)
+            await self._wait(lane, service, ticket, on_position, min_interval_s)
         waited = time.monotonic() - t0
         ep = lane.holders.get(ticket.key)
         route = ROUTE.set(Placement(service, ep.url, lane.pool) if ep is not None and lane.pool else None)
@@ -148,20 +156,30 @@ class CapacityQueue:
             self._grant(lane)
             self._observe(service, None)
 
-    async def _wait(self, lane: _Lane, service: str, ticket: Ticket, on_position: PositionCallback | None) -> None:
+    async def _wait(
+        self, lane: _Lane, service: str, ticket: Ticket, on_position: PositionCallback | None, min_interval_s: float
+    ) -> None:
         waiter = _Waiter(ticket, asyncio.get_running_loop().create_future())
         lane.waiters.append(waiter)
         lane.waiters.sort(key=lambda w: w.ticket)
         self._notify(lane)
         self._observe(service, None)
         last: tuple[int, bool] | None = None
+        called_at = -math.inf
         try:
             while not waiter.granted.done():
                 changed = lane.changed
                 pos = self.position(service, ticket.key)
                 state = (pos, self.ready_endpoints(service) == 0) if pos is not None else None
                 if on_position is not None and state is not None and state != last:
+                    interval = min_interval_s * max(1.0, state[0] / EXACT_POSITIONS)
+                    early = called_at + interval - time.monotonic()
+                    if early > 0:
+                        # Too soon to tell again: wait out the interval, unless the slot comes first.
+                        await asyncio.wait({waiter.granted}, timeout=early)
+                        continue
                     last = state
+                    called_at = time.monotonic()
                     await on_position(pos)
                     continue  # the line may have moved while the callback ran
                 if waiter.granted.done():
