@@ -316,3 +316,40 @@ async def test_the_watcher_falls_back_to_the_service_url_when_discovery_is_forbi
     assert pool.source == "static" and [e.url for e in pool.ready()] == ["http://omoai-asr:8000"]
     assert pool.capacity() == 3
     assert "discovery unavailable" in caplog.text and "403" in caplog.text
+
+
+async def test_a_granted_slot_never_waits_for_a_rate_limited_position_update() -> None:
+    q = CapacityQueue({"asr": 1})
+    calls: list[int] = []
+
+    async def on_position(pos: int) -> None:
+        calls.append(pos)
+
+    holder_release = asyncio.Event()
+
+    async def holder() -> None:
+        async with q.slot("asr", ticket("h")):
+            await holder_release.wait()
+
+    h = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+
+    async def waiter() -> float:
+        t0 = asyncio.get_running_loop().time()
+        async with q.slot("asr", ticket("w"), on_position, min_interval_s=30.0):
+            return asyncio.get_running_loop().time() - t0
+
+    w = asyncio.create_task(waiter())
+    await asyncio.sleep(0.01)
+    assert calls == [1]
+    # Someone jumps ahead: w's position changes, but the next write is 30 s away...
+    vip = asyncio.create_task(q.slot("asr", ticket("vip", 9)).__aenter__())
+    await asyncio.sleep(0.01)
+    assert calls == [1]
+    vip.cancel()
+    await asyncio.sleep(0.01)
+    holder_release.set()
+    await h
+    # ...and the slot, when it comes, is taken at once, not after the interval.
+    waited = await asyncio.wait_for(w, 2)
+    assert waited < 1.0
