@@ -33,8 +33,12 @@ def test_jobs_wait_for_a_replica_with_a_truthful_status_and_all_complete_once_on
     metrics_port = free_port()
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
         env = operator_env(
-            "http://omoai-asr.default.svc:8000", "http://omoai-llm.default.svc:8000", data_dir.parent,
-            OMOAI_METRICS_PORT=metrics_port, OMOAI_ASR_SLOTS_PER_ENDPOINT=2, OMOAI_LLM_SLOTS_PER_ENDPOINT=2,
+            "http://omoai-asr.default.svc:8000",
+            "http://omoai-llm.default.svc:8000",
+            data_dir.parent,
+            OMOAI_METRICS_PORT=metrics_port,
+            OMOAI_ASR_SLOTS_PER_ENDPOINT=2,
+            OMOAI_LLM_SLOTS_PER_ENDPOINT=2,
         )
         # The LLM service has its replica; the ASR service has scaled to zero (a slice with none ready).
         kube.publish_endpoints("omoai-llm", "omoai-llm-a", [("127.0.0.1", llm.port, True)])
@@ -43,8 +47,10 @@ def test_jobs_wait_for_a_replica_with_a_truthful_status_and_all_complete_once_on
         with run_operator(env, monkeypatch):
             for name in names:
                 body = job(name)
-                body["spec"]["output"] = {"pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
-                                          "formats": ["json"]}
+                body["spec"]["output"] = {
+                    "pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
+                    "formats": ["json"],
+                }
                 kube.create(body)
             for name in names:
                 kube.wait(name, lambda o: (o or {}).get("status", {}).get("reason") == "WaitingForReplica", 60)
@@ -86,14 +92,82 @@ def test_without_rbac_for_endpointslices_the_operator_calls_the_service_url_and_
 ) -> None:
     kube.emu.emulator.forbidden.add("endpointslices")  # as an API server without the RBAC rule
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
-        env = operator_env(asr.url, llm.url, data_dir.parent, OMOAI_ASR_SERVICE="default/omoai-asr",
-                           OMOAI_LLM_SERVICE="default/omoai-llm", asr_concurrency=3)
+        env = operator_env(
+            asr.url,
+            llm.url,
+            data_dir.parent,
+            OMOAI_ASR_SERVICE="default/omoai-asr",
+            OMOAI_LLM_SERVICE="default/omoai-llm",
+            asr_concurrency=3,
+        )
         with run_operator(env, monkeypatch) as runner:
             body = job("norbac")
-            body["spec"]["output"] = {"pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
-                                      "formats": ["json"]}
+            body["spec"]["output"] = {
+                "pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
+                "formats": ["json"],
+            }
             kube.create(body)
             status = kube.wait_phase("norbac", "Succeeded", "Failed", timeout=60)
     assert status["phase"] == "Succeeded", status
     assert asr.ok("/v1/transcriptions") == 1
     assert "ASR endpoint discovery unavailable" in runner.output and asr.url in runner.output
+
+
+def test_a_terminating_replica_finishes_what_it_runs_and_gets_nothing_new(
+    kube: Kube, kubeconfig: Path, stubs: StubServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollout: the old pod is terminating (still serving, not ready); its running stages finish
+    there, not retried; every new stage goes to the other replica; the capacity drops at once."""
+    metrics_port = free_port()
+    with proxies_for(stubs.url, stubs.url) as (old, new), proxies_for(stubs.url, stubs.url) as (llm, _):
+        env = operator_env(
+            "http://omoai-asr.default.svc:8000",
+            llm.url,
+            data_dir.parent,
+            OMOAI_METRICS_PORT=metrics_port,
+            OMOAI_ASR_SLOTS_PER_ENDPOINT=2,
+        )
+        kube.publish_endpoints("omoai-asr", "omoai-asr-old", [("127.0.0.1", old.port, True)])
+        old.hold({"/v1/transcriptions"})
+        with run_operator(env, monkeypatch):
+            names = [f"roll-{i}" for i in range(6)]
+            for name in names[:2]:
+                body = job(name)
+                body["spec"]["output"] = {
+                    "pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
+                    "formats": ["json"],
+                }
+                kube.create(body)
+            old.wait_for(lambda: old.in_flight == 2)
+            # The rollout: a new pod is ready, the old one terminating with two requests in flight.
+            kube.publish_endpoints("omoai-asr", "omoai-asr-new", [("127.0.0.1", new.port, True)])
+            kube.publish_endpoints("omoai-asr", "omoai-asr-old", [("127.0.0.1", old.port, True)], terminating=True)
+            _wait_metric(metrics_port, "omoai_operator_slots", "asr", 2)
+            for name in names[2:]:
+                body = job(name)
+                body["spec"]["output"] = {
+                    "pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
+                    "formats": ["json"],
+                }
+                kube.create(body)
+            new.wait_for(lambda: new.ok("/v1/transcriptions") == 4)
+            old.release()  # the old pod finishes within its grace period
+            statuses = {n: kube.wait_phase(n, "Succeeded", "Failed", timeout=60) for n in names}
+    assert all(s["phase"] == "Succeeded" and s["retries"] == 0 for s in statuses.values()), statuses
+    assert old.count("/v1/transcriptions") == 2 and old.ok("/v1/transcriptions") == 2
+    assert new.count("/v1/transcriptions") == 4 and new.max_in_flight <= 2
+
+
+def _wait_metric(port: int, name: str, service: str, want: float, timeout: float = 30.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if _metric(httpx.get(f"http://127.0.0.1:{port}/metrics").text, name, service) == want:
+                return
+        except (httpx.HTTPError, AssertionError):
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"{name}{{service={service!r}}} never became {want}")
+        time.sleep(0.05)
