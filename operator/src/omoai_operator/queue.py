@@ -151,8 +151,11 @@ class CapacityQueue:
         try:
             yield waited
         finally:
-            ROUTE.reset(route)
             lane.give_back(ticket.key)
+            try:
+                ROUTE.reset(route)
+            except ValueError:  # left from another context than it was entered in
+                ROUTE.set(None)
             self._grant(lane)
             self._observe(service, None)
 
