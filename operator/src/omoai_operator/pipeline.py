@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from omoai_core.contracts.asr import TranscriptionOptions
 from omoai_core.schemas import Document, Quality, Segment, Summary, Topic, Transcript
 from omoai_formats import render
 from pydantic import TypeAdapter
@@ -109,13 +110,13 @@ class Pipeline:
         reused = staged is not None
         if staged is None:
             a = ctx.spec.asr
-            options = {
-                "chunk_size": a.chunk_size,
-                "left_context": a.left_context,
-                "right_context": a.right_context,
-                "total_batch_duration": a.total_batch_duration,
-                "word_timestamps": a.word_timestamps,
-            }
+            options = TranscriptionOptions(
+                chunk_size=a.chunk_size,
+                left_context=a.left_context,
+                right_context=a.right_context,
+                total_batch_duration=a.total_batch_duration,
+                word_timestamps=a.word_timestamps,
+            )
             if ctx.audio_path is not None:
                 staged = await self.asr.transcribe_file(ctx.audio_path, options)
             else:

@@ -200,11 +200,3 @@ class JobStatus(_Model):
                 )
             )
         return self.evolve(conditions=tuple(out))
-
-
-def clock(seconds: float) -> str:
-    """``H:MM:SS`` of a duration (``status.audioDuration``)."""
-    total = round(seconds)
-    h, rem = divmod(total, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"

@@ -11,10 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
+from omoai_core.durations import clock
+
 from omoai_operator.failures import Failure
 from omoai_operator.pipeline import Stage, StageOutcome, plan
 from omoai_operator.spec import JobSpec
-from omoai_operator.status import JobStatus, Phase, Reason, Results, clock
+from omoai_operator.status import JobStatus, Phase, Reason, Results
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def stage_succeeded(
     if outcome.audio_duration_s is not None:
         changes |= {
             "audio_duration_seconds": round(outcome.audio_duration_s, 3),
-            "audio_duration": clock(outcome.audio_duration_s),
+            "audio_duration": clock(outcome.audio_duration_s, hours=True),
         }
     if outcome.written is not None:
         changes["results"] = Results(location=outcome.written.location, files=outcome.written.files)
