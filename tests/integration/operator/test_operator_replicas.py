@@ -56,7 +56,11 @@ def _until(pred: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
 
 
 def test_thirty_jobs_follow_the_replicas_as_they_come_and_go_and_each_is_transcribed_once(
-    kube: Kube, kubeconfig: Path, replicas: list[Replica], data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    kube: Kube,
+    kubeconfig: Path,
+    replicas: list[Replica],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b, c, d = replicas
     names = [f"rep-{i:02d}" for i in range(N)]
@@ -71,27 +75,41 @@ def test_thirty_jobs_follow_the_replicas_as_they_come_and_go_and_each_is_transcr
     llm = StubServices()
     try:
         env = operator_env(
-            "http://omoai-asr.default.svc:8000", llm.url, data_dir.parent, llm_concurrency=8,
-            OMOAI_METRICS_PORT=metrics_port, OMOAI_BACKOFF_BASE_S=0.2, OMOAI_BACKOFF_MAX_S=0.5,
+            "http://omoai-asr.default.svc:8000",
+            llm.url,
+            data_dir.parent,
+            llm_concurrency=8,
+            OMOAI_METRICS_PORT=metrics_port,
+            OMOAI_BACKOFF_BASE_S=0.2,
+            OMOAI_BACKOFF_MAX_S=0.5,
         )
         for r in (a, b, c):
             kube.publish_endpoints("omoai-asr", f"omoai-asr-{r.name}", [("127.0.0.1", r.port, True)])
         # The fourth pod exists but is not ready yet (loading its model).
         kube.publish_endpoints("omoai-asr", "omoai-asr-d", [("127.0.0.1", d.port, False)])
         with run_operator(env, monkeypatch):
-            _until(lambda: scrape_value(scrape(), "omoai_operator_slots", service="asr") == 3 * SLOTS,
-                   "three replicas' slots")
+            _until(
+                lambda: scrape_value(scrape(), "omoai_operator_slots", service="asr") == 3 * SLOTS,
+                "three replicas' slots",
+            )
             scrapes["three"] = scrape()
             for name in names:
-                body = job(name, source={"pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/audio/{name}.wav"}},
-                           postprocess={"punctuation": True, "summary": "none", "topics": False})
-                body["spec"]["output"] = {"pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/out"},
-                                          "formats": ["json"]}
+                body = job(
+                    name,
+                    source={"pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/audio/{name}.wav"}},
+                    postprocess={"punctuation": True, "summary": "none", "topics": False},
+                )
+                body["spec"]["output"] = {
+                    "pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/out"},
+                    "formats": ["json"],
+                }
                 kube.create(body)
             _until(lambda: a.proxy.ok and b.proxy.ok and c.proxy.ok, "each of the three replicas answered")
-            # C's next requests stay at its door: both of its slots end up held, mid-request.
-            c.proxy.hold()
-            _until(lambda: len(c.proxy.held) == SLOTS, "C holding two requests")
+            # Their next requests stay at their doors (so jobs are still queued whatever the
+            # machine's speed): each replica ends up with both slots held, mid-request.
+            for r in (a, b, c):
+                r.proxy.hold()
+            _until(lambda: all(len(r.proxy.held) == SLOTS for r in (a, b, c)), "A, B and C each holding two requests")
             stuck = set(c.proxy.held)
             # The fourth replica becomes ready mid-run and takes work.
             kube.publish_endpoints("omoai-asr", "omoai-asr-d", [("127.0.0.1", d.port, True)])
@@ -101,6 +119,8 @@ def test_thirty_jobs_follow_the_replicas_as_they_come_and_go_and_each_is_transcr
             c.kill()
             kube.publish_endpoints("omoai-asr", "omoai-asr-c", [("127.0.0.1", c.port, False)], terminating=True)
             kube.delete_endpoints("omoai-asr-c")
+            a.proxy.release()
+            b.proxy.release()
             statuses = {n: kube.wait_phase(n, "Succeeded", "Failed", timeout=240) for n in names}
             scrapes["end"] = scrape()
     finally:
@@ -120,7 +140,7 @@ def test_thirty_jobs_follow_the_replicas_as_they_come_and_go_and_each_is_transcr
         assert c.proxy.answered[url] == 0 and answered[url] == 1
         name = url.rsplit("/", 1)[1].removesuffix(".wav")
         assert statuses[name]["retries"] >= 1 and statuses[name]["stages"]["asr"]["attempts"] >= 2
-    others = [n for n in names if f"{n}.wav" not in {u.rsplit('/', 1)[1] for u in stuck}]
+    others = [n for n in names if f"{n}.wav" not in {u.rsplit("/", 1)[1] for u in stuck}]
     assert all(statuses[n]["retries"] == 0 for n in others), {n: statuses[n]["retries"] for n in others}
     # Written once each.
     outs = sorted(p.name for p in (data_dir / "out").glob("rep-*.json"))
