@@ -303,8 +303,11 @@ class SlotBook:
     known: dict[str, int] = field(default_factory=dict)
 
     async def slots(self, urls: Iterable[str]) -> dict[str, int]:
+        urls = list(urls)
         if self.configured is not None:
             return {u: self.configured for u in urls}
+        for gone in set(self.known) - set(urls):
+            del self.known[gone]  # a pod that comes back at this address may have other settings
         missing = [u for u in urls if u not in self.known]
         if missing:
             answers = await asyncio.gather(*(self.probe(u) for u in missing))
