@@ -54,6 +54,9 @@ def test_jobs_wait_for_a_replica_with_a_truthful_status_and_all_complete_once_on
                 kube.create(body)
             for name in names:
                 kube.wait(name, lambda o: (o or {}).get("status", {}).get("reason") == "WaitingForReplica", 60)
+            # The positions settle on the line's order (trailing updates, farther back less often).
+            for pos, name in enumerate(names, start=1):
+                kube.wait(name, lambda o, p=pos: (o or {}).get("status", {}).get("queuePosition") == p, 30)
             waiting = {n: kube.status(n) for n in names}
             scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             assert asr.count("/v1/transcriptions") == 0
