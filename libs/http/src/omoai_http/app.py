@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from omoai_core.settings import ServerSettings
 from prometheus_client import CollectorRegistry
 
-from omoai_core.settings import ServerSettings
 from omoai_http.errors import install_error_handlers
 from omoai_http.limits import BodyLimitMiddleware
 from omoai_http.probes import probes_router
