@@ -15,8 +15,8 @@ endpoint (they queue), then the replicas are published in its EndpointSlices at 
   the next request arriving there);
 - the most requests one replica had in flight (never above its slots).
 
-    .venv/bin/python benchmarks/replica_scaling.py                       # the table in docs/benchmarks.md
-    .venv/bin/python benchmarks/replica_scaling.py --replicas 1 2 4 8 --jobs 96 --cost 1.0
+    .venv/bin/python -m benchmarks.replica_scaling                       # the table in docs/benchmarks.md
+    .venv/bin/python -m benchmarks.replica_scaling --replicas 1 2 4 8 --jobs 96 --cost 1.0
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
 
 import aiohttp.web
 import httpx
 import kopf
-import operator_crd
 import yaml
-from emulator import Emulator, EmulatorThread, Kind, builtin_validator
 from kopf.testing import KopfRunner
 
+from tests.support import operator_crd
+from tests.support.emulator import Emulator, EmulatorThread, Kind, builtin_validator
 from tests.support.processes import free_port
 
 NS = "default"
@@ -139,7 +137,7 @@ def serve_replicas(n: int, slots: int, cost_s: float) -> int:
 class Child:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "benchmarks.replica_scaling", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
         self.first = self.proc.stdout.readline().strip()

@@ -23,7 +23,9 @@ FINALIZER = f"{GROUP}/finalizer"
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     cfg = load_settings(OperatorSettings)
     # Stalled watches are the classic kopf failure: bound them on both sides.
     settings.watching.server_timeout = cfg.watch_server_timeout_s

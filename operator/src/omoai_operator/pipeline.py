@@ -203,7 +203,7 @@ class Pipeline:
 def _with_segments(t: Transcript, segments: list[Segment]) -> Transcript:
     if len(segments) == len(t.segments):
         # Punctuation keeps segment times; keep the word timings the ASR gave.
-        segments = [s if s.words else s.model_copy(update={"words": o.words}) for s, o in zip(segments, t.segments)]
+        segments = [s if s.words else s.model_copy(update={"words": o.words}) for s, o in zip(segments, t.segments, strict=True)]
     text = " ".join(s.text.strip() for s in segments if s.text.strip())
     return t.model_copy(update={"segments": segments, "text": text})
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from omoai_operator.endpoints import ROUTE, Endpoint, EndpointPool, Placement
 
@@ -188,8 +189,9 @@ class CapacityQueue:
                 if waiter.granted.done():
                     break
                 wait_changed = asyncio.ensure_future(changed.wait())
+                either: set[asyncio.Future[Any]] = {waiter.granted, wait_changed}
                 try:
-                    await asyncio.wait({waiter.granted, wait_changed}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     wait_changed.cancel()
         except BaseException:

@@ -42,7 +42,7 @@ class Backoff:
     cap_s: float = 360.0
 
     def delay(self, retries: int, retry_after_s: float | None = None) -> float:
-        exp = min(self.cap_s, self.base_s * (2 ** max(0, retries - 1)))
+        exp = min(self.cap_s, self.base_s * 2.0 ** max(0, retries - 1))
         return max(exp, retry_after_s or 0.0)
 
 

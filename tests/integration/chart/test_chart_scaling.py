@@ -17,8 +17,7 @@ import pytest
 import yaml
 from chart_render import REPO, env_of, find, helm_template, one
 
-sys.path.insert(0, str(REPO / "tests" / "unit" / "operator"))
-import operator_crd  # the project's openAPIV3Schema -> JSON Schema translation
+from tests.support import operator_crd  # the project's openAPIV3Schema -> JSON Schema translation
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,14 +24,12 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "unit" / "operator"))  # operator_crd (shared with the unit tests)
-
-import operator_crd
-from emulator import Emulator, EmulatorThread, Kind, builtin_validator
-from operator_services import FakeOpenAI, FaultProxy, StubServices
-
+from tests.support import operator_crd
+from tests.support.emulator import Emulator, EmulatorThread, Kind, builtin_validator
+from tests.support.operator_services import FakeOpenAI, FaultProxy, StubServices
 from tests.support.processes import ServerProcess, free_port, start_process, stop_processes
+
+HERE = Path(__file__).resolve().parent
 
 SAMPLE = HERE.parents[2] / "samples" / "xin-chao.wav"
 NAMESPACE = "default"

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import CLAIM, SAMPLE, Kube, job, operator_env, run_operator
-from operator_services import StubServices
-from replicas import Replica, scrape_value, start_asr_replicas, write_model
+from tests.support.operator_services import StubServices
+from tests.support.replicas import Replica, scrape_value, start_asr_replicas, write_model
 
 from tests.support.processes import free_port, stop_processes
 

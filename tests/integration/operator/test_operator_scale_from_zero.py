@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from operator_services import StubServices
+from tests.support.operator_services import StubServices
 
 from tests.support.processes import free_port
 

@@ -7,15 +7,14 @@ import asyncio
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
-
 from omoai_core.errors import AudioTooLongError, OverloadedError
 from omoai_http.admission import Admission
 from omoai_http.auth import bearer_auth
 from omoai_http.errors import install_error_handlers
 from omoai_http.limits import BodyLimitMiddleware
 from omoai_http.probes import probes_router
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 TOKEN = "s3cret-token-0123456789"
 

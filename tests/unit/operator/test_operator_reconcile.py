@@ -50,6 +50,17 @@ def test_plan_skips_disabled_postprocessing_steps() -> None:
     assert names(spec(postprocess={"topics": False})) == ("asr", "punctuate", "summarize", "write")
 
 
+def test_the_services_a_job_needs_follow_its_plan() -> None:
+    from omoai_operator.cli import _needs_llm
+    from omoai_operator.pipeline import Service, services_needed
+
+    bare = spec(postprocess={"punctuation": False, "summary": "none", "topics": False})
+    assert services_needed(bare) == {Service.ASR} and not _needs_llm(bare)
+    only_topics = spec(postprocess={"punctuation": False, "summary": "none", "topics": True})
+    assert services_needed(only_topics) == {Service.ASR, Service.LLM} and _needs_llm(only_topics)
+    assert [s.service for s in plan(spec())] == [Service.ASR, Service.LLM, Service.LLM, Service.LLM, None]
+
+
 def test_stages_run_in_order_and_the_phase_follows_the_stage() -> None:
     s = spec()
     status = tr.initialize(s, T0, 1).status

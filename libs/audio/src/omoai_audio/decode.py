@@ -16,9 +16,9 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
-
 from omoai_core.errors import (
     AudioTooLongError,
     ConfigError,
@@ -79,7 +79,7 @@ def decode_audio(source: bytes | str | os.PathLike[str], *, max_duration_s: floa
     return _decode_with_ffmpeg(path, max_duration_s)
 
 
-def _read_plain_wav(fh: io.BufferedIOBase | io.BytesIO, max_duration_s: float | None) -> Audio | None:
+def _read_plain_wav(fh: IO[bytes], max_duration_s: float | None) -> Audio | None:
     """PCM16 mono 16 kHz WAV without ffmpeg, or None when the input is anything else."""
     try:
         with wave.open(fh, "rb") as wav:
@@ -106,7 +106,7 @@ def _check_length(duration: float, max_duration_s: float | None) -> None:
         )
 
 
-def _probe(path: Path) -> dict:
+def _probe(path: Path) -> dict[str, Any]:
     proc = subprocess.run(
         [_ffmpeg("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
         capture_output=True,
@@ -117,7 +117,8 @@ def _probe(path: Path) -> dict:
         reason = _last_line(proc.stderr)
         raise CorruptAudioError(f"the input cannot be read as audio: {reason}")
     try:
-        return json.loads(proc.stdout or b"{}")
+        info: dict[str, Any] = json.loads(proc.stdout or b"{}")
+        return info
     except json.JSONDecodeError as e:
         raise CorruptAudioError("the input cannot be read as audio (unreadable container)") from e
 
@@ -144,7 +145,7 @@ def _decode_with_ffmpeg(path: Path, max_duration_s: float | None) -> Audio:
     return Audio(samples)
 
 
-def _declared_duration(info: dict) -> float | None:
+def _declared_duration(info: dict[str, Any]) -> float | None:
     values = [info.get("format", {}).get("duration")]
     values += [s.get("duration") for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     for v in values:

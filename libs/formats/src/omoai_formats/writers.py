@@ -14,7 +14,7 @@ from omoai_core.durations import clock, timestamp
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Document, Segment, Transcript
 
-EXTENSIONS = {fmt: f".{fmt}" for fmt in FORMATS}
+EXTENSIONS: dict[str, str] = {fmt: f".{fmt}" for fmt in FORMATS}
 
 
 def _doc(obj: Transcript | Document) -> Document:

@@ -6,7 +6,6 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
-
 from omoai_core.errors import UnauthorizedError
 
 

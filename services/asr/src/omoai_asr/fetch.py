@@ -165,7 +165,7 @@ def _transport(policy: FetchPolicy, resolver: Resolver) -> httpx.AsyncHTTPTransp
     transport = httpx.AsyncHTTPTransport(retries=0)
     # httpx has no public hook for the connection layer; httpcore's pool takes a network backend.
     pool = transport._pool
-    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)
+    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)  # type: ignore[assignment]
     return transport
 
 

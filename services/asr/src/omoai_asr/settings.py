@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from omoai_core.contracts.asr import DECODE_DEFAULTS as DEFAULTS
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
@@ -60,7 +60,7 @@ class AsrSettings(InferenceSettings, ServerSettings):
 
     # -- URL inputs (audio_url) --------------------------------------------------------------------
     url_allowed_schemes: Annotated[list[UrlScheme], NoDecode] = Field(
-        default_factory=lambda: ["http", "https", "s3", "file"],
+        default_factory=lambda: list(get_args(UrlScheme)),
         description="Schemes audio_url may use (file also needs OMOAI_FILE_ROOT).",
     )
     allow_private_addresses: Switch = Field(

@@ -15,12 +15,13 @@ from omoai_core.errors import OmoaiError
 from omoai_core.metrics import build_info
 from omoai_gpu.memory import MemoryPolicy
 from omoai_http.admission import Admission
-from omoai_http.auth import bearer_auth
 from omoai_http.app import install_common
+from omoai_http.auth import bearer_auth
 from prometheus_client import CollectorRegistry
 
 from omoai_llm import __version__
 from omoai_llm.backends import load_backend
+from omoai_llm.backends.base import Backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
 from omoai_llm.models import Loader, ModelManager
 from omoai_llm.prompts import load_prompts
@@ -56,7 +57,7 @@ async def llm_runtime(
     metrics = metrics or LlmMetrics.create(registry)
     prompts = load_prompts(settings.prompts_file)
 
-    async def default_loader(model: str):
+    async def default_loader(model: str) -> Backend:
         return await load_backend(settings, model, policy)
 
     manager = ModelManager(

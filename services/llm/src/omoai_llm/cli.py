@@ -86,7 +86,8 @@ async def _offline(task: str, settings: LlmSettings, segments: list[Segment], la
             result = await svc.topics(TopicsRequest(segments=segments, language=language))
         else:
             result = await svc.postprocess(PostprocessRequest(segments=segments, language=language))
-        return result.model_dump(mode="json")
+        answer: dict[str, Any] = result.model_dump(mode="json")
+        return answer
 
 
 def main(argv: list[str] | None = None) -> int:

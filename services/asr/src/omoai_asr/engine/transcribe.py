@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
 from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.geometry import max_batch_frames as max_batch_frames  # the engine's window budget
-from omoai_asr.geometry import window_keep_frames
+from omoai_asr.geometry import window_keep_frames as window_keep_frames
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.web
-from operator_services import LoopbackApp
+from tests.support.operator_services import LoopbackApp
 
 from tests.support.processes import ServerProcess, free_port, start_process
 
