@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 import aiohttp.web
 import httpx
 import kopf
@@ -137,7 +136,10 @@ def serve_replicas(n: int, slots: int, cost_s: float) -> int:
 class Child:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.replica_scaling", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "benchmarks.replica_scaling", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.first = self.proc.stdout.readline().strip()

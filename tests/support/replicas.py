@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 import aiohttp.web
-from tests.support.operator_services import LoopbackApp
 
+from tests.support.operator_services import LoopbackApp
 from tests.support.processes import ServerProcess, free_port, start_process
 
 
@@ -111,13 +111,17 @@ class ReplicaProxy(LoopbackApp):
                 raise ConnectionResetError("the pod is gone")
             assert self._session is not None
             headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            async with self._session.request(request.method, self.upstream + str(request.rel_url), data=body,
-                                             headers=headers) as up:
+            async with self._session.request(
+                request.method, self.upstream + str(request.rel_url), data=body, headers=headers
+            ) as up:
                 data = await up.read()
                 if audio is not None and up.status == 200:
                     self.answered[audio] += 1
-                return aiohttp.web.Response(body=data, status=up.status,
-                                            headers={"Content-Type": up.headers.get("Content-Type", "application/json")})
+                return aiohttp.web.Response(
+                    body=data,
+                    status=up.status,
+                    headers={"Content-Type": up.headers.get("Content-Type", "application/json")},
+                )
         except aiohttp.ClientError:
             if transport is not None:
                 transport.abort()  # the process died under the request: the connection breaks
@@ -152,9 +156,23 @@ def start_asr_replicas(
     for name in names:
         port = free_port()
         proc = start_process(
-            [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port),
-             "--file-root", str(file_root), "--max-concurrency", str(max_concurrency)],
-            name=f"omoai-asr {name}", log=logs / f"asr-{name}.log", env=env,
+            [
+                sys.executable,
+                "-m",
+                "omoai_asr",
+                "serve",
+                "--model",
+                str(model),
+                "--port",
+                str(port),
+                "--file-root",
+                str(file_root),
+                "--max-concurrency",
+                str(max_concurrency),
+            ],
+            name=f"omoai-asr {name}",
+            log=logs / f"asr-{name}.log",
+            env=env,
         )
         started.append((name, proc, port))
     out: list[Replica] = []
@@ -168,9 +186,18 @@ def write_model(directory: Path) -> Path:
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-c", ("import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
-                                "write_random_checkpoint(sys.argv[1])"), str(directory)],
-        check=True, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
+                "write_random_checkpoint(sys.argv[1])"
+            ),
+            str(directory),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     return directory
 

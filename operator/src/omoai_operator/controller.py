@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,9 +51,9 @@ def build_runtime(
     until :meth:`Controller.start_discovery` has listed the EndpointSlices (or fallen back).
     """
     metrics = OperatorMetrics.create(registry)
-    pools = {s: EndpointPool(s, eject_s=cfg.endpoint_eject_s) for s in SERVICES}
+    pools: dict[str, EndpointPool] = {s: EndpointPool(s, eject_s=cfg.endpoint_eject_s) for s in SERVICES}
     for pool in pools.values():
-        pool.listen(lambda p=pool: metrics.observe_capacity(p))
+        pool.listen(functools.partial(metrics.observe_capacity, pool))
     if not discovery:
         for svc, pool in pools.items():
             url, slots = getattr(cfg, f"{svc}_url"), getattr(cfg, f"{svc}_concurrency")

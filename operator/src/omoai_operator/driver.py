@@ -234,17 +234,18 @@ class JobDriver:
 
     @contextlib.asynccontextmanager
     async def _slot(self, stage: Stage) -> AsyncIterator[None]:
-        if stage.service is None:
+        service = stage.service
+        if service is None:
             yield
             return
         ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
 
         async def on_position(pos: int) -> None:
-            await self.apply(tr.queued(self.status, stage, pos, self.rt.queue.ready_endpoints(stage.service)))
+            await self.apply(tr.queued(self.status, stage, pos, self.rt.queue.ready_endpoints(service)))
 
         # At most one position patch per interval, the last one current (a trailing update, not a
         # dropped one); the queue keeps the interval, so a granted slot never waits for it.
-        async with self.rt.queue.slot(stage.service, ticket, on_position, self.rt.position_interval_s):
+        async with self.rt.queue.slot(service, ticket, on_position, self.rt.position_interval_s):
             yield
 
     def _priority(self) -> int:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -245,15 +245,15 @@ class EndpointPool:
                     del self.endpoints[url]
         for url, a in wanted.items():
             n = max(1, int(slots.get(url, 1)))
-            ep = self.endpoints.get(url)
-            if ep is None:
+            known = self.endpoints.get(url)
+            if known is None:
                 self.endpoints[url] = Endpoint(url, n, a.pod)
                 log.info("%s endpoint %s (%s) is ready with %d slot(s)", self.service.upper(), url, a.pod or "?", n)
             else:
-                if not ep.ready:
-                    ep.ready = True
-                    ep.ejected_until = 0.0
-                ep.slots, ep.pod = n, a.pod or ep.pod
+                if not known.ready:
+                    known.ready = True
+                    known.ejected_until = 0.0
+                known.slots, known.pod = n, a.pod or known.pod
         self.source = source
         after = self.capacity()
         if before == 0 and after > 0 and self._waiting() > 0:
@@ -361,15 +361,14 @@ class DiscoveryUnavailable(Exception):
     """The API server will not tell us the endpoints (forbidden, no such API): use the Service URL."""
 
 
-class SliceSource:
+class SliceSource(Protocol):
     """What the watcher needs from a Kubernetes client (list and watch of one collection)."""
 
-    async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
-        raise NotImplementedError
+    async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]: ...
 
     def watch(self, path: str, params: Mapping[str, str]) -> Any:
         """An async iterator of watch events (dicts with ``type`` and ``object``)."""
-        raise NotImplementedError
+        ...
 
 
 class SliceWatcher:

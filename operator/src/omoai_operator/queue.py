@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import math
 import time
@@ -99,8 +100,8 @@ class CapacityQueue:
         self._lanes = {s: _Lane(n, pools.get(s)) for s, n in limits.items()}
         self._observer = observer
         for service, pool in pools.items():
-            pool.listen(lambda s=service: self._capacity_changed(s))
-            pool.count_waiting_with(lambda s=service: self.depth(s))
+            pool.listen(functools.partial(self._capacity_changed, service))
+            pool.count_waiting_with(functools.partial(self.depth, service))
 
     def pool(self, service: str) -> EndpointPool | None:
         return self._lanes[service].pool
@@ -184,7 +185,7 @@ class CapacityQueue:
                         continue
                     last = state
                     called_at = time.monotonic()
-                    await on_position(pos)
+                    await on_position(state[0])
                     continue  # the line may have moved while the callback ran
                 if waiter.granted.done():
                     break

@@ -20,11 +20,15 @@ class OperatorSettings(OmoaiSettings):
     llm_api_token: SecretStr | None = Field(default=None, description="Bearer token for the LLM service.")
     llm_api_token_file: Path | None = Field(default=None, description="File holding the LLM token.")
     asr_concurrency: int = Field(
-        default=2, ge=1, le=1000,
+        default=2,
+        ge=1,
+        le=1000,
         description="ASR requests in flight at once where endpoint discovery is unavailable (the Service URL).",
     )
     llm_concurrency: int = Field(
-        default=2, ge=1, le=1000,
+        default=2,
+        ge=1,
+        le=1000,
         description="LLM requests in flight at once where endpoint discovery is unavailable (the Service URL).",
     )
     endpoint_discovery: Switch = Field(
@@ -44,11 +48,15 @@ class OperatorSettings(OmoaiSettings):
     asr_port_name: str = Field(default="http", description="Name of the ASR Service port in its EndpointSlices.")
     llm_port_name: str = Field(default="http", description="Name of the LLM Service port in its EndpointSlices.")
     asr_slots_per_endpoint: int | None = Field(
-        default=None, ge=1, le=1000,
+        default=None,
+        ge=1,
+        le=1000,
         description="ASR stages per ready endpoint; unset = what each endpoint advertises on /v1/capacity.",
     )
     llm_slots_per_endpoint: int | None = Field(
-        default=None, ge=1, le=1000,
+        default=None,
+        ge=1,
+        le=1000,
         description="LLM stages per ready endpoint; unset = what each endpoint advertises on /v1/capacity.",
     )
     endpoint_eject_s: float = Field(

@@ -87,8 +87,10 @@ def queued(status: JobStatus, stage: Stage, position: int, replicas: int | None 
     event = None
     if replicas == 0:
         reason: Reason | str | None = Reason.WAITING_FOR_REPLICA
-        message = (f"waiting for an {service.upper()} replica to start: none is ready (position {position}); "
-                   "queued work is what wakes the autoscaler")
+        message = (
+            f"waiting for an {service.upper()} replica to start: none is ready (position {position}); "
+            "queued work is what wakes the autoscaler"
+        )
         if status.reason != Reason.WAITING_FOR_REPLICA:
             event = Event("Normal", Reason.WAITING_FOR_REPLICA, message)
     else:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,8 @@ def test_scaled_objects_follow_keda_crd_schema_and_scale_from_zero_on_queue_plus
         service = name.removeprefix("omoai-")
         assert trigger["type"] == "prometheus"
         assert trigger["metadata"]["query"] == (
-            f'sum(omoai_operator_queue_depth{{service="{service}"}}) + sum(omoai_operator_in_flight{{service="{service}"}})')
+            f'sum(omoai_operator_queue_depth{{service="{service}"}}) + sum(omoai_operator_in_flight{{service="{service}"}})'
+        )
         assert trigger["metadata"]["activationThreshold"] == "0"  # one queued job wakes a service at zero
         # The Deployment's replica count belongs to the scaler now.
         assert "replicas" not in one(docs, "Deployment", name)["spec"]
@@ -89,8 +89,14 @@ def test_keda_schema_check_refuses_what_keda_would_refuse(render):
 
 
 def test_selector_target_and_authentication_reach_the_trigger(render):
-    docs = render({**SCALED, "autoscaling.asr.targetPerReplica": 6, "autoscaling.keda.authenticationRef": "prom-auth",
-                   "autoscaling.asr.keda.minReplicaCount": 1})
+    docs = render(
+        {
+            **SCALED,
+            "autoscaling.asr.targetPerReplica": 6,
+            "autoscaling.keda.authenticationRef": "prom-auth",
+            "autoscaling.asr.keda.minReplicaCount": 1,
+        }
+    )
     so = one(docs, "ScaledObject", "omoai-asr")
     (trigger,) = so["spec"]["triggers"]
     assert trigger["metadata"]["threshold"] == "6" and trigger["authenticationRef"] == {"name": "prom-auth"}
@@ -107,8 +113,13 @@ def _adapter_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(render, version="1.29"):
-    docs = render({"autoscaling.prometheusAdapter.rules": True, "autoscaling.asr.hpa.enabled": True,
-                   "autoscaling.llm.hpa.enabled": True})
+    docs = render(
+        {
+            "autoscaling.prometheusAdapter.rules": True,
+            "autoscaling.asr.hpa.enabled": True,
+            "autoscaling.llm.hpa.enabled": True,
+        }
+    )
     config = _adapter_config(docs)
     assert _errors(adapter_validator(), config) == []
     (rule,) = config["externalRules"]
@@ -121,8 +132,10 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
         kubernetes_validate.validate(hpa, version, strict=True)
         (metric,) = hpa["spec"]["metrics"]
         assert metric["type"] == "External"
-        assert metric["external"]["metric"] == {"name": "omoai_operator_demand",
-                                                "selector": {"matchLabels": {"service": name.removeprefix("omoai-")}}}
+        assert metric["external"]["metric"] == {
+            "name": "omoai_operator_demand",
+            "selector": {"matchLabels": {"service": name.removeprefix("omoai-")}},
+        }
         assert metric["external"]["target"]["type"] == "AverageValue"
         assert "replicas" not in one(docs, "Deployment", name)["spec"]
 
@@ -139,18 +152,23 @@ def test_adapter_schema_check_refuses_unknown_keys_as_the_adapter_does(render):
 def test_operator_may_list_and_watch_endpointslices_in_the_release_namespace_only(render, version="1.29"):
     docs = render()
     role = one(docs, "ClusterRole", "omoai-operator-endpoints")
-    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                              "verbs": ["list", "watch"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+    ]
     binding = one(docs, "RoleBinding", "omoai-operator-endpoints")
     assert binding["metadata"]["namespace"] == "omoai"
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": "omoai-operator-endpoints"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "omoai-operator-endpoints",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omoai-operator", "namespace": "omoai"}]
     for doc in (role, binding):
         kubernetes_validate.validate(doc, version, strict=True)
     off = render({"autoscaling.endpointDiscovery": False})
     assert find(off, "RoleBinding") == [] or all(
-        b["metadata"]["name"] != "omoai-operator-endpoints" for b in find(off, "RoleBinding"))
+        b["metadata"]["name"] != "omoai-operator-endpoints" for b in find(off, "RoleBinding")
+    )
     assert env_of(one(off, "Deployment", "omoai-operator"))["OMOAI_ENDPOINT_DISCOVERY"] == "false"
 
 
@@ -159,7 +177,10 @@ def test_operator_may_list_and_watch_endpointslices_in_the_release_namespace_onl
     [
         ({"autoscaling.asr.keda.enabled": True, "autoscaling.asr.hpa.enabled": True}, "keda or hpa, not both"),
         ({"autoscaling.asr.keda.enabled": True, "asr.autoscaling.enabled": True}, "enable only one"),
-        ({"autoscaling.llm.hpa.enabled": True, "autoscaling.endpointDiscovery": False}, "needs autoscaling.endpointDiscovery"),
+        (
+            {"autoscaling.llm.hpa.enabled": True, "autoscaling.endpointDiscovery": False},
+            "needs autoscaling.endpointDiscovery",
+        ),
         ({"autoscaling.asr.keda.enabled": True, "autoscaling.asr.keda.minReplicaCount": 5}, "above maxReplicaCount"),
         ({"autoscaling.asr.keda.minReplicaCount": -1}, "minReplicaCount"),
     ],
@@ -170,10 +191,20 @@ def test_contradictory_scaling_values_fail_with_a_clear_message(helm, values, me
 
 
 def test_every_scaling_combination_renders_valid_kubernetes(render, tmp_path: Path):
-    for values in ({}, SCALED, {"autoscaling.asr.hpa.enabled": True, "autoscaling.prometheusAdapter.rules": True},
-                   {**SCALED, "autoscaling.prometheusAdapter.rules": True, "auth.enabled": True}):
+    for values in (
+        {},
+        SCALED,
+        {"autoscaling.asr.hpa.enabled": True, "autoscaling.prometheusAdapter.rules": True},
+        {**SCALED, "autoscaling.prometheusAdapter.rules": True, "auth.enabled": True},
+    ):
         for doc in render(values):
-            if doc["kind"] in ("ScaledObject", "ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PodMonitor",
-                               "PrometheusRule"):
+            if doc["kind"] in (
+                "ScaledObject",
+                "ClusterKopfPeering",
+                "KopfPeering",
+                "ServiceMonitor",
+                "PodMonitor",
+                "PrometheusRule",
+            ):
                 continue
             kubernetes_validate.validate(doc, "1.29", strict=True)

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import CLAIM, SAMPLE, Kube, job, operator_env, run_operator
-from tests.support.operator_services import StubServices
-from tests.support.replicas import Replica, scrape_value, start_asr_replicas, write_model
 
+from tests.support.operator_services import StubServices
 from tests.support.processes import free_port, stop_processes
+from tests.support.replicas import Replica, scrape_value, start_asr_replicas, write_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from tests.support.operator_services import StubServices
 
+from tests.support.operator_services import StubServices
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -66,7 +66,7 @@ def test_jobs_wait_for_a_replica_with_a_truthful_status_and_all_complete_once_on
             after = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             events = {n: [e["reason"] for e in kube.events(n)] for n in names}
 
-    for name, s in waiting.items():
+    for s in waiting.values():
         assert s["phase"] == "Queued", s
         assert "ASR replica to start" in s["message"] and "none is ready" in s["message"], s["message"]
         assert isinstance(s.get("queuePosition"), int)

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from tests.support.operator_services import StubServices
 
+from tests.support.operator_services import StubServices
 from tests.support.processes import free_port, start_process, stop_processes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
