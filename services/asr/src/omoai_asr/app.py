@@ -18,11 +18,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from omoai_core.errors import OmoaiError
 from omoai_http.admission import Admission
-from omoai_http.auth import bearer_auth
-from omoai_http.app import install_common
+from omoai_http.app import docs_options, install_common
 from prometheus_client import CollectorRegistry
 
 from omoai_asr.batcher import Batcher, Engine
@@ -85,7 +84,8 @@ def create_app(
             serving: AsrServing | None = getattr(app.state, "serving", None)
             if serving is not None:
                 serving.ready = False
-                await serving.batcher.stop()
+                if serving.batcher is not None:  # None when the model never loaded
+                    await serving.batcher.stop()
             policy = getattr(app.state, "policy", None)
             if policy is not None and policy.device.type == "cuda":
                 policy.clear_cache("shutdown")
@@ -124,7 +124,8 @@ def create_app(
             raise
         except Exception as e:
             message = e.message if isinstance(e, OmoaiError) else f"{type(e).__name__}: {e}"
-            log.error("cannot serve: %s", message, exc_info=not isinstance(e, OmoaiError))
+            log.error("cannot serve: %s", message)  # one line; the traceback only at DEBUG
+            log.debug("model load failure", exc_info=True)
             app.state.load_error = e
             on_fatal(e)
 
@@ -133,6 +134,7 @@ def create_app(
         version=__version__,
         summary="Long-form ChunkFormer speech recognition with an OpenAI-compatible API.",
         lifespan=lifespan,
+        **docs_options(settings),
     )
     app.state.started_at = int(time.time())
     app.state.load_error = None
@@ -144,8 +146,8 @@ def create_app(
         model_name=model_name,
         resolver=resolver,
     )
-    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready)
-    api = APIRouter(dependencies=[Depends(bearer_auth(token))])
+    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready, token=token)
+    api = APIRouter()  # authenticated by install_common's middleware, before any body is read
     api.include_router(transcriptions.router)
     api.include_router(openai_routes.router)
     app.include_router(api)

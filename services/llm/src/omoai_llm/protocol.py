@@ -16,7 +16,7 @@ ALL_TASKS: tuple[Task, ...] = ("punctuate", "summarize", "topics")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Request(_Model):
