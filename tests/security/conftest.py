@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Self
 from pathlib import Path
 
 import httpx
@@ -95,8 +96,11 @@ def asr_server(model: Path, workdir: Path, **env: str) -> Iterator[Server]:
     settings = {"OMOAI_API_TOKEN": TOKEN, **env}
     with running_process(
         [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port)],
-        name="omoai-asr serve", log=workdir / f"asr-{port}.log", env=_env(settings),
-        ready_url=url + "/readyz", timeout_s=180,
+        name="omoai-asr serve",
+        log=workdir / f"asr-{port}.log",
+        env=_env(settings),
+        ready_url=url + "/readyz",
+        timeout_s=180,
     ) as proc:
         yield Server(url, "127.0.0.1", port, proc.popen.pid, proc.log)
 
@@ -108,10 +112,25 @@ def llm_server(model: Path, workdir: Path, **env: str) -> Iterator[Server]:
     exe = Path(sys.executable).with_name("omoai-llm")
     settings = {"OMOAI_API_TOKEN": TOKEN, **env}
     with running_process(
-        [str(exe), "serve", "--backend", "transformers", "--model", str(model), "--device", "cpu",
-         "--host", "127.0.0.1", "--port", str(port)],
-        name="omoai-llm serve", log=workdir / f"llm-{port}.log", env=_env(settings),
-        ready_url=url + "/readyz", timeout_s=180,
+        [
+            str(exe),
+            "serve",
+            "--backend",
+            "transformers",
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        name="omoai-llm serve",
+        log=workdir / f"llm-{port}.log",
+        env=_env(settings),
+        ready_url=url + "/readyz",
+        timeout_s=180,
     ) as proc:
         yield Server(url, "127.0.0.1", port, proc.popen.pid, proc.log)
 
@@ -143,7 +162,7 @@ class HealthSampler:
                     self.failures.append("non-200 /healthz")
                 self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> HealthSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -195,9 +214,28 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # decoding can tell how long it is.
     with (d / "bomb.flac").open("wb") as fh:
         subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
-             "-t", "18000", "-c:a", "flac", "-compression_level", "8", "-f", "flac", "-"],
-            check=True, stdout=fh, timeout=300,
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "anullsrc=r=16000:cl=mono",
+                "-t",
+                "18000",
+                "-c:a",
+                "flac",
+                "-compression_level",
+                "8",
+                "-f",
+                "flac",
+                "-",
+            ],
+            check=True,
+            stdout=fh,
+            timeout=300,
         )
     # 64 channels without a layout: ffmpeg's own downmix refuses it.
     run(["sox", "-n", "-r", "16000", "-c", "64", "-b", "16", str(d / "ch64.wav"), "synth", "2", "sine", "300"])

@@ -34,6 +34,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def root(tmp_path_factory: pytest.TempPathFactory, media: Path) -> Path:
     d = tmp_path_factory.mktemp("file-root")
     (d / "speech.wav").write_bytes((media / "speech.wav").read_bytes())
+    (d / "corrupt.mp3").write_bytes(b"ID3" + b"\xff\xfb\x90" * 3000)
     os.symlink(d / "loop-b", d / "loop-a")
     os.symlink(d / "loop-a", d / "loop-b")
     return d
@@ -177,7 +178,7 @@ def test_an_aborted_or_lying_upload_logs_no_error_or_traceback(server: Server):
             sock.sendall(_head(MiB) + b"\0" * (100 * 1024))
         with server.connect() as sock:  # a multipart body cut in the middle of its file part
             boundary = "xyz"
-            part = f"--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".encode()
+            part = f'--{boundary}\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'.encode()
             sock.sendall(_head(MiB, f"multipart/form-data; boundary={boundary}") + part + b"\0" * 5000)
     time.sleep(1.0)
     new = server.logs()[before:]
@@ -199,9 +200,21 @@ def test_an_aborted_or_lying_upload_logs_no_error_or_traceback(server: Server):
         (b'{"audio_url": "file://loop-a"}', "application/json"),
         (b'{"audio_url": "file://loop-a/deeper/x.wav"}', "application/json"),
         (b"\xff\xfe not utf-8", "application/json"),
+        (b'{"audio_url": "file://corrupt.mp3"}', "application/json"),
     ],
-    ids=["1e309", "Infinity", "NaN", "huge-int", "deep-array", "deep-object", "long-path", "symlink-loop",
-         "under-symlink-loop", "not-utf8"],
+    ids=[
+        "1e309",
+        "Infinity",
+        "NaN",
+        "huge-int",
+        "deep-array",
+        "deep-object",
+        "long-path",
+        "symlink-loop",
+        "under-symlink-loop",
+        "not-utf8",
+        "corrupt-under-root",
+    ],
 )
 def test_client_mistakes_are_4xx(server: Server, body: bytes, ctype: str, root: Path):
     with server.client() as http:
@@ -237,8 +250,15 @@ def test_no_url_credential_or_query_secret_reaches_the_log(server: Server, media
     time.sleep(0.5)
     logs = server.logs()
     assert "HTTP Request" in logs or "/v1/models" in logs  # the loggers that used to leak did run
-    for secret in ("hunter2-PASSWORD", "SIGNATURE-SECRET", "CREDENTIAL-SECRET", "TOKEN-SECRET", "QUERY-SECRET",
-                   "KEY-SECRET", "ACCESS-SECRET"):
+    for secret in (
+        "hunter2-PASSWORD",
+        "SIGNATURE-SECRET",
+        "CREDENTIAL-SECRET",
+        "TOKEN-SECRET",
+        "QUERY-SECRET",
+        "KEY-SECRET",
+        "ACCESS-SECRET",
+    ):
         assert secret not in logs, secret
     for body in (r.text, missing.text):
         assert "hunter2" not in body and "SIGNATURE-SECRET" not in body
@@ -247,7 +267,9 @@ def test_no_url_credential_or_query_secret_reaches_the_log(server: Server, media
 def test_docs_and_the_api_need_the_token_but_probes_do_not(server: Server):
     for path in ("/docs", "/redoc", "/openapi.json", "/v1/models"):
         assert httpx.get(server.url + path).status_code == 401, path
-    bad = httpx.post(server.url + "/v1/transcriptions", content=b"{not json", headers={"content-type": "application/json"})
+    bad = httpx.post(
+        server.url + "/v1/transcriptions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad.status_code == 401  # authentication comes before the body is parsed
     for path in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(server.url + path).status_code == 200, path

@@ -43,7 +43,9 @@ def _raw_refusal(server: Server, head: bytes, body: bytes = b"") -> int:
 def test_bombs_and_oversized_inputs_are_refused_within_the_memory_and_health_budgets(server: Server, media: Path):
     bomb = (media / "bomb.flac").read_bytes()
     with server.client() as http:
-        warm = http.post("/v1/transcriptions", files={"file": (media / "speech.wav").read_bytes()}, data={"format": "txt"})
+        warm = http.post(
+            "/v1/transcriptions", files={"file": (media / "speech.wav").read_bytes()}, data={"format": "txt"}
+        )
         assert warm.status_code == 200, warm.text
     baseline = server.peak_rss()
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN, max_retries=0, timeout=120)
@@ -88,7 +90,9 @@ def test_bombs_and_oversized_inputs_are_refused_within_the_memory_and_health_bud
         assert deep.status_code == 400
 
     growth = server.peak_rss() - baseline
-    print(f"peak RSS growth {growth / MiB:.1f} MiB; worst /healthz {health.worst * 1000:.0f} ms over {len(health.latencies)} probes")
+    print(
+        f"peak RSS growth {growth / MiB:.1f} MiB; worst /healthz {health.worst * 1000:.0f} ms over {len(health.latencies)} probes"
+    )
     assert not health.failures, health.failures
     assert growth < RSS_BUDGET, f"peak RSS grew by {growth / MiB:.0f} MiB"
     assert health.worst < HEALTHZ_BUDGET_S, f"/healthz took {health.worst:.2f} s"

@@ -25,14 +25,17 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def server(asr_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with asr_server(
-        asr_model, tmp_path_factory.mktemp("decodes"),
-        OMOAI_MAX_AUDIO_DURATION_S="36000", OMOAI_DECODE_TIMEOUT_S="1.5", OMOAI_MAX_CONCURRENCY="2",
+        asr_model,
+        tmp_path_factory.mktemp("decodes"),
+        OMOAI_MAX_AUDIO_DURATION_S="36000",
+        OMOAI_DECODE_TIMEOUT_S="1.5",
+        OMOAI_MAX_CONCURRENCY="2",
     ) as s:
         yield s
 
 
 def _in_flight(server: Server) -> float:
-    m = re.search(r"^omoai_asr_requests_in_flight ([0-9.e+-]+)$", httpx.get(server.url + "/metrics").text, re.M)
+    m = re.search(r"^omoai_asr_requests_in_flight ([0-9.e+-]+)$", httpx.get(server.url + "/metrics").text, re.MULTILINE)
     return float(m.group(1)) if m else -1.0
 
 
@@ -41,7 +44,11 @@ def test_a_client_that_hangs_up_has_its_ffmpeg_killed_before_its_slot_is_freed(s
     sock = socket.create_connection((server.host, server.port))
     sock.sendall(
         b"POST /v1/transcriptions HTTP/1.1\r\nhost: x\r\ncontent-type: audio/flac\r\nauthorization: Bearer "
-        + TOKEN.encode() + b"\r\ncontent-length: " + str(len(bomb)).encode() + b"\r\n\r\n" + bomb
+        + TOKEN.encode()
+        + b"\r\ncontent-length: "
+        + str(len(bomb)).encode()
+        + b"\r\n\r\n"
+        + bomb
     )
     deadline = time.monotonic() + 20
     while not server.children("ffmpeg") and time.monotonic() < deadline:
@@ -61,6 +68,39 @@ def test_a_client_that_hangs_up_has_its_ffmpeg_killed_before_its_slot_is_freed(s
     assert "Traceback" not in server.logs()
 
 
+def test_decodes_of_clients_that_hung_up_never_exceed_the_concurrency_limit(server: Server, media: Path):
+    bomb = (media / "bomb.flac").read_bytes()
+    head = (
+        b"POST /v1/transcriptions HTTP/1.1\r\nhost: x\r\ncontent-type: audio/flac\r\nauthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\ncontent-length: "
+        + str(len(bomb)).encode()
+        + b"\r\n\r\n"
+    )
+    most = 0
+    for _ in range(3):  # waves of four clients that send a bomb and hang up; the limit is 2
+        socks = []
+        for _ in range(4):
+            sock = socket.create_connection((server.host, server.port))
+            sock.sendall(head + bomb)
+            socks.append(sock)
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            most = max(most, len(server.children("ffmpeg")))
+            time.sleep(0.02)
+        for sock in socks:
+            sock.close()
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            most = max(most, len(server.children("ffmpeg")))
+            time.sleep(0.02)
+    assert most <= 2, f"{most} ffmpeg processes at once with a limit of 2"
+    deadline = time.monotonic() + 10
+    while (server.children("ffmpeg") or _in_flight(server)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.children("ffmpeg") and _in_flight(server) == 0
+
+
 def test_a_decode_over_its_time_limit_is_a_clean_422(server: Server, media: Path):
     with server.client() as http:
         started = time.monotonic()
@@ -76,8 +116,13 @@ def test_a_decode_over_its_time_limit_is_a_clean_422(server: Server, media: Path
 
 
 def _run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMOAI_TORCH_THREADS": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "OMOAI_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
 
 
@@ -86,7 +131,15 @@ def _asr(*args: str) -> list[str]:
 
 
 def _llm(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("omoai-llm")), "serve", "--backend", "transformers", "--device", "cpu", *args]
+    return [
+        str(Path(sys.executable).with_name("omoai-llm")),
+        "serve",
+        "--backend",
+        "transformers",
+        "--device",
+        "cpu",
+        *args,
+    ]
 
 
 @pytest.fixture

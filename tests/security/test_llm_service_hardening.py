@@ -5,7 +5,6 @@ stops its generation so the next small request is served at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -40,7 +39,9 @@ def server(llm_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_authentication_comes_before_the_body_is_read_or_parsed(server: Server):
-    malformed = httpx.post(server.url + "/v1/punctuate", content=b"{not json", headers={"content-type": "application/json"})
+    malformed = httpx.post(
+        server.url + "/v1/punctuate", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert malformed.status_code == 401 and malformed.headers["www-authenticate"] == "Bearer"
     baseline = server.peak_rss()
     with server.connect() as sock:  # 150 MB announced without a token: refused before it is sent
@@ -50,7 +51,10 @@ def test_authentication_comes_before_the_body_is_read_or_parsed(server: Server):
         )
         assert status_of(read_response(sock, 10)) == 401
     big = httpx.post(
-        server.url + "/v1/punctuate", content=b" " * (100 * MiB), headers={"content-type": "application/json"}, timeout=60
+        server.url + "/v1/punctuate",
+        content=b" " * (100 * MiB),
+        headers={"content-type": "application/json"},
+        timeout=60,
     )
     assert big.status_code == 401
     assert server.peak_rss() - baseline < 50 * MiB
@@ -120,8 +124,14 @@ def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_ser
     from omoai_llm.settings import LlmSettings
 
     settings = load_settings(
-        LlmSettings, backend="transformers", model=str(llm_model), device="cpu", port=free_port(),
-        api_token=TOKEN, max_concurrency=1, summary_max_tokens=3500,
+        LlmSettings,
+        backend="transformers",
+        model=str(llm_model),
+        device="cpu",
+        port=free_port(),
+        api_token=TOKEN,
+        max_concurrency=1,
+        summary_max_tokens=3500,
     )
     calls: list[dict[str, float]] = []
     started = threading.Event()
@@ -151,8 +161,12 @@ def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_ser
         sock = __import__("socket").create_connection(("127.0.0.1", settings.port))
         sock.sendall(
             b"POST /v1/summarize HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer " + TOKEN.encode() + b"\r\ncontent-length: " + str(len(body)).encode()
-            + b"\r\n\r\n" + body
+            b"authorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
         )
         assert started.wait(60), "generation did not start"
         time.sleep(1.0)

@@ -65,9 +65,7 @@ def test_the_refusal_names_the_embedded_address():
 def test_an_allowed_network_admits_its_embedded_forms_too():
     import ipaddress
 
-    policy = FetchPolicy(
-        allowed_schemes=frozenset({"http"}), allowed_networks=(ipaddress.ip_network("10.0.12.0/24"),)
-    )
+    policy = FetchPolicy(allowed_schemes=frozenset({"http"}), allowed_networks=(ipaddress.ip_network("10.0.12.0/24"),))
     check_address("64:ff9b::10.0.12.5", policy, "store.internal")
     with pytest.raises(UrlNotAllowedError):
         check_address("64:ff9b::10.0.13.5", policy, "store.internal")

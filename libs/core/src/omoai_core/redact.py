@@ -16,9 +16,28 @@ REDACTED = "REDACTED"
 #: Query parameters whose values are secrets (compared case-insensitively; ``x-amz-*`` as a prefix).
 SECRET_PARAMS = frozenset(
     {
-        "token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "key", "secret",
-        "password", "passwd", "pwd", "auth", "authorization", "signature", "sig", "credential",
-        "credentials", "session", "sessiontoken", "x-api-key", "client_secret", "code",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "auth",
+        "authorization",
+        "signature",
+        "sig",
+        "credential",
+        "credentials",
+        "session",
+        "sessiontoken",
+        "x-api-key",
+        "client_secret",
+        "code",
     }
 )
 _SECRET_PREFIXES = ("x-amz-", "x-goog-")

@@ -69,9 +69,7 @@ class GuardedH11Protocol(H11Protocol):
 
 def uvicorn_config(app: Any, settings: Any, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration of a service from its ``ServerSettings`` (``overrides`` win)."""
-    protocol = type(
-        "OmoaiH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": float(settings.header_timeout_s)}
-    )
+    protocol = type("OmoaiH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": float(settings.header_timeout_s)})
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
