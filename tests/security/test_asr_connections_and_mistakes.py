@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, HealthSampler, MiB, Server, asr_server, read_response, status_of
+from tests.security.harness import TOKEN, HealthSampler, MiB, Server, asr_server, read_response, status_of
 
 pytestmark = pytest.mark.timeout(600)
 

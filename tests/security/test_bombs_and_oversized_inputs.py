@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import AUTH, MiB, TOKEN, HealthSampler, Server, asr_server, read_response, status_of
+from tests.security.harness import AUTH, MiB, TOKEN, HealthSampler, Server, asr_server, read_response, status_of
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, Server, asr_server
+from tests.security.harness import TOKEN, Server, asr_server
 
 from tests.support.processes import free_port
 

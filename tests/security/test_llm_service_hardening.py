@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import AUTH, TOKEN, HealthSampler, MiB, Server, llm_server, read_response, status_of
+from tests.security.harness import AUTH, TOKEN, HealthSampler, MiB, Server, llm_server, read_response, status_of
 
 from tests.support.processes import free_port
 
