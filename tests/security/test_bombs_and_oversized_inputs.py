@@ -84,6 +84,12 @@ def test_bombs_and_oversized_inputs_are_refused_within_the_memory_and_health_bud
         with pytest.raises(openai.APIStatusError) as too_big:
             sdk.audio.transcriptions.create(model="any", file=("big.wav", b"\0" * (20 * MiB)))
         assert too_big.value.status_code == 413
+        big_json = http.post(
+            "/v1/transcriptions",
+            content=b'{"audio_url": "' + b"a" * (5 * MiB) + b'"}',
+            headers={"content-type": "application/json"},
+        )
+        assert big_json.status_code == 413  # a JSON request carries a URL, never megabytes
         deep = http.post(
             "/v1/transcriptions", content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"}
         )

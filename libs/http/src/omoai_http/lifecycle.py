@@ -108,13 +108,22 @@ class Body:
                 self.complete.set()
         return message
 
-    async def read(self) -> bytes:
-        """The whole body in memory (JSON bodies; bounded by ``max_bytes``)."""
-        chunks = [chunk async for chunk in self._chunks()]
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The whole body in memory (JSON bodies), at most ``max_bytes`` (default: the body limit)."""
+        limit = self.limits.max_bytes if max_bytes is None else min(max_bytes, self.limits.max_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self._chunks():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"the request body is over the limit of {limit} bytes", details={"max_bytes": limit}
+                )
+            chunks.append(chunk)
         return b"".join(chunks)
 
-    async def json(self) -> Any:
-        return parse_json(await self.read())
+    async def json(self, max_bytes: int | None = None) -> Any:
+        return parse_json(await self.read(max_bytes))
 
     async def to_file(self, suffix: str = ".upload") -> Path:
         """Stream the body to a temporary file (removed when the request ends) and return its path."""

@@ -46,6 +46,8 @@ _OPENAPI: dict[str, Any] = {
     },
 }
 _RAW_TYPES = ("audio/", "video/", "application/octet-stream")
+#: A JSON request carries a URL and options, never audio: a larger JSON body is refused (413).
+MAX_JSON_BYTES = 1024 * 1024
 
 
 @router.post("/v1/transcriptions", openapi_extra=_OPENAPI, summary="Transcribe one recording")
@@ -96,7 +98,7 @@ async def _from_raw(body: Body, serving: AsrServing, options: TranscriptionOptio
 
 
 async def _from_json(body: Body, serving: AsrServing) -> Response:
-    raw = await body.read()
+    raw = await body.read(MAX_JSON_BYTES)
     payload = parse_json(raw) if raw else None
     if not isinstance(payload, dict):
         raise InvalidInputError('expected a JSON object such as {"audio_url": "https://..."}')
