@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -117,7 +118,7 @@ def _serve(app, settings) -> Iterator[str]:
         thread.join(30)
 
 
-def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_served_promptly(llm_model: Path):
+def test_hang_ups_stop_generation_and_drop_queued_work_so_the_next_request_is_served_promptly(llm_model: Path):
     from omoai_core.settings import load_settings
     from omoai_llm.app import create_app
     from omoai_llm.backends import load_backend
@@ -158,8 +159,7 @@ def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_ser
     holder["app"] = app
     with _serve(app, settings) as url:
         body = json.dumps({"text": "xin chào các bạn hôm nay trời đẹp quá"}).encode()
-        sock = __import__("socket").create_connection(("127.0.0.1", settings.port))
-        sock.sendall(
+        request = (
             b"POST /v1/summarize HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"authorization: Bearer "
             + TOKEN.encode()
@@ -168,9 +168,14 @@ def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_ser
             + b"\r\n\r\n"
             + body
         )
+        sock = socket.create_connection(("127.0.0.1", settings.port))
+        sock.sendall(request)
         assert started.wait(60), "generation did not start"
+        queued = socket.create_connection(("127.0.0.1", settings.port))  # waits behind the first (limit 1)
+        queued.sendall(request)
         time.sleep(1.0)
         assert "end" not in calls[0], "the long generation finished before the hang-up; the test proves nothing"
+        queued.close()
         sock.close()
         hung_up = time.monotonic()
         deadline = hung_up + 10
@@ -178,6 +183,8 @@ def test_a_client_that_hangs_up_stops_its_generation_and_the_next_request_is_ser
             time.sleep(0.05)
         assert "end" in calls[0], "generation kept running after the client hung up"
         stopped_after = calls[0]["end"] - hung_up
+        time.sleep(0.5)
+        assert len(calls) == 1, "the queued request of a client that hung up still reached the model"
         with HealthSampler(url) as health:
             t0 = time.monotonic()
             r = httpx.post(url + "/v1/punctuate", json={"segments": SEGMENTS}, headers=AUTH, timeout=60)
