@@ -40,6 +40,13 @@ class InvalidInputError(OmoaiError):
     http_status = 400
 
 
+class RequestTimeoutError(InvalidInputError):
+    """The client sent its request body too slowly (a stalled or slowloris upload)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class ConfigError(OmoaiError):
     """Settings or a model configuration that cannot work; raised at startup."""
 
@@ -92,6 +99,12 @@ class AudioTooShortError(AudioError):
 
 class AudioTooLongError(AudioError):
     code = "audio_too_long"
+
+
+class AudioDecodeTimeoutError(AudioError):
+    """ffprobe/ffmpeg ran past their wall-clock limit (a pathological or hostile input)."""
+
+    code = "decode_timeout"
 
 
 class ModelLoadError(OmoaiError):

@@ -18,11 +18,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from omoai_core.errors import OmoaiError
 from omoai_http.admission import Admission
-from omoai_http.app import install_common
-from omoai_http.auth import bearer_auth
+from omoai_http.app import docs_options, install_common
 from prometheus_client import CollectorRegistry
 
 from omoai_asr.fetch import Resolver, system_resolver
@@ -80,7 +79,8 @@ def create_app(
                 log.exception("stopping the engine failed")
                 return
             message = e.message if isinstance(e, OmoaiError) else f"{type(e).__name__}: {e}"
-            log.error("cannot serve: %s", message, exc_info=not isinstance(e, OmoaiError))
+            log.error("cannot serve: %s", message)  # one line; the traceback only at DEBUG
+            log.debug("model load failure", exc_info=True)
             app.state.load_error = e
             on_fatal(e)
 
@@ -104,12 +104,13 @@ def create_app(
         version=__version__,
         summary="Long-form ChunkFormer speech recognition with an OpenAI-compatible API.",
         lifespan=lifespan,
+        **docs_options(settings),
     )
     app.state.started_at = int(time.time())
     app.state.load_error = None
     app.state.serving = serving
-    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready)
-    api = APIRouter(dependencies=[Depends(bearer_auth(token))])
+    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready, token=token)
+    api = APIRouter()  # authenticated by install_common's middleware, before any body is read
     api.include_router(transcriptions.router)
     api.include_router(openai_routes.router)
     app.include_router(api)

@@ -258,9 +258,11 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
 
     import uvicorn
+    from omoai_http.server import check_bindable, uvicorn_config
 
     from omoai_asr.app import create_app
 
+    check_bindable(settings.host, settings.port)
     server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:
@@ -268,16 +270,13 @@ def _serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # our handler on the root logger (JSON in the cluster)
-        timeout_graceful_shutdown=30,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    server.run()
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
+        if server.started:
+            raise
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK

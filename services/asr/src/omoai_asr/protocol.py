@@ -32,7 +32,7 @@ MEDIA_TYPES: dict[str, str] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TranscriptionOptions(contract.TranscriptionOptions):

@@ -36,6 +36,11 @@ class AsrSettings(InferenceSettings, ServerSettings):
 
     # -- audio limits ------------------------------------------------------------------------------
     max_audio_duration_s: float = Field(default=4 * 3600.0, gt=0, description="Longest audio accepted.")
+    decode_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Wall-clock limit of ffprobe and ffmpeg decoding one input (422 decode_timeout).",
+    )
     min_audio_duration_s: float = Field(
         default=0.1, ge=0, description="Shortest audio accepted (shorter input has nothing to recognise)."
     )

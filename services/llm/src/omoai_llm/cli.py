@@ -133,14 +133,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: LlmSettings) -> int:
     import uvicorn
+    from omoai_core.errors import ConfigError
+    from omoai_http.server import check_bindable, uvicorn_config
 
     from omoai_llm.app import create_app
 
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30, access_log=False
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    # uvicorn returns normally when the lifespan failed (e.g. the model could not load).
-    return 0 if server.started else 1
+    check_bindable(settings.host, settings.port)
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(uvicorn_config(app, settings, access_log=False))
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
+        if server.started:
+            raise
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+    # The failure was logged as one line ("cannot start: ..."); 2 is the documented start-up code.
+    return 2 if app.state.load_error is not None else 0
