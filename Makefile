@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-integration lint clean
+.PHONY: setup demo test test-unit test-integration system bench lint clean
 
 setup:
 	./scripts/setup.sh
@@ -19,6 +19,10 @@ test-unit: setup
 
 test-integration: setup
 	$(PY) -m pytest tests/integration tests/e2e
+
+# The whole platform under load and faults (100 jobs; ARGS="--jobs 20" for less); tests/system.
+system: setup
+	./scripts/system.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache out node_modules
