@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-integration system bench lint clean
+.PHONY: setup demo test test-unit test-integration system bench bench-quick lint clean
 
 setup:
 	./scripts/setup.sh
@@ -23,6 +23,13 @@ test-integration: setup
 # The whole platform under load and faults (100 jobs; ARGS="--jobs 20" for less); tests/system.
 system: setup
 	./scripts/system.sh $(ARGS)
+
+# Every benchmark in benchmarks/, one row per number with its target (bench-quick: < 15 min here).
+bench: setup
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+bench-quick: setup
+	$(PY) benchmarks/run_all.py --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache out node_modules
