@@ -50,7 +50,8 @@ for p in (OPERATOR_TESTS, ROOT / "tests" / "unit" / "operator", ROOT):
         sys.path.insert(0, str(p))
 
 import aiohttp.web
-from emulator import Emulator, EmulatorThread
+import operator_harness
+from emulator import Emulator, EmulatorThread, Kind
 from operator_harness import _NAMES, EVENTS, NAMESPACES, SECRETS, TJ
 from operator_services import FakeOpenAI, FaultProxy
 
@@ -142,6 +143,57 @@ class SlowSummaryOpenAI(FakeOpenAI):
 
 
 # -- the platform --------------------------------------------------------------------------------
+# The operator tests' EndpointSlice kind (validated against Kubernetes' schema) where they have one.
+ENDPOINTSLICES = getattr(operator_harness, "ENDPOINTSLICES", None) or Kind(
+    "discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+
+
+def operator_follows_endpoints() -> bool:
+    """Whether this operator reaches each replica through its Service's EndpointSlices (issue 11);
+    else it calls the Service URL and a loopback balancer stands for the Service."""
+    from omoai_operator.settings import OperatorSettings
+
+    return "endpoint_discovery" in OperatorSettings.model_fields
+
+
+class Doors:
+    """The ASR Service as the operator reaches it: one fault proxy in front of the balancer
+    (Service mode), or one per replica, each published as an endpoint (endpoint mode)."""
+
+    def __init__(self, proxies: list[FaultProxy]) -> None:
+        self.proxies = proxies
+
+    def hold(self) -> None:
+        for p in self.proxies:
+            p.hold()
+
+    def release(self) -> None:
+        for p in self.proxies:
+            p.release()
+
+    def fail(self, status: int) -> None:
+        for p in self.proxies:
+            p.fail(status)
+
+    def clear(self) -> None:
+        for p in self.proxies:
+            p.clear()
+
+    def count(self, path: str) -> int:
+        return sum(p.count(path) for p in self.proxies)
+
+    def answered(self, path: str, status: int) -> int:
+        return sum(p.responses[(path, status)] for p in self.proxies)
+
+    @property
+    def requests(self) -> list[tuple[float, str, dict[str, Any] | None]]:
+        return [r for p in self.proxies for r in p.requests]
+
+    def close(self) -> None:
+        for p in self.proxies:
+            p.close()
+
+
 @dataclass
 class Faults:
     injected: list[str] = field(default_factory=list)
@@ -153,8 +205,10 @@ class Faults:
 
 
 class Platform:
-    def __init__(self, work: Path, *, asr_replicas: int = 2, asr_slots: int = 4, llm_slots: int = 4) -> None:
+    def __init__(self, work: Path, *, asr_replicas: int = 2, asr_slots: int = 4, llm_slots: int = 4,
+                 endpoints: bool | None = None) -> None:
         self.work = work
+        self.endpoints = operator_follows_endpoints() if endpoints is None else endpoints
         self.shared = work / "shared"
         self.tmp_root = work / "tmp"
         self.logs = work / "logs"
@@ -174,7 +228,7 @@ class Platform:
         # Kubernetes API
         emu = Emulator()
         emu.add_kind(TJ, shortnames=tuple(_NAMES.get("shortNames", ())))
-        for k in (EVENTS, NAMESPACES, SECRETS):
+        for k in (EVENTS, NAMESPACES, SECRETS, ENDPOINTSLICES):
             emu.add_kind(k)
         self.emu = EmulatorThread(emu).start()
         self.closers.append(self.emu.stop)
@@ -212,11 +266,21 @@ class Platform:
         for i in range(self.asr_replicas):
             self.procs[f"asr-{i}"].wait_ready(f"http://127.0.0.1:{self.asr_ports[i]}/readyz", timeout_s=300)
         self.procs["llm"].wait_ready(f"http://127.0.0.1:{self.llm_port}/readyz", timeout_s=300)
-        self.balancer = Balancer([f"http://127.0.0.1:{p}" for p in self.asr_ports])
-        self.closers.append(self.balancer.close)
-        self.asr = FaultProxy(self.balancer.url, "asr-faults")
+        urls = [f"http://127.0.0.1:{p}" for p in self.asr_ports]
+        if self.endpoints:
+            # Each replica's own door (its pod network), published as one endpoint of the Service.
+            self.balancers = [Balancer([u], name=f"asr-{i}-pod") for i, u in enumerate(urls)]
+            self.asr = Doors([FaultProxy(b.url, f"asr-{i}-faults") for i, b in enumerate(self.balancers)])
+        else:
+            self.balancers = [Balancer(urls)]
+            self.asr = Doors([FaultProxy(self.balancers[0].url, "asr-faults")])
+        self.closers += [b.close for b in self.balancers]
         self.llm = FaultProxy(f"http://127.0.0.1:{self.llm_port}", "llm-faults")
         self.closers += [self.asr.close, self.llm.close]
+        if self.endpoints:
+            for i in range(self.asr_replicas):
+                self.publish("omoai-asr", f"omoai-asr-{i}", self.asr.proxies[i].port, ready=True)
+            self.publish("omoai-llm", "omoai-llm-0", self.llm.port, ready=True)
         # Operator and Prometheus
         self.operator_metrics = free_port()
         self.start_operator()
@@ -260,7 +324,7 @@ class Platform:
         self.operator_starts += 1
         env = {
             "KUBECONFIG": str(self.kubeconfig),
-            "OMOAI_ASR_URL": self.asr.url, "OMOAI_LLM_URL": self.llm.url,
+            "OMOAI_ASR_URL": self.asr.proxies[0].url, "OMOAI_LLM_URL": self.llm.url,
             "OMOAI_VOLUMES": json.dumps({CLAIM: str(self.shared)}),
             "OMOAI_PEERING_STANDALONE": "true", "OMOAI_METRICS_PORT": str(self.operator_metrics),
             "OMOAI_METRICS_HOST": "127.0.0.1",
@@ -269,10 +333,52 @@ class Platform:
             "OMOAI_REQUEST_TIMEOUT_S": "120", "OMOAI_WATCH_SERVER_TIMEOUT_S": "30",
             "OMOAI_WATCH_CLIENT_TIMEOUT_S": "45", "OMOAI_LOG_LEVEL": "WARNING",
         }
+        if self.endpoints:
+            env |= {"OMOAI_ENDPOINT_DISCOVERY": "true", "OMOAI_NAMESPACE": NS, "OMOAI_ASR_SERVICE": "omoai-asr",
+                    "OMOAI_LLM_SERVICE": "omoai-llm",
+                    "OMOAI_ASR_SLOTS_PER_ENDPOINT": str(self.asr_slots // self.asr_replicas),
+                    "OMOAI_LLM_SLOTS_PER_ENDPOINT": str(self.llm_slots)}
         proc = self._start("operator", [PY, "-m", "omoai_operator.cli", "operator", "--standalone", "-n", NS,
                                   "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
                            "/metrics", port=self.operator_metrics, env=env)
         self.procs["operator"] = proc
+
+    def replica(self, i: int) -> tuple[Balancer, int]:
+        """The balancer in front of ASR replica ``i`` and its index there."""
+        return (self.balancers[i], 0) if self.endpoints else (self.balancers[0], i)
+
+    def publish(self, service: str, name: str, port: int, *, ready: bool) -> None:
+        """One EndpointSlice per replica, as the EndpointSlice controller writes them."""
+        body = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service,
+                                                  "endpointslice.kubernetes.io/managed-by": "omoai-system-test"}},
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready, "serving": ready,
+                                                                      "terminating": False},
+                           "targetRef": {"kind": "Pod", "name": f"{name}-pod", "namespace": NS}}],
+        }
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+        r = self.kapi.get(f"{path}/{name}")
+        if r.status_code == 404:
+            r = self.kapi.post(path, json=body)
+        else:
+            body["metadata"]["resourceVersion"] = r.json()["metadata"]["resourceVersion"]
+            r = self.kapi.put(f"{path}/{name}", json=body)
+        if r.status_code >= 300:
+            raise AssertionError(f"EndpointSlice {name}: {r.status_code} {r.text}")
+
+    def kill_asr(self, i: int) -> None:
+        """Replica ``i`` dies (its endpoint turns not ready) and is started again (ready again)."""
+        self.kill(f"asr-{i}")
+        if self.endpoints:
+            self.publish("omoai-asr", f"omoai-asr-{i}", self.asr.proxies[i].port, ready=False)
+        time.sleep(2)
+        self.start_asr(i)
+        balancer, index = self.replica(i)
+        balancer.restarted(index)
+        if self.endpoints:
+            self.publish("omoai-asr", f"omoai-asr-{i}", self.asr.proxies[i].port, ready=True)
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]
@@ -634,7 +740,7 @@ def phase_load(plat: Platform, n: int, rep: Report) -> None:
     rep.faults.note("ASR answers 503 for a while")
     plat.asr.fail(503)
     plat.asr.release()
-    _for_a_while(lambda: plat.asr.responses[("/v1/transcriptions", 503)] > 0)
+    _for_a_while(lambda: plat.asr.answered("/v1/transcriptions", 503) > 0)
     plat.asr.clear()
     # The S3 server off the network for a while (at least 3 s, until a connection met the cut).
     rep.faults.note("S3 unreachable for a while")
@@ -642,21 +748,20 @@ def phase_load(plat: Platform, n: int, rep: Report) -> None:
     _for_a_while(lambda: plat.s3_link.refused > 0 or _all_done(plat, jobs))
     plat.s3_link.mend()
     # An ASR replica killed while it works on a request, started again 2 s later.
-    wait_until(lambda: plat.balancer.replicas[0].in_flight > 0, 120, "a request on ASR replica 0")
+    door, index = plat.replica(0)
+    wait_until(lambda: door.replicas[index].in_flight > 0, 120, "a request on ASR replica 0")
     rep.faults.note("kill an ASR replica mid-request")
-    plat.kill("asr-0")
-    time.sleep(2)
-    plat.start_asr(0)
-    plat.balancer.restarted(0)
+    plat.kill_asr(0)
     # Delete the slow jobs while their ASR request is in flight.
     for d in doomed:
         wait_until(lambda d=d: _status(plat.get(d.name)).get("phase") == "Transcribing", 120, f"{d.name} running")
     rep.faults.note("delete jobs while they run")
     for d in doomed:
         plat.kubectl("delete", "tj", d.name, "--wait=false")
-    rep.details += [f"503 answers {plat.asr.responses[('/v1/transcriptions', 503)]}",
+    rep.details += [f"ASR reached {'through EndpointSlices' if plat.endpoints else 'through one Service URL'}",
+                    f"503 answers {plat.asr.answered('/v1/transcriptions', 503)}",
                     f"S3 connections refused {plat.s3_link.refused}",
-                    f"ASR requests cut by the kill {plat.balancer.replicas[0].broken}"]
+                    f"ASR requests cut by the kill {door.replicas[index].broken}"]
     wait_terminal(plat, jobs, timeout=120 + 6 * n)
     for d in doomed:
         wait_until(lambda d=d: plat.get(d.name) is None, 60, f"{d.name} gone")
@@ -713,7 +818,7 @@ def _check_queue_order(plat: Platform, jobs: list[Planned], rep: Report) -> None
 def _check_prometheus(plat: Platform, jobs: list[Planned], rep: Report) -> None:
     """Prometheus (scraping every second) against what the API and the balancer say happened."""
     truth_phase = Counter(_status(o).get("phase") for o in plat.jobs().values() if o["metadata"]["name"].startswith("load"))
-    served = sum(r.audio_s[r.incarnation] for r in plat.balancer.replicas)
+    served = sum(r.audio_s[r.incarnation] for b in plat.balancers for r in b.replicas)
     failures = Counter(p.expect for p in jobs if p.expect not in ("Succeeded", "Deleted"))
 
     def compare(metric: str, query: str, truth: float, tol: float = 0.01) -> None:
@@ -803,7 +908,7 @@ def phase_tour(plat: Platform, rep: Report) -> None:
         body["spec"].update(change)
         res = plat.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(body), check=False)
         shown = (res.stderr or res.stdout).strip().splitlines()[-1] if (res.stderr or res.stdout) else ""
-        shown = f"exit {res.returncode}: " + shown.split(" is invalid: ", 1)[-1]
+        shown = f"exit {res.returncode}: " + shown.rsplit(" is invalid: ", 1)[-1]
         ok = res.returncode != 0 and needle in res.stderr and plat.get(body["metadata"]["name"]) is None
         rep.tour.append((f"spec: {case}", shown, "ok" if ok else "WRONG"))
         if not ok:
