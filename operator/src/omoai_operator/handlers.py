@@ -46,8 +46,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
     memo.controller = Controller(cfg, registry)
-    logger.info("omoai operator %s: ASR %s (x%d), LLM %s (x%d)", __version__, cfg.asr_url, cfg.asr_concurrency,
-                cfg.llm_url, cfg.llm_concurrency)
+    memo.controller.start_discovery()
+    logger.info("omoai operator %s: ASR %s, LLM %s (endpoint discovery %s)", __version__, cfg.asr_url, cfg.llm_url,
+                "on" if cfg.endpoint_discovery else "off")
 
 
 @kopf.on.login()

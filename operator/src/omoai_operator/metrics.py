@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omoai_core.metrics import DURATION_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from omoai_operator.reconcile import Phase
+from omoai_operator.endpoints import EndpointPool
+from omoai_operator.status import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.
 WAIT_BUCKETS = DURATION_BUCKETS
@@ -24,6 +25,12 @@ class OperatorMetrics:
     queue_wait: Histogram
     reconcile_errors: Counter
     transitions: Counter
+    endpoints: Gauge
+    slots: Gauge
+    slots_used: Gauge
+    discovery: Gauge
+    wakeups: Counter
+    _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
@@ -46,13 +53,41 @@ class OperatorMetrics:
             reconcile_errors=Counter("omoai_operator_reconcile_errors", "Unexpected errors while driving a job.",
                                      ["kind"], registry=registry),
             transitions=Counter("omoai_operator_transitions", "Phase transitions.", ["phase"], registry=registry),
+            endpoints=Gauge("omoai_operator_endpoints", "Ready endpoints (replicas) of each service taking stages.",
+                            ["service"], registry=registry),
+            slots=Gauge("omoai_operator_slots", "Stage slots of each service: ready endpoints x slots per endpoint.",
+                        ["service"], registry=registry),
+            slots_used=Gauge("omoai_operator_slots_used", "Slots of ready endpoints running a stage.", ["service"],
+                             registry=registry),
+            discovery=Gauge("omoai_operator_endpoint_discovery",
+                            "1 while capacity follows the service's EndpointSlices, 0 on the fixed Service URL.",
+                            ["service"], registry=registry),
+            wakeups=Counter("omoai_operator_replica_wakeups",
+                            "Times a service went from no ready endpoint to one while stages waited (scale from zero).",
+                            ["service"], registry=registry),
         )
         for p in Phase:
             m.jobs.labels(phase=p.value).set(0)
         for s in ("asr", "llm"):
             m.queue_depth.labels(service=s).set(0)
             m.in_flight.labels(service=s).set(0)
+            m.endpoints.labels(service=s).set(0)
+            m.slots.labels(service=s).set(0)
+            m.slots_used.labels(service=s).set(0)
+            m.discovery.labels(service=s).set(0)
+            m.wakeups.labels(service=s)
         return m
+
+    def observe_capacity(self, pool: EndpointPool) -> None:
+        s = pool.service
+        self.endpoints.labels(service=s).set(pool.ready_count())
+        self.slots.labels(service=s).set(pool.capacity())
+        self.slots_used.labels(service=s).set(pool.used())
+        self.discovery.labels(service=s).set(1 if pool.source == "endpointslices" else 0)
+        seen = self._wakeups_seen.get(s, 0)
+        if pool.wakeups > seen:
+            self.wakeups.labels(service=s).inc(pool.wakeups - seen)
+            self._wakeups_seen[s] = pool.wakeups
 
     def observe_queue(self, service: str, depth: int, in_flight: int, waited: float | None) -> None:
         self.queue_depth.labels(service=service).set(depth)

@@ -30,12 +30,13 @@ import yaml
 from omoai_core.errors import ConfigError, InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_operator import reconcile as rc
+from omoai_operator import transitions as tr
 from omoai_operator.controller import build_runtime, close_runtime
 from omoai_operator.driver import JobDriver, JobRef
 from omoai_operator.locations import Locations
 from omoai_operator.settings import OperatorSettings
 from omoai_operator.spec import load_manifest
+from omoai_operator.status import JobStatus, Phase
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,12 @@ class LocalSink:
 
     name: str
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    events: list[rc.Event] = dataclasses.field(default_factory=list)
+    events: list[tr.Event] = dataclasses.field(default_factory=list)
 
     async def patch(self, patch: Mapping[str, Any]) -> None:
         self.history.append(dict(patch))
 
-    async def event(self, event: rc.Event) -> None:
+    async def event(self, event: tr.Event) -> None:
         self.events.append(event)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         log.log(level, "[%s] %s: %s", self.name, event.reason, event.message)
@@ -60,12 +61,12 @@ class LocalSink:
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     name: str
-    status: dict[str, Any]
+    status: JobStatus
     sink: LocalSink
 
     @property
     def ok(self) -> bool:
-        return self.status.get("phase") == rc.Phase.SUCCEEDED
+        return self.status.phase is Phase.SUCCEEDED
 
 
 class LocalLocations(Locations):

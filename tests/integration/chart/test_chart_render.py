@@ -55,7 +55,7 @@ def test_default_values_render_every_component(render):
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(
         ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-         "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"]
+         "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "RoleBinding", "Service", "ServiceAccount"]
     )
     assert {d["metadata"]["name"] for d in find(docs, "Deployment")} == {
         "omoai-asr", "omoai-llm", "omoai-operator"}

@@ -77,6 +77,8 @@ def test_unknown_route_and_unexpected_errors_share_the_shape_without_leaking():
     resp = client.get("/boom")
     assert resp.status_code == 500
     assert "secret internals" not in resp.text
+    assert _shape(resp)["code"] == "internal_error"
+    assert _shape(resp)["retryable"] is False  # a bug meets the same request again: no retry
 
 
 def test_bearer_token_required_when_configured_but_probes_stay_open():

@@ -9,9 +9,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from omoai_core.errors import OmoaiError, OverloadedError, error_body
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Not retryable: an error nobody foresaw is most likely a bug that the same request meets
+        # again (re-transcribing hours of audio backoffLimit times); what may pass is raised as a
+        # retryable OmoaiError (UnavailableError, OverloadedError, UpstreamError, ...).
         log.exception("unexpected error")
         return JSONResponse(
-            error_body("internal_error", "internal error; the request can be retried", retryable=True),
+            error_body("internal_error", "internal error (see the server log)", retryable=False),
             status_code=500,
         )

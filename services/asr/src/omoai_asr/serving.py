@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 from omoai_audio import decode_audio
@@ -20,10 +20,13 @@ from omoai_core.schemas import Transcript
 from omoai_http.admission import Admission
 
 from omoai_asr.batcher import Batcher
-from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
+from omoai_asr.geometry import DecodeOptions
 from omoai_asr.metrics import AsrMetrics, outcome_of
 from omoai_asr.settings import AsrSettings
+
+if TYPE_CHECKING:
+    from omoai_asr.runtime import AsrRuntime
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +48,36 @@ class AsrServing:
         self,
         settings: AsrSettings,
         *,
-        batcher: Batcher,
         admission: Admission,
         metrics: AsrMetrics,
         model_name: str,
         resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
-        self.batcher = batcher
+        self.runtime: AsrRuntime | None = None  # attached once the engine is loaded and warm
         self.admission = admission
         self.metrics = metrics
         self.model_name = model_name
         self.fetch_policy = FetchPolicy.from_settings(settings)
         self.resolver = resolver
-        self.ready = False
+
+    # -- the engine --------------------------------------------------------------------------------
+
+    def attach(self, runtime: AsrRuntime) -> None:
+        self.runtime = runtime
+
+    def detach(self) -> None:
+        self.runtime = None
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    @property
+    def batcher(self) -> Batcher:
+        if self.runtime is None:
+            raise UnavailableError("the model is still loading; retry shortly")
+        return self.runtime.batcher
 
     # -- the request lifecycle ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from omoai_core.contracts.asr import DECODE_DEFAULTS as DEFAULTS
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -49,11 +50,13 @@ class AsrSettings(InferenceSettings, ServerSettings):
     )
 
     # -- default decode options (a request may override them) -------------------------------------
-    chunk_size: int = Field(default=64, ge=1, description="Encoder frames per chunk (80 ms each).")
-    left_context: int = Field(default=128, ge=0, description="Left context in encoder frames.")
-    right_context: int = Field(default=128, ge=0, description="Right context in encoder frames.")
-    total_batch_duration: float = Field(default=1800.0, gt=0, description="Seconds of audio per forward pass.")
-    word_timestamps: Switch = Field(default=True, description="Word timestamps in segments.")
+    chunk_size: int = Field(default=DEFAULTS.chunk_size, ge=1, description="Encoder frames per chunk (80 ms each).")
+    left_context: int = Field(default=DEFAULTS.left_context, ge=0, description="Left context in encoder frames.")
+    right_context: int = Field(default=DEFAULTS.right_context, ge=0, description="Right context in encoder frames.")
+    total_batch_duration: float = Field(
+        default=DEFAULTS.total_batch_duration, gt=0, description="Seconds of audio per forward pass."
+    )
+    word_timestamps: Switch = Field(default=DEFAULTS.word_timestamps, description="Word timestamps in segments.")
 
     # -- URL inputs (audio_url) --------------------------------------------------------------------
     url_allowed_schemes: Annotated[list[UrlScheme], NoDecode] = Field(

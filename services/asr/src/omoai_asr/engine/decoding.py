@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from omoai_core.schemas import Segment, Word
 
-FRAME_SECONDS = 0.08
+from omoai_asr.geometry import FRAME_SECONDS
+
 WORD_START = "\u2581"  # "▁" opens a word in the sentencepiece vocabulary
 
 
