@@ -110,6 +110,20 @@ def judge_verdicts(out: str) -> list[Row]:
     return rows
 
 
+def judge_replicas(out: str) -> list[Row]:
+    rows: list[Row] = []
+    for r in _table_rows(out, "| replicas"):
+        n, util, speedup = int(r[0]), r[8], r[6]
+        pct = _num(r"([0-9.]+) %", util)
+        rows.append((f"scale-out: {n} replica(s), {r[2]} jobs of {r[3]}: slot utilisation while queued", util,
+                     ">= 80 % (this driver's bar)", None if pct is None else pct >= 80))
+        if n > 1:
+            x = _num(r"([0-9.]+)x", speedup)
+            rows.append((f"scale-out: {n} replicas, {r[2]} jobs of {r[3]}: jobs/s vs 1 replica", speedup,
+                         f">= {0.8 * n:g}x (80 % of linear)", None if x is None else x >= 0.8 * n))
+    return rows
+
+
 def judge_engine(out: str) -> list[Row]:
     rows = judge_verdicts(out)
     for m in re.finditer(r"^- ([0-9.]+) s \[([^\]]*)\]: ([0-9.]+) s \(([0-9.]+)x real time\), peak RSS (\d+) MiB", out, re.MULTILINE):
@@ -170,6 +184,8 @@ KNOWN = [
            "--threads", "1", "--repeats", "1"], judge_llm, env=ONE_THREAD),
     Bench("operator_throughput", ["benchmarks/operator_throughput.py"],
           ["benchmarks/operator_throughput.py", "--jobs", "1", "50"], judge_operator),
+    Bench("replica_scaling", ["benchmarks/replica_scaling.py"],
+          ["benchmarks/replica_scaling.py", "--replicas", "1", "2", "--jobs", "24", "--cost", "1"], judge_replicas),
     Bench("system", ["scripts/system.sh", "--jobs", "100"], ["scripts/system.sh", "--jobs", "20"], judge_system,
           needs=_needs("kubectl", "prometheus")),
 ]
