@@ -54,6 +54,15 @@ def _table_rows(text: str, header_start: str) -> list[list[str]]:
     return []
 
 
+def _table_dicts(text: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of that table keyed by its column names (robust to added or moved columns)."""
+    for line in text.splitlines():
+        if line.startswith(header_start):
+            names = [c.strip() for c in line.strip().strip("|").split("|")]
+            return [dict(zip(names, r)) for r in _table_rows(text, header_start)]
+    return []
+
+
 def judge_asr_service(out: str) -> list[Row]:
     pct = _num(r"HTTP path overhead at 1 client: .*?= ([0-9.]+) %", out)
     rows: list[Row] = [("ASR service: HTTP path overhead at 1 client", f"{pct} %" if pct is not None else "-",
@@ -66,7 +75,7 @@ def judge_asr_service(out: str) -> list[Row]:
 def judge_llm(out: str) -> list[Row]:
     rows: list[Row] = []
     for r in _table_rows(out, "| segments | words | model calls | bare backend"):
-        m = re.search(r"\(([-0-9.]+) %\)", r[5])
+        m = re.search(r"\(([-+0-9.]+) %\)", r[5])
         pct = float(m.group(1)) if m else None
         rows.append((f"LLM service overhead, {r[0]} segments", r[5], "< 5 % over the bare backend",
                      None if pct is None else pct < 5))
@@ -112,14 +121,15 @@ def judge_verdicts(out: str) -> list[Row]:
 
 def judge_replicas(out: str) -> list[Row]:
     rows: list[Row] = []
-    for r in _table_rows(out, "| replicas"):
-        n, util, speedup = int(r[0]), r[8], r[6]
+    for r in _table_dicts(out, "| replicas"):
+        n, util, speedup = int(r["replicas"]), r.get("slot utilisation while queued", ""), r.get("vs 1 replica", "")
+        case = f"{r.get('jobs', '?')} jobs" + (f" of {r['cost']}" if "cost" in r else "")
         pct = _num(r"([0-9.]+) %", util)
-        rows.append((f"scale-out: {n} replica(s), {r[2]} jobs of {r[3]}: slot utilisation while queued", util,
+        rows.append((f"scale-out: {n} replica(s), {case}: slot utilisation while queued", util,
                      ">= 80 % (this driver's bar)", None if pct is None else pct >= 80))
         if n > 1:
             x = _num(r"([0-9.]+)x", speedup)
-            rows.append((f"scale-out: {n} replicas, {r[2]} jobs of {r[3]}: jobs/s vs 1 replica", speedup,
+            rows.append((f"scale-out: {n} replicas, {case}: jobs/s vs 1 replica", speedup,
                          f">= {0.8 * n:g}x (80 % of linear)", None if x is None else x >= 0.8 * n))
     return rows
 
