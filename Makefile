@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-integration lint clean
+.PHONY: setup demo test test-unit test-integration system bench bench-quick lint clean
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,17 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The whole platform under load and faults (100 jobs; ARGS="--jobs 20" for less); tests/system.
+system: setup
+	./scripts/system.sh $(ARGS)
+
+# Every benchmark in benchmarks/, one row per number with its target (bench-quick: < 15 min here).
+bench: setup
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+bench-quick: setup
+	$(PY) benchmarks/run_all.py --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache out node_modules

@@ -128,6 +128,7 @@ def ensure_checkpoint(directory: Path, calibration_audio: Path) -> Path:
 
 def _write_wav(path: Path, samples: np.ndarray) -> None:
     tmp = path.with_suffix(".partial.wav")
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .cache/bench yet
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import copy
 import datetime as dt
-import functools
 import json
 import re
 import threading
@@ -200,7 +200,8 @@ class Emulator(kmock.KubernetesEmulator):
         super().__init__()
         self.kinds: dict[tuple[str, str, str], Kind] = {}
         self.state = _State()
-        self.cond: asyncio.Condition | None = None
+        # Set (and replaced) on every change; watchers wait on the one they saw before reading.
+        self._changed = asyncio.Event()
         self.request_log: list[tuple[str, str]] = []
         self.forbidden: set[str] = set()  # plurals answered 403, as without an RBAC rule for them
 
@@ -244,8 +245,6 @@ class Emulator(kmock.KubernetesEmulator):
         if kind is None:
             # Discovery and anything unregistered: kmock's stateless scaffold (no object tracking).
             return await kmock_k8s.KubernetesScaffold._handle(self, request)
-        if self.cond is None:
-            self.cond = asyncio.Condition()
         self.request_log.append((request.method.value if hasattr(request.method, "value") else str(request.method),
                                  str(request.url.path)))
         try:
@@ -311,16 +310,24 @@ class Emulator(kmock.KubernetesEmulator):
                 "metadata": {"resourceVersion": str(self.state.rv)}, "items": items}
 
     async def _record(self, kind: Kind, type_: str, obj: dict[str, Any]) -> None:
-        assert self.cond is not None
+        # Synchronous from the store to the notification (no await): a write is seen whole, and the
+        # change log stays in resourceVersion order, which watchers rely on to resume. (Notifying
+        # through a Condition awaited its lock, which a watcher holds across a loop turn while it
+        # re-arms; a write waiting there let others get ahead of its change, and a watcher already
+        # past that resourceVersion never sent it: kubectl delete then waited for a DELETED event
+        # that never came.)
         key = self._key(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        rv = int(obj["metadata"]["resourceVersion"])
+        if self.state.changes and self.state.changes[-1].rv >= rv:
+            raise AssertionError(f"change log out of order: {rv} after {self.state.changes[-1].rv}")
         if type_ == "DELETED":
             self.state.objects.pop(key, None)
         else:
             self.state.objects[key] = obj
         self.state.history.setdefault(key, []).append(copy.deepcopy(obj) | {"_event": type_})
-        self.state.changes.append(Change(int(obj["metadata"]["resourceVersion"]), kind, type_, copy.deepcopy(obj)))
-        async with self.cond:
-            self.cond.notify_all()
+        self.state.changes.append(Change(rv, kind, type_, copy.deepcopy(obj)))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self.state.rv += 1
@@ -388,11 +395,10 @@ class Emulator(kmock.KubernetesEmulator):
             self._admit(kind, new, current)
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         self._bump(new)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            await self._record(kind, "MODIFIED", new)
-            await self._record(kind, "DELETED", new)
-        else:
-            await self._record(kind, "MODIFIED", new)
+        # Like the API server: an update that empties the finalizers of an object being deleted
+        # deletes it, and watchers see one DELETED event (with its own resourceVersion).
+        await self._record(kind, "DELETED" if meta.get("deletionTimestamp") and not meta.get("finalizers")
+                           else "MODIFIED", new)
         return copy.deepcopy(new)
 
     async def _patch(self, kind: Kind, ns: str | None, name: str, sub: str | None, data: Any, ctype: str) -> dict[str, Any]:
@@ -436,7 +442,6 @@ class Emulator(kmock.KubernetesEmulator):
         return copy.deepcopy(current)
 
     async def _watch(self, kind: Kind, ns: str | None, request: Any) -> aiohttp.web.StreamResponse:
-        assert self.cond is not None
         params = request.params
         raw = request._raw_request
         resp = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
@@ -453,28 +458,28 @@ class Emulator(kmock.KubernetesEmulator):
         async def send(type_: str, obj: dict[str, Any]) -> None:
             await resp.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
 
+        # The cursor is the resourceVersion of the last change delivered, never "now": a send may
+        # yield, and changes made meanwhile must still go out.
         if since in (None, "", "0"):
-            for o in self._list(kind, ns, params)["items"]:
+            snapshot = self._list(kind, ns, params)  # the items and their resourceVersion, taken together
+            cursor = int(snapshot["metadata"]["resourceVersion"])
+            for o in copy.deepcopy(snapshot["items"]):
                 await send("ADDED", o)
-            cursor = self.state.rv
         else:
             cursor = int(since)
         # A client that hangs up cancels this handler; nothing needs cleaning up.
         while True:
+            changed = self._changed  # taken before reading: a change from here on sets it
             start = bisect.bisect_right(self.state.changes, cursor, key=lambda c: c.rv)
             for ch in self.state.changes[start:]:
                 if ch.kind is kind and wanted(ch.obj):
                     await send(ch.type, ch.obj)
-            cursor = max(cursor, self.state.rv)
+                cursor = ch.rv
             left = end - loop.time()
             if left <= 0:
                 break
-            async with self.cond:
-                try:
-                    newer = functools.partial(lambda seen: self.state.rv > seen, cursor)
-                    await asyncio.wait_for(self.cond.wait_for(newer), timeout=left)
-                except TimeoutError:
-                    pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=left)
         await resp.write_eof()
         return resp
 
@@ -483,8 +488,6 @@ class Emulator(kmock.KubernetesEmulator):
         return copy.deepcopy(self.state.history.get(self._key(kind, ns, name), []))
 
     async def put_object(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        if self.cond is None:
-            self.cond = asyncio.Condition()
         return await self._create(kind, obj.get("metadata", {}).get("namespace"), obj)
 
 

@@ -2,7 +2,7 @@
 
 - :class:`FaultProxy`: a reverse proxy in front of a service that can refuse connections (the
   service is down), answer a status code instead (500, 503, 429), delay, or block requests until
-  released; it counts requests, responses and the requests in flight (their maximum too).
+  released (all at once, or one at a time); it counts requests, responses and the requests in flight (their maximum too).
 - :class:`StubServices`: small stand-ins for the ASR and LLM HTTP APIs (same paths, same shapes),
   used where a test needs many instant answers (throughput, 50 jobs); the end-to-end scenarios put
   the proxy in front of the real services instead.
@@ -89,6 +89,7 @@ class FaultProxy(LoopbackApp):
         self.gate = threading.Event()
         self.gate.set()
         self.gate_paths: set[str] | None = None
+        self._passes = 0  # held requests allowed through one by one (see let_one)
         self.requests: list[tuple[float, str, dict[str, Any] | None]] = []
         self.responses: Counter[tuple[str, int]] = Counter()
         self.in_flight = 0
@@ -145,6 +146,13 @@ class FaultProxy(LoopbackApp):
     def release(self) -> None:
         self.gate.set()
 
+    def let_one(self) -> None:
+        """Let one held request through (whichever is next to look); the others stay held."""
+        self._lt.loop.call_soon_threadsafe(self._add_pass)
+
+    def _add_pass(self) -> None:
+        self._passes += 1
+
     def count(self, path: str) -> int:
         return sum(1 for _, p, _ in self.requests if p == path)
 
@@ -194,6 +202,9 @@ class FaultProxy(LoopbackApp):
         try:
             if self.gate_paths is None or path in self.gate_paths:
                 while not self.gate.is_set():
+                    if self._passes > 0:
+                        self._passes -= 1
+                        break
                     await asyncio.sleep(0.02)
             fault = self._fault_for(path)
             if fault is not None and fault.status is not None:

@@ -10,9 +10,11 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from omoai_operator.controller import Controller
 from operator_harness import (
     CLAIM,
     Kube,
@@ -106,8 +108,10 @@ def test_asr_down_then_back_is_retried_with_backoff_and_succeeds(
         asr.down()
         with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
             kube.create(_tj("flaky", data_dir, backoffLimit=20))
-            kube.wait("flaky", lambda o: (o or {}).get("status", {}).get("retries", 0) >= 2)
-            retrying = kube.status("flaky")
+            # The status as it was seen to reach two retries (a second read could already show the
+            # next attempt starting: the backoff here is a fraction of a second).
+            seen = kube.wait("flaky", lambda o: (o or {}).get("status", {}).get("retries", 0) >= 2)
+            retrying = (seen or {})["status"]
             asr.up()
             status = kube.wait_phase("flaky", "Succeeded", "Failed")
     assert retrying["reason"] == "Retrying" and "cannot reach the ASR service" in retrying["message"]
@@ -169,13 +173,23 @@ def test_deadline_cancels_a_request_in_flight(
 def test_suspend_pauses_before_the_next_stage_and_resume_finishes(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The job's body as kopf hands it to the driver (a live view kopf updates from its watch): the
+    # test waits until the operator has seen the suspend before letting the running stage finish.
+    bodies: dict[str, Any] = {}
+    drive = Controller.drive
+
+    async def spying_drive(self: Controller, body: Any, stopped: Any) -> None:
+        bodies[body["metadata"]["name"]] = body
+        await drive(self, body, stopped)
+
+    monkeypatch.setattr(Controller, "drive", spying_drive)
     with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
         llm.hold({"/v1/punctuate"})
         with run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
             kube.create(_tj("pausing", data_dir))
             llm.wait_for(lambda: llm.count("/v1/punctuate") == 1)
             kube.patch_spec("pausing", {"suspend": True})
-            time.sleep(0.3)
+            llm.wait_for(lambda: (bodies["pausing"].get("spec") or {}).get("suspend") is True, timeout=30)
             llm.release()  # the running stage finishes; the next one must not start
             paused = kube.wait("pausing", lambda o: any(
                 c["type"] == "Suspended" and c["status"] == "True" for c in (o or {}).get("status", {}).get("conditions", [])))
