@@ -142,6 +142,7 @@ class JobDriver:
             except InvalidInputError as e:
                 if self.status.get("phase") in rc.TERMINAL:
                     return rc.Decision("finished")
+                self.rt.metrics.job_failed(rc.Reason.INVALID_SPEC)
                 await self.apply(rc.fail(self.status, rc.Reason.INVALID_SPEC, e.message, now))
                 return rc.Decision("finished")
             d = rc.decide(spec, self.status, now)
@@ -182,6 +183,8 @@ class JobDriver:
         from staging, and a failure is simply reached again (at worst after one more attempt)."""
         await self.flush()
         succeeded = t.patch.get("phase") == rc.Phase.SUCCEEDED
+        if not succeeded:
+            self.rt.metrics.job_failed(t.patch.get("reason"))
         await self._tidy(spec, succeeded=succeeded)
         await self.apply(t)
 

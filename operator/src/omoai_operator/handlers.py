@@ -6,6 +6,7 @@ Run with ``omoai operator`` or ``kopf run -m omoai_operator.handlers --all-names
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -46,6 +47,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
     memo.controller = Controller(cfg, registry)
+    # Independent of jobs: proves the operator's loop runs (the OmoaiOperatorNotReconciling alert).
+    memo.heartbeat = asyncio.get_running_loop().create_task(memo.controller.runtime.metrics.beat(), name="heartbeat")
     logger.info("omoai operator %s: ASR %s (x%d), LLM %s (x%d)", __version__, cfg.asr_url, cfg.asr_concurrency,
                 cfg.llm_url, cfg.llm_concurrency)
 
@@ -60,6 +63,9 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    heartbeat = getattr(memo, "heartbeat", None)
+    if heartbeat is not None:
+        heartbeat.cancel()
     controller = getattr(memo, "controller", None)
     if controller is not None:
         await controller.close()

@@ -83,6 +83,11 @@ class ServerSettings(OmoaiSettings):
     request_timeout_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit of one request.")
     max_queue: int = Field(default=64, ge=1, description="Requests waiting beyond this get 429.")
     max_concurrency: int = Field(default=4, ge=1, description="Requests worked on at once.")
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="After SIGTERM: longest wait for in-flight requests (new ones get 503); the chart "
+        "derives it from terminationGracePeriodSeconds.",
+    )
 
     @field_validator("cors_origins")
     @classmethod

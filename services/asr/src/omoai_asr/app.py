@@ -21,8 +21,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI
 from omoai_core.errors import OmoaiError
 from omoai_http.admission import Admission
-from omoai_http.auth import bearer_auth
 from omoai_http.app import install_common
+from omoai_http.auth import bearer_auth
 from prometheus_client import CollectorRegistry
 
 from omoai_asr.batcher import Batcher, Engine
@@ -85,7 +85,8 @@ def create_app(
             serving: AsrServing | None = getattr(app.state, "serving", None)
             if serving is not None:
                 serving.ready = False
-                await serving.batcher.stop()
+                if serving.batcher is not None:  # None when the model never loaded
+                    await serving.batcher.stop()
             policy = getattr(app.state, "policy", None)
             if policy is not None and policy.device.type == "cuda":
                 policy.clear_cache("shutdown")
@@ -102,6 +103,9 @@ def create_app(
                 settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
             )
             app.state.policy = policy
+            # Exported before the (possibly long, first-download) load: the replica is up and
+            # scraped meanwhile, so the "no replica" alerts stay quiet while /readyz says 503.
+            metrics.build_info(__version__, str(policy.device), str(policy.dtype).removeprefix("torch."))
             started = time.perf_counter()
             engine = await asyncio.to_thread(factory, policy)
             batcher = Batcher(
@@ -113,7 +117,6 @@ def create_app(
             )
             batcher.start()
             app.state.serving.batcher = batcher
-            metrics.build_info(__version__, str(policy.device), str(policy.dtype).removeprefix("torch."))
             if policy.device.type == "cuda":
                 metrics.gpu_memory(str(policy.device), policy.memory_stats)
             if settings.warmup:

@@ -253,26 +253,25 @@ def _serve(args: argparse.Namespace) -> int:
         raise _usage("no model: pass --model or set OMOAI_MODEL")
     configure_logging(settings)
 
-    import uvicorn
+    from omoai_http.shutdown import DrainingServer, build_server
 
     from omoai_asr.app import create_app
 
-    server: uvicorn.Server | None = None
+    server: DrainingServer | None = None
 
     def stop(_: BaseException) -> None:
         if server is not None:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    config = uvicorn.Config(
+    server = build_server(
         app,
         host=settings.host,
         port=settings.port,
+        shutdown_timeout_s=settings.shutdown_timeout_s,  # SIGTERM: drain, then stop
         log_config=None,  # our handler on the root logger (JSON in the cluster)
-        timeout_graceful_shutdown=30,
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
     server.run()
     if app.state.load_error is not None:
         return EXIT_USAGE

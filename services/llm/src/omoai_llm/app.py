@@ -15,8 +15,8 @@ from omoai_core.errors import OmoaiError
 from omoai_core.metrics import build_info
 from omoai_gpu.memory import MemoryPolicy
 from omoai_http.admission import Admission
-from omoai_http.auth import bearer_auth
 from omoai_http.app import install_common
+from omoai_http.auth import bearer_auth
 from prometheus_client import CollectorRegistry
 
 from omoai_llm import __version__
@@ -24,6 +24,7 @@ from omoai_llm.backends import load_backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
 from omoai_llm.models import Loader, ModelManager
 from omoai_llm.prompts import load_prompts
+from omoai_llm.protocol import ALL_TASKS
 from omoai_llm.routes import build_router
 from omoai_llm.service import LlmService
 from omoai_llm.settings import LlmSettings
@@ -83,7 +84,8 @@ def create_app(
     policy = MemoryPolicy.from_settings(
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
     )
-    metrics = LlmMetrics.create(registry)
+    models = [m for m in (settings.model, settings.summary_model) if m]
+    metrics = LlmMetrics.create(registry).initialise(ALL_TASKS, models)
     if settings.backend == "vllm":
         registry.register(ForeignMetrics("vllm:"))
     token = settings.resolved_token()

@@ -131,15 +131,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: LlmSettings) -> int:
-    import uvicorn
+    from omoai_http.shutdown import build_server
 
     from omoai_llm.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30, access_log=False
+    # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
+    server = build_server(
+        app, host=settings.host, port=settings.port, shutdown_timeout_s=settings.shutdown_timeout_s,
+        log_config=None, access_log=False,
     )
-    server = uvicorn.Server(config)
     server.run()
     # uvicorn returns normally when the lifespan failed (e.g. the model could not load).
     return 0 if server.started else 1

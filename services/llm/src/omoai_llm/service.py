@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -118,7 +119,7 @@ class LlmService:
                 backend,
                 temperature=self.settings.temperature,
                 concurrency=self.settings.concurrency,
-                on_completion=self.metrics.completion,
+                on_completion=functools.partial(self.metrics.completion, task=task),
             )
             started = time.perf_counter()
             outcome = "error"
