@@ -390,7 +390,8 @@ def test_schema_rejects_bad_values_with_a_message_naming_them(helm, values, mess
         ({"asr.gpu.enabled": False}, "asr.config.device is \"cuda\" but asr.gpu.enabled is false"),
         ({"llm.config.device": "cpu"}, "llm.config.device is cpu but llm.gpu.enabled"),
         ({"asr.modelCache.type": "pvc", "asr.replicaCount": 2}, "cannot share"),
-        ({"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5}, "minReplicas"),
+        ({"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5, "asr.modelCache.type": "emptyDir"},
+         "minReplicas"),
     ],
 )
 def test_contradictory_values_fail_with_a_clear_message(helm, values, message):
