@@ -99,7 +99,7 @@ def check_asr(url: str) -> None:
 
 def check_llm(url: str) -> None:
     body = {"segments": [{"text": "xin chao cac ban", "start": 0.0, "end": 1.0}]}
-    out = _post(url + "/punctuate", json.dumps(body).encode(), "application/json")
+    out = _post(url + "/v1/punctuate", json.dumps(body).encode(), "application/json")
     if not out.get("segments"):
         raise SystemExit(f"LLM answer has no segments: {out}")
     print(f"llm ok: punctuated one segment ({out['segments'][0].get('text')!r})")
