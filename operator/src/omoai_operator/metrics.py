@@ -15,6 +15,7 @@ WAIT_BUCKETS = DURATION_BUCKETS
 #: Label values created at registration (at 0), so that ``increase()`` and the alerts built on it
 #: count the very first event instead of seeing a series appear.
 STAGES = ("asr", "punctuate", "summarize", "topics", "write")
+STAGE_OUTCOMES = ("succeeded", "failed", "deadline")
 ERROR_KINDS = ("driver", "tidy")
 #: Seconds between heartbeats; the OmoaiOperatorNotReconciling alert allows several missed ones.
 HEARTBEAT_INTERVAL_S = 10.0
@@ -75,6 +76,12 @@ class OperatorMetrics:
             m.in_flight.labels(service=s).set(0)
         for stage in STAGES:
             m.retries.labels(stage=stage)
+            for outcome in STAGE_OUTCOMES:
+                m.stage_duration.labels(stage=stage, outcome=outcome)
+        for outcome in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+            m.job_duration.labels(outcome=outcome)
+        for s in ("asr", "llm"):
+            m.queue_wait.labels(service=s)
         for kind in ERROR_KINDS:
             m.reconcile_errors.labels(kind=kind)
         for reason in FAILURE_REASONS:

@@ -57,13 +57,15 @@ class LlmMetrics:
         )
 
     def initialise(self, tasks: Iterable[str], models: Iterable[str]) -> LlmMetrics:
-        """Create the series alerts read at 0 (every task's ok/error outcome, every model's
-        switches), so that ``increase()`` counts the first error or switch."""
+        """Create the series alerts and panels read at 0 (every task's ok/error outcome, every
+        model's switches and latency), so that ``increase()`` and ``rate()`` count the first event."""
         for task in tasks:
             for outcome in REQUEST_OUTCOMES:
                 self.requests.labels(task=task, outcome=outcome)
         for model in models:
             self.switches.labels(model=model)
+            for task in tasks:
+                self.duration.labels(task=task, model=model)
         return self
 
     def completion(self, model: str, c: Completion, *, task: str = "unknown") -> None:
