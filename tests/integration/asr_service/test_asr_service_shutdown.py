@@ -18,6 +18,8 @@ from conftest import asr_server
 from omoai_asr.engine import DecodeOptions
 from omoai_audio import decode_audio
 
+from tests.support.processes import free_port
+
 pytestmark = pytest.mark.timeout(240)
 
 TRICKLE_S = 4.0
@@ -101,3 +103,21 @@ def test_sigterm_finishes_the_in_flight_request_and_refuses_new_ones_with_retry_
         # Nothing in flight any more: the server stops on its own, well before the 60 s timeout.
         server.process.wait(timeout=30)
     assert "draining 1 in-flight request(s)" in server.logs()
+
+
+def test_a_model_that_cannot_load_exits_with_its_error_and_nothing_else(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
+    env.update({"OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_FORMAT": "text", "HF_HUB_OFFLINE": "1"})
+    missing = tmp_path / "no-such-model"
+    port = str(free_port())
+    proc = subprocess.run([sys.executable, "-m", "omoai_asr", "serve", "--model", str(missing), "--port", port],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "cannot serve" in out and "no-such-model" in out, out[-3000:]
+    assert "AttributeError" not in out, "shutting down after a failed load must not raise"
+    assert "Traceback" not in out, out[-3000:]
