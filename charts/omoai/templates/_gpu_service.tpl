@@ -55,8 +55,9 @@ cache claim, HPA, PDB and NetworkPolicy. Each takes (dict "root" $ "component" "
 {{- end }}
 
 {{/*
-The most pods a GPU service can have at once: replicaCount, or the autoscaler's maximum (the HPA's
-maxReplicas, or a KEDA ScaledObject's maxReplicaCount where the chart renders one).
+The most pods a GPU service can have at once: replicaCount, the per-pod HPA's maxReplicas
+(<svc>.autoscaling), and the demand-based scalers under the top-level autoscaling.<svc> (a KEDA
+ScaledObject's maxReplicaCount, an HPA's maxReplicas) where those values exist and are enabled.
 */}}
 {{- define "omoai.maxReplicas" -}}
 {{- $v := index .root.Values .component }}
@@ -65,10 +66,15 @@ maxReplicas, or a KEDA ScaledObject's maxReplicaCount where the chart renders on
 {{- if $a.enabled }}
 {{- $max = max $max (int $a.maxReplicas) }}
 {{- end }}
-{{- range $key := list "keda" "scaledObject" }}
-{{- $k := get $a $key | default dict }}
-{{- if and (kindIs "map" $k) $k.enabled }}
-{{- $max = max $max (int (default $a.maxReplicas (default $k.maxReplicas $k.maxReplicaCount))) }}
+{{- $scale := dig .component (dict) (.root.Values.autoscaling | default dict) }}
+{{- if kindIs "map" $scale }}
+{{- $keda := get $scale "keda" | default dict }}
+{{- if and (kindIs "map" $keda) $keda.enabled }}
+{{- $max = max $max (int (default 1 $keda.maxReplicaCount)) }}
+{{- end }}
+{{- $hpa := get $scale "hpa" | default dict }}
+{{- if and (kindIs "map" $hpa) $hpa.enabled }}
+{{- $max = max $max (int (default 1 $hpa.maxReplicas)) }}
 {{- end }}
 {{- end }}
 {{- $max }}

@@ -282,3 +282,30 @@ def test_the_stated_helm_requirement_is_the_helm_the_tests_run(helm):
     stated = re.search(r"Helm (\d+\.\d+\.\d+) or newer", docs)
     assert stated and stated.group(1) == pinned
     assert f"Helm {pinned}" in (CHART / "Chart.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("scaler", "values"), [
+    ("keda", {"autoscaling": {"asr": {"keda": {"enabled": True, "maxReplicaCount": 3}}}}),
+    ("hpa", {"autoscaling": {"llm": {"hpa": {"enabled": True, "maxReplicas": 5}}}}),
+])
+def test_demand_scalers_count_toward_the_read_write_once_refusal(helm, tmp_path, scaler, values):
+    """The scale-out values (autoscaling.<svc>.keda / .hpa, another issue's) raise the possible
+    replica count too. Rendered from a copy of the chart without its schema, which does not know
+    those keys on this branch."""
+    import shutil
+    import subprocess
+
+    chart = tmp_path / "omoai"
+    shutil.copytree(CHART, chart)
+    (chart / "values.schema.json").unlink()
+    f = tmp_path / "values.yaml"
+    f.write_text(yaml.safe_dump(values), encoding="utf-8")
+    base = [str(helm), "template", "omoai", str(chart), "--kube-version", "1.29.0", "-f", str(f)]
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=60, check=False)
+    component = next(iter(values["autoscaling"]))
+    n = 3 if scaler == "keda" else 5
+    assert proc.returncode != 0
+    assert f"up to {n} replicas ({component} autoscaling maximum) cannot share" in proc.stderr, proc.stderr
+    ok = subprocess.run([*base, "--set", f"{component}.modelCache.accessModes[0]=ReadWriteMany"],
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
