@@ -3,10 +3,9 @@ every configured model's switches (a series that appears at 1 is never counted b
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from omoai_llm.metrics import LlmMetrics
 from omoai_llm.protocol import ALL_TASKS
+from prometheus_client import CollectorRegistry, generate_latest
 
 
 def test_error_outcomes_switches_and_latency_exist_at_zero_for_every_task_and_model():

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from omoai_operator.metrics import FAILURE_REASONS, STAGES, OperatorMetrics
+from prometheus_client import CollectorRegistry, generate_latest
 
 
 def test_alerted_operator_series_exist_at_zero_before_any_job():
