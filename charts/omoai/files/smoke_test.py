@@ -87,8 +87,12 @@ def check_asr(url: str) -> None:
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'.encode(),
         f'--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\njson\r\n'.encode(),
-        (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="smoke.wav"\r\n'
-         "Content-Type: audio/wav\r\n\r\n").encode() + one_second_clip() + b"\r\n",
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="smoke.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + one_second_clip()
+        + b"\r\n",
         f"--{boundary}--\r\n".encode(),
     ]
     out = _post(url + "/v1/audio/transcriptions", b"".join(parts), f"multipart/form-data; boundary={boundary}")

@@ -68,8 +68,13 @@ def trickle_url(clips: list[Path]) -> Iterator[str]:
 def test_sigterm_finishes_the_in_flight_request_and_refuses_new_ones_with_retry_after(
     tiny_model: Path, tmp_path: Path, trickle_url: str, engine, clips: list[Path]
 ) -> None:
-    with asr_server(tiny_model, tmp_path, OMOAI_URL_ALLOWED_NETWORKS="127.0.0.2/32",
-                    OMOAI_SERVED_MODEL_NAME="chunkformer-tiny", OMOAI_SHUTDOWN_TIMEOUT_S="60") as server:
+    with asr_server(
+        tiny_model,
+        tmp_path,
+        OMOAI_URL_ALLOWED_NETWORKS="127.0.0.2/32",
+        OMOAI_SERVED_MODEL_NAME="chunkformer-tiny",
+        OMOAI_SHUTDOWN_TIMEOUT_S="60",
+    ) as server:
         result: dict[str, httpx.Response] = {}
 
         def long_request() -> None:
@@ -98,7 +103,9 @@ def test_sigterm_finishes_the_in_flight_request_and_refuses_new_ones_with_retry_
         r = result["r"]
         assert r.status_code == 200, r.text
         assert time.monotonic() - started < TRICKLE_S + 30
-        want = engine.transcribe(decode_audio(clips[1]).samples, DEFAULT).model_copy(update={"model": "chunkformer-tiny"})
+        want = engine.transcribe(decode_audio(clips[1]).samples, DEFAULT).model_copy(
+            update={"model": "chunkformer-tiny"}
+        )
         assert r.json() == want.model_dump(exclude_none=True), "the drained request got its whole transcript"
         # Nothing in flight any more: the server stops on its own, well before the 60 s timeout.
         server.process.wait(timeout=30)
@@ -114,8 +121,14 @@ def test_a_model_that_cannot_load_exits_with_its_error_and_nothing_else(tmp_path
     env.update({"OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_FORMAT": "text", "HF_HUB_OFFLINE": "1"})
     missing = tmp_path / "no-such-model"
     port = str(free_port())
-    proc = subprocess.run([sys.executable, "-m", "omoai_asr", "serve", "--model", str(missing), "--port", port],
-                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "omoai_asr", "serve", "--model", str(missing), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "cannot serve" in out and "no-such-model" in out, out[-3000:]

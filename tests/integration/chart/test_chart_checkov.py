@@ -38,9 +38,15 @@ def _checkov() -> str:
 
 RENDERS = {
     "defaults": {},
-    "everything-on": {"auth.enabled": True, "metrics.serviceMonitor.enabled": True, "metrics.podMonitor.enabled": True,
-                      "metrics.prometheusRule.enabled": True, "metrics.dashboards.enabled": True,
-                      "asr.modelCache.preDownload.enabled": True, "operator.watchNamespaces[0]": "team-a"},
+    "everything-on": {
+        "auth.enabled": True,
+        "metrics.serviceMonitor.enabled": True,
+        "metrics.podMonitor.enabled": True,
+        "metrics.prometheusRule.enabled": True,
+        "metrics.dashboards.enabled": True,
+        "asr.modelCache.preDownload.enabled": True,
+        "operator.watchNamespaces[0]": "team-a",
+    },
 }
 
 
@@ -49,8 +55,13 @@ def _failed_checks(checkov: str, helm: Path, values: dict, tmp_path: Path) -> li
     assert proc.returncode == 0, proc.stderr
     manifests = tmp_path / "rendered.yaml"
     manifests.write_text(proc.stdout, encoding="utf-8")
-    run = subprocess.run([checkov, "-f", str(manifests), "--framework", "kubernetes", "-o", "json", "--quiet",
-                          "--skip-download"], capture_output=True, text=True, timeout=240, check=False)
+    run = subprocess.run(
+        [checkov, "-f", str(manifests), "--framework", "kubernetes", "-o", "json", "--quiet", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     report = json.loads(run.stdout)
     reports = report if isinstance(report, list) else [report]
     passed = [c for r in reports for c in r.get("results", {}).get("passed_checks", [])]
@@ -66,7 +77,8 @@ def test_checkov_finds_nothing_beyond_the_accepted_findings_and_each_accepted_on
         d.mkdir()
         failed = _failed_checks(checkov, helm, values, d)
         seen |= {c["check_id"] for c in failed}
-        unexpected = sorted({f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed
-                             if c["check_id"] not in ACCEPTED})
+        unexpected = sorted(
+            {f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed if c["check_id"] not in ACCEPTED}
+        )
         assert unexpected == [], name
     assert sorted(ACCEPTED.keys() - seen) == [], "exemptions for checks the chart no longer trips"

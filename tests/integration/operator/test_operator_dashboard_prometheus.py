@@ -45,13 +45,17 @@ def _panels() -> list[tuple[str, str]]:
 
 
 def _query(expr: str) -> str:
-    return (expr.replace('namespace=~"$namespace"', f'namespace=~"{NAMESPACE_LABEL}"')
-            .replace("$__rate_interval", RATE_INTERVAL))
+    return expr.replace('namespace=~"$namespace"', f'namespace=~"{NAMESPACE_LABEL}"').replace(
+        "$__rate_interval", RATE_INTERVAL
+    )
 
 
 def _has_data(prom: str, expr: str, start: float, end: float) -> bool:
-    r = httpx.get(f"{prom}/api/v1/query_range", timeout=10,
-                  params={"query": _query(expr), "start": start, "end": end, "step": "1s"})
+    r = httpx.get(
+        f"{prom}/api/v1/query_range",
+        timeout=10,
+        params={"query": _query(expr), "start": start, "end": end, "step": "1s"},
+    )
     assert r.status_code == 200, (expr, r.text)
     for series in r.json()["data"]["result"]:
         if any(not math.isnan(float(v)) and not math.isinf(float(v)) for _, v in series["values"]):
@@ -74,9 +78,14 @@ def prometheus(tmp_path: Path):
         config = tmp_path / "prometheus.yml"
         config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n" + jobs)
         proc = start_process(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            name="prometheus", log=tmp_path / "prometheus.log",
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            name="prometheus",
+            log=tmp_path / "prometheus.log",
         )
         started.append(proc)
         return f"http://127.0.0.1:{port}"
@@ -102,21 +111,32 @@ def _wait_all_up(prom: str, n: int, timeout_s: float = 60) -> None:
 
 
 def test_every_dashboard_panel_returns_data_from_the_real_components_after_a_job(
-    kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    kube: Kube,
+    kubeconfig: Path,
+    real_services: RealServices,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     prometheus,
 ) -> None:
     metrics_port = free_port()
-    env = operator_env(real_services.asr_url, real_services.llm_url, data_dir.parent,
-                       OMOAI_METRICS_PORT=str(metrics_port))
+    env = operator_env(
+        real_services.asr_url, real_services.llm_url, data_dir.parent, OMOAI_METRICS_PORT=str(metrics_port)
+    )
     with run_operator(env, monkeypatch):
-        prom = prometheus({"asr": real_services.asr_url.removeprefix("http://"),
-                           "llm": real_services.llm_url.removeprefix("http://"),
-                           "operator": f"127.0.0.1:{metrics_port}"})
+        prom = prometheus(
+            {
+                "asr": real_services.asr_url.removeprefix("http://"),
+                "llm": real_services.llm_url.removeprefix("http://"),
+                "operator": f"127.0.0.1:{metrics_port}",
+            }
+        )
         _wait_all_up(prom, 3)
         start = time.time()
         body = job("dashboard")
-        body["spec"] = {"source": {"pvc": {"claimName": CLAIM, "path": "samples/xin-chao.wav"}},
-                        "output": {"pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/out"}, "formats": ["json"]}}
+        body["spec"] = {
+            "source": {"pvc": {"claimName": CLAIM, "path": "samples/xin-chao.wav"}},
+            "output": {"pvc": {"claimName": CLAIM, "path": f"{data_dir.name}/out"}, "formats": ["json"]},
+        }
         kube.create(body)
         status = kube.wait_phase("dashboard", "Succeeded", "Failed", timeout=120)
         assert status["phase"] == "Succeeded", status
@@ -128,8 +148,9 @@ def test_every_dashboard_panel_returns_data_from_the_real_components_after_a_job
         time.sleep(4)  # a few scrapes after the work
         end = time.time()
         panels = _panels()
-        empty = sorted({title for title, expr in panels
-                        if title not in NEEDS_HARDWARE and not _has_data(prom, expr, start, end)})
+        empty = sorted(
+            {title for title, expr in panels if title not in NEEDS_HARDWARE and not _has_data(prom, expr, start, end)}
+        )
     assert len(panels) > 40
     assert empty == [], f"dashboard panels without data after real work: {empty}"
     titles = {title for title, _ in panels}
@@ -139,11 +160,22 @@ def test_every_dashboard_panel_returns_data_from_the_real_components_after_a_job
 def test_the_helm_test_script_checks_both_real_services(real_services: RealServices) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
     for service, url in (("asr", real_services.asr_url), ("llm", real_services.llm_url)):
-        proc = subprocess.run([sys.executable, str(SMOKE), service, url], capture_output=True, text=True,
-                              timeout=120, env={**clean, "OMOAI_READY_TIMEOUT_S": "30"}, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(SMOKE), service, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**clean, "OMOAI_READY_TIMEOUT_S": "30"},
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"{service} ok" in proc.stdout
-    down = subprocess.run([sys.executable, str(SMOKE), "asr", f"http://127.0.0.1:{free_port()}"],
-                          capture_output=True, text=True, timeout=60,
-                          env={**clean, "OMOAI_READY_TIMEOUT_S": "3"}, check=False)
+    down = subprocess.run(
+        [sys.executable, str(SMOKE), "asr", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, "OMOAI_READY_TIMEOUT_S": "3"},
+        check=False,
+    )
     assert down.returncode != 0 and "not ready" in down.stderr

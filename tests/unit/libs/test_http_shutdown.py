@@ -35,8 +35,12 @@ def test_draining_refuses_work_and_readiness_but_keeps_health_and_metrics():
     drain.draining = True
     status, headers, body = _call(drain, "/v1/transcriptions")
     assert status == 503 and headers[b"retry-after"] == b"1"
-    assert json.loads(body)["error"] == {"code": "shutting_down", "message": "this replica is shutting down; retry on another",
-                                         "retryable": True, "details": {}}
+    assert json.loads(body)["error"] == {
+        "code": "shutting_down",
+        "message": "this replica is shutting down; retry on another",
+        "retryable": True,
+        "details": {},
+    }
     assert _call(drain, "/readyz")[0] == 503
     assert _call(drain, "/healthz")[0] == 200 and _call(drain, "/metrics")[0] == 200
     assert drain.in_flight == 0

@@ -73,16 +73,18 @@ class Drain:
 async def _refuse(send: Send, probe: bool) -> None:
     message = "shutting down" if probe else "this replica is shutting down; retry on another"
     body = json.dumps(error_body("shutting_down", message, retryable=True)).encode()
-    await send({
-        "type": "http.response.start",
-        "status": 503,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(RETRY_AFTER_S).encode()),
-            (b"connection", b"close"),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(RETRY_AFTER_S).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -104,8 +106,12 @@ class DrainingServer(uvicorn.Server):
         self._captured_signals.append(sig)
         self.drain.draining = True
         self._deadline = time.monotonic() + self.shutdown_timeout_s
-        log.info("stop signal %d: draining %d in-flight request(s) for up to %.0f s",
-                 sig, self.drain.in_flight, self.shutdown_timeout_s)
+        log.info(
+            "stop signal %d: draining %d in-flight request(s) for up to %.0f s",
+            sig,
+            self.drain.in_flight,
+            self.shutdown_timeout_s,
+        )
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain.draining and not self.should_exit and self._deadline is not None:
