@@ -9,8 +9,11 @@ per run:
 - throughput: jobs created at once -> all Succeeded (jobs/s);
 - time from each job's create call to the first ASR request for it (p50/p90/max).
 
-    .venv/bin/python benchmarks/operator_throughput.py                # the table in docs/benchmarks.md
-    .venv/bin/python benchmarks/operator_throughput.py --jobs 500 --concurrency 64
+    .venv/bin/python -m benchmarks.operator_throughput                # the table in docs/benchmarks.md
+    .venv/bin/python -m benchmarks.operator_throughput --jobs 500 --concurrency 64
+
+Run it as a module from the repository root: the emulator and stand-in services are the test
+suite's (``tests.support``), imported like the tests import them.
 
 Prints one table row per configuration.
 """
@@ -27,17 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The operator tests' API emulator and stand-in services (they import tests.support from the root).
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration" / "operator"), str(ROOT / "tests" / "unit" / "operator")]
-
 import httpx
 import kopf
-import operator_crd
 import yaml
-from emulator import Emulator, EmulatorThread, Kind
 from kopf.testing import KopfRunner
-from operator_services import StubServices
+
+from tests.support import operator_crd
+from tests.support.emulator import Emulator, EmulatorThread, Kind
+from tests.support.operator_services import StubServices
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NS = "default"
 
@@ -81,8 +83,8 @@ class ChildServer:
     """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
 
     def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, mode], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.operator_throughput", mode], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from omoai_core.schemas import Transcript
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -104,7 +104,7 @@ metadata:
   labels:
     {{- include "omoai.componentLabels" $ctx | nindent 4 }}
 spec:
-  {{- if not $v.autoscaling.enabled }}
+  {{- if not (or $v.autoscaling.enabled (include "omoai.scaledByQueue" .)) }}
   replicas: {{ $v.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5

@@ -12,11 +12,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omoai_core.errors import OmoaiError
 from omoai_core.settings import configure_logging, load_settings
 
 from omoai_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from omoai_operator.spec import JobSpec
 
 log = logging.getLogger("omoai_operator.cli")
 
@@ -86,7 +90,7 @@ async def _run(args: argparse.Namespace) -> int:
     docs = read_manifests(args.manifest)
     for doc in docs:
         load_manifest(doc)  # a bad manifest is reported before any service starts
-    needs_llm = any(_needs_llm(d.get("spec") or {}) for d in docs)
+    needs_llm = any(_needs_llm(load_manifest(d)[1]) for d in docs)
     async with contextlib.AsyncExitStack() as stack:
         asr_url = args.asr_url or _env("OMOAI_ASR_URL")
         if asr_url is None:
@@ -107,17 +111,18 @@ async def _run(args: argparse.Namespace) -> int:
     ok = True
     for res in results:
         s = res.status
-        line = {"name": res.name, "phase": s.get("phase"), "reason": s.get("reason"), "message": s.get("message"),
-                "files": (s.get("results") or {}).get("files", []), "audioDuration": s.get("audioDuration"),
-                "realTimeFactor": s.get("realTimeFactor")}
+        line = {"name": res.name, "phase": s.phase, "reason": s.reason, "message": s.message,
+                "files": list(s.results.files) if s.results else [], "audioDuration": s.audio_duration,
+                "realTimeFactor": s.real_time_factor}
         print(json.dumps(line, ensure_ascii=False))
         ok = ok and res.ok
     return 0 if ok else 1
 
 
-def _needs_llm(spec: dict) -> bool:
-    pp = spec.get("postprocess") or {}
-    return bool(pp.get("punctuation", True) or pp.get("summary", "full") != "none" or pp.get("topics", True))
+def _needs_llm(spec: JobSpec) -> bool:
+    from omoai_operator.pipeline import Service, services_needed
+
+    return Service.LLM in services_needed(spec)
 
 
 def _env(name: str) -> str | None:

@@ -1,10 +1,10 @@
 """HTTP clients of the ASR and LLM services, and the mapping of every outcome onto the two-word
-error vocabulary: retryable (service unavailable, 429, 5xx, timeouts, connection errors) or
-permanent (4xx, undecodable audio, answers that do not parse).
+error vocabulary (:mod:`omoai_operator.failures`): an error answer as its body says (``retryable``,
+``code``); timeouts and connection errors retryable; answers that do not parse permanent.
 
-The wire shapes are the shared ones in :mod:`omoai_core.schemas`: the ASR service answers
-``POST /v1/transcriptions`` with a Transcript; the LLM service takes segments and answers with
-segments plus Quality, a Summary or Topics.
+The wire shapes are the services' own contracts, :mod:`omoai_core.contracts.asr` and
+:mod:`omoai_core.contracts.llm`: requests are built with their request models, answers read through
+their ``*Result`` models (which ignore what a newer service may add).
 """
 
 from __future__ import annotations
@@ -12,57 +12,44 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from omoai_core.contracts.asr import TRANSCRIPTIONS_PATH, TranscriptionOptions, UrlTranscriptionRequest
+from omoai_core.contracts.llm import (
+    PUNCTUATE_PATH,
+    SUMMARIZE_PATH,
+    TOPICS_PATH,
+    PunctuateRequest,
+    PunctuateResult,
+    SummarizeRequest,
+    SummarizeResult,
+    TopicsRequest,
+    TopicsResult,
+)
 from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from omoai_operator.reconcile import Failure
+from omoai_operator.endpoints import ROUTE
+from omoai_operator.failures import ErrorAnswer, StageError, classify, read_error_body
 from omoai_operator.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
-
-class StageError(Exception):
-    """A failed call, classified. ``failure.retryable`` decides between backoff and Failed."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(f"{failure.reason}: {failure.message}")
-        self.failure = failure
-
-    @classmethod
-    def permanent(cls, reason: str, message: str) -> StageError:
-        return cls(Failure(reason, message, retryable=False))
-
-    @classmethod
-    def temporary(cls, reason: str, message: str, retry_after_s: float | None = None) -> StageError:
-        return cls(Failure(reason, message, retryable=True, retry_after_s=retry_after_s))
+M = TypeVar("M", bound=BaseModel)
 
 
-#: Permanent reasons by HTTP status (what the user has to fix).
-_PERMANENT_REASONS = {
-    400: "InvalidRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    413: "AudioTooLarge",
-    415: "UnsupportedMedia",
-    422: "InvalidAudio",
-}
-
-
-def _error_detail(resp: httpx.Response) -> tuple[str | None, str]:
+def _error_answer(resp: httpx.Response) -> ErrorAnswer:
     try:
         body = resp.json()
     except ValueError:
-        return None, resp.text[:300].strip() or resp.reason_phrase
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        return err.get("code"), str(err.get("message") or err.get("code") or resp.reason_phrase)
-    if isinstance(body, dict) and "detail" in body:
-        return None, str(body["detail"])[:500]
-    return None, str(body)[:300]
+        body, detail = None, resp.text[:300].strip() or resp.reason_phrase
+    else:
+        detail = str(body)[:300]
+        if isinstance(body, dict) and "detail" in body:
+            detail = str(body["detail"])[:500]
+    code, retryable, message = read_error_body(body)
+    return ErrorAnswer(resp.status_code, message or detail or resp.reason_phrase, code, retryable, _retry_after(resp))
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -74,18 +61,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def classify_response(service: str, path: str, resp: httpx.Response) -> StageError:
-    code, detail = _error_detail(resp)
-    where = f"{service} service {path} answered {resp.status_code}"
-    if resp.status_code == 429:
-        return StageError.temporary("ServiceOverloaded", f"{where}: {detail}", _retry_after(resp))
-    if resp.status_code >= 500 or resp.status_code == 408:
-        reason = "ServiceUnavailable" if resp.status_code in (502, 503, 504) else "ServiceError"
-        return StageError.temporary(reason, f"{where}: {detail}", _retry_after(resp))
-    reason = _PERMANENT_REASONS.get(resp.status_code, "Rejected")
-    if code in ("empty_audio", "corrupt_audio", "not_audio", "audio_too_short", "audio_too_long", "invalid_audio"):
-        reason = "InvalidAudio"
-    suffix = f" ({code})" if code else ""
-    return StageError.permanent(reason, f"{where}{suffix}: {detail}")
+    return classify(f"{service} service {path} answered {resp.status_code}", _error_answer(resp))
 
 
 class ServiceClient:
@@ -117,13 +93,20 @@ class ServiceClient:
         await self._http.aclose()
 
     async def post_json(self, path: str, payload: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        # A stage placed on one endpoint of the service calls that endpoint, not the Service URL.
+        placement = ROUTE.get()
+        if placement is not None and placement.service.upper() != self.service:
+            placement = None
+        base = placement.url if placement is not None else self.base_url
         try:
-            resp = await self._http.post(path, json=payload, **kwargs)
+            resp = await self._http.post(base + path if placement is not None else path, json=payload, **kwargs)
         except httpx.TimeoutException as e:
             raise StageError.temporary("Timeout", f"{self.service} service {path} timed out ({type(e).__name__})") from e
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            if placement is not None:
+                placement.unreachable()  # refused or broken: no new stages there for a while
             raise StageError.temporary(
-                "ServiceUnavailable", f"cannot reach the {self.service} service at {self.base_url}: {e!s}"
+                "ServiceUnavailable", f"cannot reach the {self.service} service at {base}: {e!s}"
             ) from e
         except httpx.TransportError as e:
             raise StageError.temporary("ConnectionError", f"{self.service} service {path}: {e!s}") from e
@@ -137,41 +120,49 @@ class ServiceClient:
             ) from e
 
 
-def _parse(service: str, path: str, model: Any, data: Any) -> Any:
+def _parse(service: str, path: str, model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        first = e.errors()[0]
         raise StageError.permanent(
             "UpstreamProtocolError",
-            f"{service} service {path} answered with an unexpected shape: {e.errors()[0]['msg']} "
-            f"at {'.'.join(str(p) for p in e.errors()[0]['loc'])}; are the operator and service versions compatible?",
+            f"{service} service {path} answered with an unexpected shape: {first['msg']} "
+            f"at {'.'.join(str(p) for p in first['loc'])}; are the operator and service versions compatible?",
         ) from e
 
 
 class AsrClient:
-    PATH = "/v1/transcriptions"
+    PATH = TRANSCRIPTIONS_PATH
 
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def transcribe(self, audio_url: str, options: Mapping[str, Any]) -> Transcript:
+    async def transcribe(self, audio_url: str, options: TranscriptionOptions) -> Transcript:
         """The service fetches ``audio_url`` itself (http(s), or file:// on the shared volume)."""
-        data = await self.client.post_json(self.PATH, {"audio_url": audio_url, "format": "json", **options})
+        fields = options.model_dump(exclude_unset=True) | {"audio_url": audio_url, "format": "json"}
+        request = UrlTranscriptionRequest.model_validate(fields)
+        data = await self.client.post_json(self.PATH, request.model_dump(mode="json", exclude_unset=True))
         return _parse("ASR", self.PATH, Transcript, data)
 
-    async def transcribe_file(self, path: Path, options: Mapping[str, Any]) -> Transcript:
+    async def transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         """Upload a local file (``omoai run`` without a shared volume)."""
         try:
             audio = path.read_bytes()
         except OSError as e:
             raise StageError.permanent("AudioNotFound", f"cannot read {path}: {e.strerror}") from e
-        fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in {**options, "format": "json"}.items()}
+        fields = options.form_fields() | {"format": "json"}
         data = await self.client.post_json(self.PATH, None, files={"file": (path.name, audio)}, data=fields)
         return _parse("ASR", self.PATH, Transcript, data)
 
 
-def _segments_payload(segments: Sequence[Segment]) -> list[dict[str, Any]]:
-    return [{"text": s.text, "start": s.start, "end": s.end} for s in segments]
+def _for_llm(segments: Sequence[Segment]) -> list[Segment]:
+    """The segments without their word timings: the LLM service works on text."""
+    return [Segment(text=s.text, start=s.start, end=s.end) for s in segments]
+
+
+def _body(request: BaseModel) -> dict[str, Any]:
+    return request.model_dump(mode="json", exclude_defaults=True)
 
 
 class LlmClient:
@@ -179,30 +170,20 @@ class LlmClient:
         self.client = client
 
     async def punctuate(self, segments: Sequence[Segment], language: str) -> tuple[list[Segment], Quality | None]:
-        path = "/v1/punctuate"
-        data = await self.client.post_json(path, {"segments": _segments_payload(segments), "language": language})
-        if not isinstance(data, dict) or "segments" not in data:
-            raise StageError.permanent("UpstreamProtocolError", f"LLM service {path} answered without segments")
-        out = [_parse("LLM", path, Segment, {k: v for k, v in s.items() if k in ("text", "start", "end", "words")})
-               for s in data["segments"]]
-        quality = _parse("LLM", path, Quality, data["quality"]) if data.get("quality") else None
-        return out, quality
+        request = PunctuateRequest(segments=_for_llm(segments), language=language)
+        data = await self.client.post_json(PUNCTUATE_PATH, _body(request))
+        result = _parse("LLM", PUNCTUATE_PATH, PunctuateResult, data)
+        return result.segments, result.quality
 
     async def summarize(self, segments: Sequence[Segment], language: str, mode: str) -> Summary:
-        path = "/v1/summarize"
-        data = await self.client.post_json(path, {"segments": _segments_payload(segments), "language": language})
-        if isinstance(data, dict) and isinstance(data.get("summary"), dict):
-            data = data["summary"]
-        summary = _parse("LLM", path, Summary, data)
+        request = SummarizeRequest(segments=_for_llm(segments), language=language)
+        data = await self.client.post_json(SUMMARIZE_PATH, _body(request))
+        summary = _parse("LLM", SUMMARIZE_PATH, SummarizeResult, data).summary
         if mode == "abstract":
             summary = summary.model_copy(update={"bullets": []})
         return summary
 
     async def topics(self, segments: Sequence[Segment], language: str) -> list[Topic]:
-        path = "/v1/topics"
-        data = await self.client.post_json(path, {"segments": _segments_payload(segments), "language": language})
-        if isinstance(data, dict):
-            data = data.get("topics")
-        if not isinstance(data, list):
-            raise StageError.permanent("UpstreamProtocolError", f"LLM service {path} answered without topics")
-        return [_parse("LLM", path, Topic, t) for t in data]
+        request = TopicsRequest(segments=_for_llm(segments), language=language)
+        data = await self.client.post_json(TOPICS_PATH, _body(request))
+        return _parse("LLM", TOPICS_PATH, TopicsResult, data).topics

@@ -6,38 +6,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from omoai_core.errors import InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_operator import reconcile as rc
-from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
+from omoai_operator import transitions as tr
+from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
+from omoai_operator.endpoints import EndpointPool, SliceWatcher, SlotBook, service_ref
+from omoai_operator.failures import StageError
 from omoai_operator.kube import KubeClient, KubeError
 from omoai_operator.locations import Locations, SecretReader
 from omoai_operator.metrics import OperatorMetrics
-from omoai_operator.pipeline import Pipeline
+from omoai_operator.pipeline import Pipeline, Service
 from omoai_operator.queue import CapacityQueue
+from omoai_operator.reconcile import DecisionKind
 from omoai_operator.settings import OperatorSettings
 from omoai_operator.spec import parse_spec
+from omoai_operator.status import JobStatus, Phase, parse_time
 
 log = logging.getLogger(__name__)
 
 
+SERVICES = tuple(Service)
+
+
 def build_runtime(
-    cfg: OperatorSettings, registry: CollectorRegistry, read_secret: SecretReader | None = None
+    cfg: OperatorSettings,
+    registry: CollectorRegistry,
+    read_secret: SecretReader | None = None,
+    *,
+    discovery: bool = False,
 ) -> Runtime:
-    """The pieces every job shares; used by the operator and by ``omoai run``."""
+    """The pieces every job shares; used by the operator and by ``omoai run``.
+
+    Each service's capacity is an :class:`EndpointPool`. Without ``discovery`` (``omoai run``) it is
+    the Service URL with the configured concurrency from the start; with it, the pools stay empty
+    until :meth:`Controller.start_discovery` has listed the EndpointSlices (or fallen back).
+    """
     metrics = OperatorMetrics.create(registry)
+    pools: dict[str, EndpointPool] = {s: EndpointPool(s, eject_s=cfg.endpoint_eject_s) for s in SERVICES}
+    for pool in pools.values():
+        pool.listen(functools.partial(metrics.observe_capacity, pool))
+    if not discovery:
+        for svc, pool in pools.items():
+            url, slots = getattr(cfg, f"{svc}_url"), getattr(cfg, f"{svc}_concurrency")
+            log.info("%s endpoint discovery unavailable (no Kubernetes API: a local run): calling %s with %d slot(s)",
+                     svc.upper(), url, slots)
+            pool.set_static(url, slots)
 
     def client(svc: str, url: str, slots: int) -> ServiceClient:
         return ServiceClient(
             svc.upper(), url, token=cfg.token(svc), timeout_s=cfg.request_timeout_s,
-            connect_timeout_s=cfg.connect_timeout_s, max_connections=slots,
+            connect_timeout_s=cfg.connect_timeout_s,
+            # With discovery the queue bounds the calls over any number of endpoints.
+            max_connections=None if discovery else slots,
         )
 
     return Runtime(
@@ -45,10 +74,11 @@ def build_runtime(
             AsrClient(client("asr", cfg.asr_url, cfg.asr_concurrency)),
             LlmClient(client("llm", cfg.llm_url, cfg.llm_concurrency)),
         ),
-        queue=CapacityQueue({"asr": cfg.asr_concurrency, "llm": cfg.llm_concurrency}, observer=metrics.observe_queue),
+        queue=CapacityQueue({Service.ASR: cfg.asr_concurrency, Service.LLM: cfg.llm_concurrency},
+                            observer=metrics.observe_queue, pools=pools),
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,
-        backoff=rc.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
+        backoff=tr.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
         suspend_poll_s=cfg.suspend_poll_s,
     )
 
@@ -85,7 +115,7 @@ class KubeSink:
             delay = min(delay * 2, 5.0)
         raise RuntimeError(f"cannot write the status of {self.ref.key}")
 
-    async def event(self, event: rc.Event) -> None:
+    async def event(self, event: tr.Event) -> None:
         kopf.event(self.body, type=event.type, reason=event.reason, message=event.message[:1000])
 
 
@@ -94,11 +124,47 @@ class Controller:
         self.cfg = cfg
         self.registry = registry
         self._kube: KubeClient | None = None
-        self.runtime = build_runtime(cfg, registry, self._read_secret)
+        self.runtime = build_runtime(cfg, registry, self._read_secret, discovery=True)
         self._driving: dict[str, asyncio.Event] = {}  # job uid -> set when its driver has exited
+        self._logged_in = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._discovery: list[asyncio.Task[None]] = []
+        self.watchers: dict[str, SliceWatcher] = {}
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         self._kube = KubeClient(info)
+        if self._loop is not None:  # login may run in a worker thread
+            self._loop.call_soon_threadsafe(self._logged_in.set)
+
+    def start_discovery(self) -> None:
+        """Start following the services' endpoints (once logged in); called from the startup handler."""
+        self._loop = asyncio.get_running_loop()
+        if self._kube is not None:
+            self._logged_in.set()
+        for svc in SERVICES:
+            pool = self.runtime.queue.pool(svc)
+            assert pool is not None
+            url, slots = getattr(self.cfg, f"{svc}_url"), getattr(self.cfg, f"{svc}_concurrency")
+            ref = service_ref(getattr(self.cfg, f"{svc}_service"), url, self.cfg.own_namespace())
+            if not self.cfg.endpoint_discovery or ref is None:
+                why = "OMOAI_ENDPOINT_DISCOVERY is off" if not self.cfg.endpoint_discovery else (
+                    f"{url} names no cluster Service; set OMOAI_{svc.upper()}_SERVICE")
+                log.warning("%s endpoint discovery unavailable (%s): calling the Service URL %s with %d slot(s)",
+                            svc.upper(), why, url, slots)
+                pool.set_static(url, slots)
+                continue
+            watcher = SliceWatcher(
+                pool, ref, lambda: self.kube,
+                SlotBook(svc, getattr(self.cfg, f"{svc}_slots_per_endpoint"), fallback=slots),
+                scheme=urlsplit(url).scheme or "http", port_name=getattr(self.cfg, f"{svc}_port_name") or None,
+                fallback_url=url, fallback_slots=slots, watch_timeout_s=self.cfg.watch_server_timeout_s,
+            )
+            self.watchers[svc] = watcher
+            self._discovery.append(asyncio.create_task(self._watch(watcher), name=f"omoai-endpoints-{svc}"))
+
+    async def _watch(self, watcher: SliceWatcher) -> None:
+        await self._logged_in.wait()
+        await watcher.run()
 
     @property
     def kube(self) -> KubeClient:
@@ -110,6 +176,11 @@ class Controller:
         return await self.kube.read_secret(namespace, name)
 
     async def close(self) -> None:
+        for task in self._discovery:
+            task.cancel()
+        for task in self._discovery:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await close_runtime(self.runtime)
         if self._kube is not None:
             await self._kube.aclose()
@@ -118,7 +189,7 @@ class Controller:
     def ref(body: kopf.Body) -> JobRef:
         meta = body.get("metadata", {})
         return JobRef(meta["namespace"], meta["name"], meta.get("uid") or meta["name"],
-                      rc.parse_time(meta.get("creationTimestamp")))
+                      parse_time(meta.get("creationTimestamp")))
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
         ref = self.ref(body)
@@ -142,7 +213,7 @@ class Controller:
             exited.set()
             if self._driving.get(ref.uid) is exited:
                 del self._driving[ref.uid]
-        if decision is not None and decision.kind == "expire" and decision.at is not None:
+        if decision is not None and decision.kind is DecisionKind.EXPIRE and decision.at is not None:
             left = (decision.at - self.runtime.now()).total_seconds()
             if left > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -171,7 +242,7 @@ class Controller:
         except StageError as e:
             log.info("%s: no store to clean (%s)", ref.key, e)
             return
-        if (body.get("status") or {}).get("phase") == rc.Phase.SUCCEEDED:
+        if JobStatus.from_wire(body.get("status")).phase is Phase.SUCCEEDED:
             await store.finalize()  # the outputs are the result: they stay
         else:
             await store.discard()

@@ -15,17 +15,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from omoai_core.errors import InvalidInputError
 
-from omoai_operator import reconcile as rc
-from omoai_operator.clients import StageError
+from omoai_operator import transitions as tr
+from omoai_operator.failures import Failure, StageError
 from omoai_operator.locations import Locations
 from omoai_operator.metrics import OperatorMetrics, PhaseBook
-from omoai_operator.pipeline import JobContext, Pipeline
+from omoai_operator.patch import diff
+from omoai_operator.pipeline import JobContext, Pipeline, Stage
 from omoai_operator.queue import CapacityQueue, Ticket
+from omoai_operator.reconcile import Decision, DecisionKind, decide
 from omoai_operator.spec import JobSpec, parse_spec
+from omoai_operator.status import TERMINAL, JobStatus, Phase, Reason
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class JobGone(Exception):
 
 class StatusSink(Protocol):
     async def patch(self, patch: Mapping[str, Any]) -> None: ...
-    async def event(self, event: rc.Event) -> None: ...
+    async def event(self, event: tr.Event) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Runtime:
     queue: CapacityQueue
     locations: Locations
     metrics: OperatorMetrics
-    backoff: rc.Backoff = field(default_factory=rc.Backoff)
+    backoff: tr.Backoff = field(default_factory=tr.Backoff)
     suspend_poll_s: float = 0.5
     position_interval_s: float = 0.5
     now: Callable[[], dt.datetime] = utcnow
@@ -74,13 +77,16 @@ class Runtime:
 
 
 class JobDriver:
+    """Drives one job. ``status`` is the job's one in-memory status; ``_written`` is what the sink
+    holds, and the merge patch between the two is what the next write sends."""
+
     def __init__(
         self,
         runtime: Runtime,
         ref: JobRef,
         sink: StatusSink,
         read_spec: Callable[[], Mapping[str, Any] | None],
-        status: Mapping[str, Any] | None,
+        status: JobStatus | Mapping[str, Any] | None,
         generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.rt = runtime
@@ -88,35 +94,34 @@ class JobDriver:
         self.sink = sink
         self.read_spec = read_spec
         self.generation = generation
-        self.status: dict[str, Any] = dict(status or {})
+        self.status = JobStatus.from_wire(status)
+        self._written = self.status
         self._ctx: JobContext | None = None
-        self._last_position_at = 0.0
-        self._pending: dict[str, Any] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------------
-    async def apply(self, t: rc.Transition, *, defer: bool = False) -> None:
-        """Record a transition. ``defer`` holds the patch back to go out with the next one (a stage's
+    async def apply(self, t: tr.Transition, *, defer: bool = False) -> None:
+        """Record a transition. ``defer`` holds the write back to go out with the next one (a stage's
         end with the next stage's start: half the writes); anything that waits flushes first."""
-        before = self.status.get("phase")
-        self.status = rc.merge_patch(self.status, t.patch)
-        self._pending = rc.compose_patches(self._pending, t.patch)
+        before = self.status.phase
+        self.status = t.status
         if not defer:
-            pending, self._pending = self._pending, {}
-            await self.sink.patch(pending)
+            await self.flush()
         if t.event is not None:
             await self.sink.event(t.event)
-        after = self.status.get("phase")
+        after = self.status.phase
         self.rt.phases.set(self.ref.key, after)
-        if after != before and after in rc.TERMINAL:
-            start = rc.parse_time(self.status.get("startTime")) or self.ref.created
-            end = rc.parse_time(self.status.get("completionTime"))
+        if after != before and after in TERMINAL:
+            start = self.status.start_time or self.ref.created
+            end = self.status.completion_time
             if start and end:
                 self.rt.metrics.job_duration.labels(outcome=after).observe(max(0.0, (end - start).total_seconds()))
 
     async def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            await self.sink.patch(pending)
+        status = self.status
+        patch = diff(self._written.wire(), status.wire())
+        if patch:
+            await self.sink.patch(patch)
+        self._written = status
 
     def spec(self) -> JobSpec:
         return parse_spec(dict(self.read_spec() or {}))
@@ -132,59 +137,55 @@ class JobDriver:
         return self._ctx
 
     # -- the loop --------------------------------------------------------------------------------
-    async def run(self) -> rc.Decision:
+    async def run(self) -> Decision:
         """Drive until the job is finished; returns the last decision (``finished`` or ``expire``)."""
-        self.rt.phases.set(self.ref.key, self.status.get("phase"))
+        self.rt.phases.set(self.ref.key, self.status.phase)
         while True:
             now = self.rt.now()
             try:
                 spec = self.spec()
             except InvalidInputError as e:
-                if self.status.get("phase") in rc.TERMINAL:
-                    return rc.Decision("finished")
-                self.rt.metrics.job_failed(rc.Reason.INVALID_SPEC)
-                await self.apply(rc.fail(self.status, rc.Reason.INVALID_SPEC, e.message, now))
-                return rc.Decision("finished")
-            d = rc.decide(spec, self.status, now)
+                if not self.status.terminal:
+                    self.rt.metrics.job_failed(Reason.INVALID_SPEC)
+                    await self.apply(tr.fail(self.status, Reason.INVALID_SPEC, e.message, now))
+                return Decision(DecisionKind.FINISHED)
+            d = decide(spec, self.status, now)
             generation = self.generation()
-            if d.kind != "init" and generation is not None and self.status.get("observedGeneration") != generation:
-                # The spec changed (suspend, priority, limits): say it was seen, with the next write.
-                await self.apply(rc.Transition({"observedGeneration": generation}), defer=True)
-            if self._pending and d.kind in ("suspended", "finished", "expire"):
-                await self.flush()
-            if d.kind in ("finished", "expire"):
-                await self._tidy(spec)
-                return d
-            if d.kind == "init":
-                await self.apply(rc.initialize(spec, now, self.generation()))
-            elif d.kind == "fail":
-                await self._end(spec, rc.fail(self.status, d.reason or "Failed", d.message or "", now))
-            elif d.kind == "suspend":
-                await self.apply(rc.suspend(self.status, now))
-            elif d.kind == "suspended":
-                await asyncio.sleep(self.rt.suspend_poll_s)
-            elif d.kind == "resume":
-                await self.apply(rc.resume(self.status, now))
-            elif d.kind == "complete":
-                results = self.status.get("results") or {}
-                await self._end(
-                    spec,
-                    rc.complete(spec, self.status, now, results.get("location", ""), results.get("files", []),
-                                self.status.get("summary")),
-                )
-            elif d.kind == "run":
-                assert d.stage is not None
-                await self._run_stage(spec, d.stage)
+            if d.kind is not DecisionKind.INIT and generation is not None and self.status.observed_generation != generation:
+                await self.apply(tr.observed(self.status, generation), defer=True)
+            match d.kind:
+                case DecisionKind.FINISHED | DecisionKind.EXPIRE:
+                    await self.flush()
+                    await self._tidy(spec)
+                    return d
+                case DecisionKind.INIT:
+                    await self.apply(tr.initialize(spec, now, generation))
+                case DecisionKind.FAIL:
+                    await self._end(spec, tr.fail(self.status, d.reason or "Failed", d.message or "", now))
+                case DecisionKind.SUSPEND:
+                    await self.apply(tr.suspend(self.status, now))
+                case DecisionKind.SUSPENDED:
+                    await self.flush()
+                    await asyncio.sleep(self.rt.suspend_poll_s)
+                case DecisionKind.RESUME:
+                    await self.apply(tr.resume(self.status, now))
+                case DecisionKind.COMPLETE:
+                    await self._end(spec, tr.complete(self.status, now))
+                case DecisionKind.RUN:
+                    assert d.stage is not None
+                    await self._run_stage(spec, d.stage)
+                case unknown:
+                    assert_never(unknown)
 
-    async def _end(self, spec: JobSpec, t: rc.Transition) -> None:
+    async def _end(self, spec: JobSpec, t: tr.Transition) -> None:
         """Finish: stage results recorded first, then the staging area dropped (and, on failure,
         anything half committed), then the terminal phase, so that a job seen as Succeeded or
         Failed has nothing left in staging. A crash in between is safe: completing needs nothing
         from staging, and a failure is simply reached again (at worst after one more attempt)."""
         await self.flush()
-        succeeded = t.patch.get("phase") == rc.Phase.SUCCEEDED
+        succeeded = t.status.phase is Phase.SUCCEEDED
         if not succeeded:
-            self.rt.metrics.job_failed(t.patch.get("reason"))
+            self.rt.metrics.job_failed(t.status.reason)
         await self._tidy(spec, succeeded=succeeded)
         await self.apply(t)
 
@@ -193,7 +194,7 @@ class JobDriver:
         try:
             ctx = await self.context(spec)
             if succeeded is None:
-                succeeded = self.status.get("phase") == rc.Phase.SUCCEEDED
+                succeeded = self.status.phase is Phase.SUCCEEDED
             if succeeded:
                 await ctx.store.finalize()
             else:
@@ -204,10 +205,9 @@ class JobDriver:
             log.exception("tidying %s failed", self.ref.key)
             self.rt.metrics.reconcile_errors.labels(kind="tidy").inc()
 
-    async def _run_stage(self, spec: JobSpec, stage: str) -> None:
-        service = rc.STAGE_SERVICE[stage]
+    async def _run_stage(self, spec: JobSpec, stage: Stage) -> None:
         started = asyncio.Event()
-        work = asyncio.ensure_future(self._attempt(spec, stage, service, started))
+        work = asyncio.ensure_future(self._attempt(spec, stage, started))
         try:
             # While waiting for capacity, a suspend request takes the job out of the line.
             while not work.done():
@@ -237,23 +237,19 @@ class JobDriver:
                 return
 
     @contextlib.asynccontextmanager
-    async def _slot(self, service: str | None, stage: str) -> AsyncIterator[None]:
+    async def _slot(self, stage: Stage) -> AsyncIterator[None]:
+        service = stage.service
         if service is None:
             yield
             return
         ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
 
         async def on_position(pos: int) -> None:
-            # At most one position patch per interval; the queue calls again if it moved meanwhile,
-            # so the last position written is the current one (a trailing update, not a dropped one).
-            if self.status.get("queuePosition") is not None:
-                wait = self._last_position_at + self.rt.position_interval_s - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            self._last_position_at = time.monotonic()
-            await self.apply(rc.queued(self.status, stage, service, pos))
+            await self.apply(tr.queued(self.status, stage, pos, self.rt.queue.ready_endpoints(service)))
 
-        async with self.rt.queue.slot(service, ticket, on_position):
+        # At most one position patch per interval, the last one current (a trailing update, not a
+        # dropped one); the queue keeps the interval, so a granted slot never waits for it.
+        async with self.rt.queue.slot(service, ticket, on_position, self.rt.position_interval_s):
             yield
 
     def _priority(self) -> int:
@@ -262,7 +258,7 @@ class JobDriver:
         except (TypeError, ValueError):
             return 0
 
-    async def _attempt(self, spec: JobSpec, stage: str, service: str | None, started: asyncio.Event) -> float | None:
+    async def _attempt(self, spec: JobSpec, stage: Stage, started: asyncio.Event) -> float | None:
         """One attempt of one stage; returns the retry delay, or None when no retry is due."""
         try:
             ctx = await self.context(spec)
@@ -270,56 +266,49 @@ class JobDriver:
                 # Done before a restart: record it without a slot, an attempt or a service call.
                 started.set()
                 outcome = await self.rt.pipeline.run_stage(stage, ctx)
-                await self.apply(rc.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome.status),
+                await self.apply(tr.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome),
                                  defer=True)
                 return None
         except StageError as e:
-            return await self._failed(spec, stage, e.failure, 0.0)
+            return await self._failed(spec, stage, e.failure)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 # Waiting for capacity after the start counts against the deadline too.
-                async with _deadline(rc.deadline(spec, self.status), self.rt.now):
-                    await stack.enter_async_context(self._slot(service, stage))
+                async with _deadline(self.status.deadline(spec), self.rt.now):
+                    await stack.enter_async_context(self._slot(stage))
             except TimeoutError:
                 return None  # decide() now says DeadlineExceeded
             started.set()
             now = self.rt.now()
-            await self.apply(rc.stage_started(spec, self.status, stage, now, self.generation()))
-            limit = rc.deadline(spec, self.status)
+            await self.apply(tr.stage_started(spec, self.status, stage, now, self.generation()))
+            limit = self.status.deadline(spec)
             t0 = time.monotonic()
             try:
                 async with _deadline(limit, self.rt.now):
                     outcome = await self.rt.pipeline.run_stage(stage, ctx)
             except TimeoutError:
-                self.rt.metrics.stage_duration.labels(stage=stage, outcome="deadline").observe(time.monotonic() - t0)
+                self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="deadline").observe(
+                    time.monotonic() - t0)
                 return None  # decide() now says DeadlineExceeded
             except StageError as e:
-                self.rt.metrics.stage_duration.labels(stage=stage, outcome="failed").observe(time.monotonic() - t0)
-                return await self._failed(spec, stage, e.failure, time.monotonic() - t0)
-            self.rt.metrics.stage_duration.labels(stage=stage, outcome="succeeded").observe(outcome.duration_s)
-            extra: dict[str, Any] = dict(outcome.status)
-            if stage == "write":
-                extra["results"] = {"location": ctx.store.location, "files": outcome.files}
-                if outcome.summary:
-                    extra["summary"] = outcome.summary[:2000]
+                self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="failed").observe(
+                    time.monotonic() - t0)
+                return await self._failed(spec, stage, e.failure)
+            self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="succeeded").observe(outcome.duration_s)
             await self.apply(
-                rc.stage_succeeded(spec, self.status, stage, self.rt.now(), outcome.duration_s, extra), defer=True
+                tr.stage_succeeded(spec, self.status, stage, self.rt.now(), outcome.duration_s, outcome), defer=True
             )
         return None
 
-    async def _failed(self, spec: JobSpec, stage: str, failure: rc.Failure, elapsed: float) -> float | None:
-        after = rc.stage_failed(spec, self.status, stage, failure, self.rt.now(), self.rt.backoff)
-        if failure.reason == "TranscriptMissing":
-            after.transition.patch.setdefault("stages", {})["asr"] = None  # transcribe again
+    async def _failed(self, spec: JobSpec, stage: Stage, failure: Failure) -> float | None:
+        after = tr.stage_failed(spec, self.status, stage, failure, self.rt.now(), self.rt.backoff)
         if after.failed:
             await self._end(spec, after.transition)
-        else:
-            await self.apply(after.transition)
-        if after.failed:
-            log.info("%s failed in %s: %s", self.ref.key, stage, failure.message)
+            log.info("%s failed in %s: %s", self.ref.key, stage.name, failure.message)
             return None
-        self.rt.metrics.retries.labels(stage=stage).inc()
-        log.info("%s: %s failed (%s), retrying in %.1fs", self.ref.key, stage, failure.reason, after.retry_in_s)
+        await self.apply(after.transition)
+        self.rt.metrics.retries.labels(stage=stage.name).inc()
+        log.info("%s: %s failed (%s), retrying in %.1fs", self.ref.key, stage.name, failure.reason, after.retry_in_s)
         return after.retry_in_s
 
 
@@ -334,7 +323,7 @@ async def _deadline(limit: dt.datetime | None, now: Callable[[], dt.datetime]) -
         yield
 
 
-async def drive_until_stopped(driver: JobDriver, stopped: Any) -> rc.Decision | None:
+async def drive_until_stopped(driver: JobDriver, stopped: Any) -> Decision | None:
     """Run ``driver`` until it finishes or ``stopped`` (an awaitable flag) fires; in-flight work is
     cancelled at once (the ASR/LLM request is dropped, its connection closed)."""
     work = asyncio.ensure_future(driver.run())

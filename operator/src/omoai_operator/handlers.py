@@ -24,7 +24,9 @@ FINALIZER = f"{GROUP}/finalizer"
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     cfg = load_settings(OperatorSettings)
     # Stalled watches are the classic kopf failure: bound them on both sides.
     settings.watching.server_timeout = cfg.watch_server_timeout_s
@@ -47,10 +49,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
     memo.controller = Controller(cfg, registry)
+    memo.controller.start_discovery()
     # Independent of jobs: proves the operator's loop runs (the OmoaiOperatorNotReconciling alert).
     memo.heartbeat = asyncio.get_running_loop().create_task(memo.controller.runtime.metrics.beat(), name="heartbeat")
-    logger.info("omoai operator %s: ASR %s (x%d), LLM %s (x%d)", __version__, cfg.asr_url, cfg.asr_concurrency,
-                cfg.llm_url, cfg.llm_concurrency)
+    logger.info("omoai operator %s: ASR %s, LLM %s (endpoint discovery %s)", __version__, cfg.asr_url, cfg.llm_url,
+                "on" if cfg.endpoint_discovery else "off")
 
 
 @kopf.on.login()

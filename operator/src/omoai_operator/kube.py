@@ -12,14 +12,16 @@ import json as _json
 import logging
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import kopf
 
-from omoai_operator.clients import StageError
+from omoai_operator.endpoints import DiscoveryUnavailable
+from omoai_operator.failures import StageError
 from omoai_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -156,3 +158,30 @@ class KubeClient:
         out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         out.update(obj.get("stringData") or {})
         return out
+
+    # -- collections (EndpointSlice discovery) -----------------------------------------------------
+    async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET`` a collection; 403 and 404 (no RBAC, no such API) raise ``DiscoveryUnavailable``."""
+        qs = urlencode(dict(params))
+        try:
+            return await self._request("GET", f"{path}?{qs}" if qs else path)
+        except KubeError as e:
+            if e.status in (403, 404):
+                raise DiscoveryUnavailable(f"listing {path} answered {e}") from e
+            raise
+
+    async def watch(self, path: str, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch, one per line, until the server ends it."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=float(params.get("timeoutSeconds", 300)) + 30)
+        async with self._client().get(self._base + path, params=dict(params), timeout=timeout) as resp:
+            if resp.status in (403, 404):
+                raise DiscoveryUnavailable(f"watching {path} answered {resp.status}")
+            if resp.status >= 400:
+                raise KubeError(resp.status, (await resp.text())[:500])
+            buf = b""
+            async for chunk in resp.content.iter_any():  # lines can outgrow readline()'s limit
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _json.loads(line)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omoai_operator.clients import StageError
+from omoai_operator.failures import StageError
 from omoai_operator.spec import JobSpec, S3Output, S3Source
 from omoai_operator.storage import LocalStore, S3Store, Store
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omoai_core.metrics import DURATION_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from omoai_operator.reconcile import Phase
+from omoai_operator.endpoints import EndpointPool
+from omoai_operator.status import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.
 WAIT_BUCKETS = DURATION_BUCKETS
@@ -38,6 +39,12 @@ class OperatorMetrics:
     queue_wait: Histogram
     reconcile_errors: Counter
     transitions: Counter
+    endpoints: Gauge
+    slots: Gauge
+    slots_used: Gauge
+    discovery: Gauge
+    wakeups: Counter
+    _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
     failures: Counter
     heartbeat: Gauge
 
@@ -62,6 +69,18 @@ class OperatorMetrics:
             reconcile_errors=Counter("omoai_operator_reconcile_errors", "Unexpected errors while driving a job.",
                                      ["kind"], registry=registry),
             transitions=Counter("omoai_operator_transitions", "Phase transitions.", ["phase"], registry=registry),
+            endpoints=Gauge("omoai_operator_endpoints", "Ready endpoints (replicas) of each service taking stages.",
+                            ["service"], registry=registry),
+            slots=Gauge("omoai_operator_slots", "Stage slots of each service: ready endpoints x slots per endpoint.",
+                        ["service"], registry=registry),
+            slots_used=Gauge("omoai_operator_slots_used", "Slots of ready endpoints running a stage.", ["service"],
+                             registry=registry),
+            discovery=Gauge("omoai_operator_endpoint_discovery",
+                            "1 while capacity follows the service's EndpointSlices, 0 on the fixed Service URL.",
+                            ["service"], registry=registry),
+            wakeups=Counter("omoai_operator_replica_wakeups",
+                            "Times a service went from no ready endpoint to one while stages waited (scale from zero).",
+                            ["service"], registry=registry),
             failures=Counter("omoai_operator_job_failures", "Jobs that ended Failed, by reason (bounded).",
                              ["reason"], registry=registry),
             heartbeat=Gauge("omoai_operator_heartbeat_timestamp_seconds",
@@ -74,6 +93,11 @@ class OperatorMetrics:
         for s in ("asr", "llm"):
             m.queue_depth.labels(service=s).set(0)
             m.in_flight.labels(service=s).set(0)
+            m.endpoints.labels(service=s).set(0)
+            m.slots.labels(service=s).set(0)
+            m.slots_used.labels(service=s).set(0)
+            m.discovery.labels(service=s).set(0)
+            m.wakeups.labels(service=s)
         for stage in STAGES:
             m.retries.labels(stage=stage)
             for outcome in STAGE_OUTCOMES:
@@ -98,6 +122,17 @@ class OperatorMetrics:
 
     def job_failed(self, reason: str | None) -> None:
         self.failures.labels(reason=reason if reason in FAILURE_REASONS else "Other").inc()
+
+    def observe_capacity(self, pool: EndpointPool) -> None:
+        s = pool.service
+        self.endpoints.labels(service=s).set(pool.ready_count())
+        self.slots.labels(service=s).set(pool.capacity())
+        self.slots_used.labels(service=s).set(pool.used())
+        self.discovery.labels(service=s).set(1 if pool.source == "endpointslices" else 0)
+        seen = self._wakeups_seen.get(s, 0)
+        if pool.wakeups > seen:
+            self.wakeups.labels(service=s).inc(pool.wakeups - seen)
+            self._wakeups_seen[s] = pool.wakeups
 
     def observe_queue(self, service: str, depth: int, in_flight: int, waited: float | None) -> None:
         self.queue_depth.labels(service=service).set(depth)

@@ -30,12 +30,14 @@ import yaml
 from omoai_core.errors import ConfigError, InvalidInputError
 from prometheus_client import CollectorRegistry
 
-from omoai_operator import reconcile as rc
+from omoai_operator import transitions as tr
 from omoai_operator.controller import build_runtime, close_runtime
 from omoai_operator.driver import JobDriver, JobRef
 from omoai_operator.locations import Locations
 from omoai_operator.settings import OperatorSettings
-from omoai_operator.spec import load_manifest
+from omoai_operator.spec import JobSpec, load_manifest
+from omoai_operator.status import JobStatus, Phase
+from omoai_operator.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,12 @@ class LocalSink:
 
     name: str
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    events: list[rc.Event] = dataclasses.field(default_factory=list)
+    events: list[tr.Event] = dataclasses.field(default_factory=list)
 
     async def patch(self, patch: Mapping[str, Any]) -> None:
         self.history.append(dict(patch))
 
-    async def event(self, event: rc.Event) -> None:
+    async def event(self, event: tr.Event) -> None:
         self.events.append(event)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         log.log(level, "[%s] %s: %s", self.name, event.reason, event.message)
@@ -60,12 +62,12 @@ class LocalSink:
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     name: str
-    status: dict[str, Any]
+    status: JobStatus
     sink: LocalSink
 
     @property
     def ok(self) -> bool:
-        return self.status.get("phase") == rc.Phase.SUCCEEDED
+        return self.status.phase is Phase.SUCCEEDED
 
 
 class LocalLocations(Locations):
@@ -79,16 +81,16 @@ class LocalLocations(Locations):
     def _mount(self, claim: str, what: str) -> Path:
         return Path(self.volumes.get(claim, self.default_root))
 
-    def local_audio(self, spec: Any) -> Path | None:
+    def local_audio(self, spec: JobSpec) -> Path | None:
         if spec.source.pvc is None:
             return None
         return self._mount(spec.source.pvc.claim_name, "source.pvc") / spec.source.pvc.path
 
-    async def audio_url(self, spec: Any, namespace: str) -> str:
+    async def audio_url(self, spec: JobSpec, namespace: str) -> str:
         local = self.local_audio(spec)
         return local.resolve().as_uri() if local is not None else await super().audio_url(spec, namespace)
 
-    async def store(self, spec: Any, namespace: str, uid: str) -> Any:
+    async def store(self, spec: JobSpec, namespace: str, uid: str) -> Store:
         if self.output_dir is not None:
             from omoai_operator.storage import LocalStore
 

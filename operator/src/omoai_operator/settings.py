@@ -8,6 +8,9 @@ from omoai_core.errors import ConfigError
 from omoai_core.settings import OmoaiSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+#: Where Kubernetes projects the pod's namespace next to its service-account token.
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
 
 class OperatorSettings(OmoaiSettings):
     asr_url: str = Field(default="http://omoai-asr:8000", description="Base URL of the ASR service.")
@@ -16,8 +19,49 @@ class OperatorSettings(OmoaiSettings):
     asr_api_token_file: Path | None = Field(default=None, description="File holding the ASR token (a mounted Secret).")
     llm_api_token: SecretStr | None = Field(default=None, description="Bearer token for the LLM service.")
     llm_api_token_file: Path | None = Field(default=None, description="File holding the LLM token.")
-    asr_concurrency: int = Field(default=2, ge=1, le=1000, description="ASR requests in flight at once.")
-    llm_concurrency: int = Field(default=2, ge=1, le=1000, description="Jobs post-processing at once.")
+    asr_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="ASR requests in flight at once where endpoint discovery is unavailable (the Service URL).",
+    )
+    llm_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="LLM requests in flight at once where endpoint discovery is unavailable (the Service URL).",
+    )
+    endpoint_discovery: Switch = Field(
+        default=True,
+        description="Follow the ready endpoints of the ASR and LLM Services (their EndpointSlices): capacity is "
+        "ready endpoints x slots per endpoint, each stage placed on the least-loaded one.",
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace of the operator's pod (default: its service account's namespace)."
+    )
+    asr_service: str = Field(
+        default="", description="ASR Service to discover, name or namespace/name; empty = the host of OMOAI_ASR_URL."
+    )
+    llm_service: str = Field(
+        default="", description="LLM Service to discover, name or namespace/name; empty = the host of OMOAI_LLM_URL."
+    )
+    asr_port_name: str = Field(default="http", description="Name of the ASR Service port in its EndpointSlices.")
+    llm_port_name: str = Field(default="http", description="Name of the LLM Service port in its EndpointSlices.")
+    asr_slots_per_endpoint: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="ASR stages per ready endpoint; unset = what each endpoint advertises on /v1/capacity.",
+    )
+    llm_slots_per_endpoint: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="LLM stages per ready endpoint; unset = what each endpoint advertises on /v1/capacity.",
+    )
+    endpoint_eject_s: float = Field(
+        default=10.0, gt=0, description="An endpoint that refused or broke a connection gets no new stages this long."
+    )
     request_timeout_s: float = Field(default=4 * 3600.0, gt=0, description="Longest single service call.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
     backoff_base_s: float = Field(default=10.0, gt=0, description="First retry delay; doubles per retry.")
@@ -55,6 +99,14 @@ class OperatorSettings(OmoaiSettings):
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("OMOAI_BACKOFF_MAX_S must be at least OMOAI_BACKOFF_BASE_S")
         return self
+
+    def own_namespace(self) -> str | None:
+        if self.namespace:
+            return self.namespace
+        try:
+            return SA_NAMESPACE.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
 
     def token(self, svc: str) -> str | None:
         direct: SecretStr | None = getattr(self, f"{svc}_api_token")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from omoai_core.contracts import FORMATS, OutputFormat
+from omoai_core.contracts.asr import DECODE_DEFAULTS
 from omoai_core.errors import InvalidInputError
 from pydantic import (
     BaseModel,
@@ -27,8 +29,6 @@ VERSION = "v1alpha1"
 PLURAL = "transcriptionjobs"
 KIND = "TranscriptionJob"
 API_VERSION = f"{GROUP}/{VERSION}"
-
-FORMATS = ("json", "txt", "srt", "vtt", "md")
 
 _DNS = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
@@ -89,11 +89,13 @@ class Source(_Model):
 
 
 class AsrOptions(_Model):
-    chunk_size: Annotated[StrictInt, Field(ge=4, le=512)] = 64
-    left_context: Annotated[StrictInt, Field(ge=0, le=1024)] = 128
-    right_context: Annotated[StrictInt, Field(ge=0, le=1024)] = 128
-    total_batch_duration: Annotated[StrictInt | StrictFloat, Field(ge=1, le=14400)] = 1800.0
-    word_timestamps: StrictBool = True
+    chunk_size: Annotated[StrictInt, Field(ge=4, le=512)] = DECODE_DEFAULTS.chunk_size
+    left_context: Annotated[StrictInt, Field(ge=0, le=1024)] = DECODE_DEFAULTS.left_context
+    right_context: Annotated[StrictInt, Field(ge=0, le=1024)] = DECODE_DEFAULTS.right_context
+    total_batch_duration: Annotated[StrictInt | StrictFloat, Field(ge=1, le=14400)] = (
+        DECODE_DEFAULTS.total_batch_duration
+    )
+    word_timestamps: StrictBool = DECODE_DEFAULTS.word_timestamps
 
 
 class PostProcess(_Model):
@@ -123,7 +125,7 @@ class S3Output(_Model):
 class Output(_Model):
     pvc: PvcOutput | None = None
     s3: S3Output | None = None
-    formats: Annotated[list[Literal["json", "txt", "srt", "vtt", "md"]], Field(min_length=1, max_length=5)]
+    formats: Annotated[list[OutputFormat], Field(min_length=1, max_length=len(FORMATS))]
     stem: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] | None = None
 
     @field_validator("formats")

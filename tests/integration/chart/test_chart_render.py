@@ -72,13 +72,13 @@ def test_default_render_is_valid_kubernetes(render, version):
 def test_every_toggle_combination_renders_valid_manifests(render):
     # Each toggle alone against the defaults, then all-on and all-off: 2 x 10 + 2 renders.
     combos: list[dict[str, Any]] = []
-    for key, (default, other) in TOGGLES.items():
+    for key, (_default, other) in TOGGLES.items():
         combos.append({key: other})
     combos.append({k: True for k in TOGGLES})
     combos.append({k: False for k in TOGGLES})
     # Pairs of the components' enable switches (a release with any subset of components).
-    for a, l, o in itertools.product((True, False), repeat=3):
-        combos.append({"asr.enabled": a, "llm.enabled": l, "operator.enabled": o})
+    for asr, llm, op in itertools.product((True, False), repeat=3):
+        combos.append({"asr.enabled": asr, "llm.enabled": llm, "operator.enabled": op})
     for values in combos:
         if values.get("asr.autoscaling.enabled"):
             values = {**values, **SCALABLE_CACHE}

@@ -24,14 +24,12 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "unit" / "operator"))  # operator_crd (shared with the unit tests)
-
-import operator_crd
-from emulator import Emulator, EmulatorThread, Kind
-from operator_services import FakeOpenAI, FaultProxy, StubServices
-
+from tests.support import operator_crd
+from tests.support.emulator import Emulator, EmulatorThread, Kind, builtin_validator
+from tests.support.operator_services import FakeOpenAI, FaultProxy, StubServices
 from tests.support.processes import ServerProcess, free_port, start_process, stop_processes
+
+HERE = Path(__file__).resolve().parent
 
 SAMPLE = HERE.parents[2] / "samples" / "xin-chao.wav"
 NAMESPACE = "default"
@@ -55,6 +53,7 @@ TJ, _NAMES = _crd_kind()
 EVENTS = Kind("", "v1", "events", "Event")
 NAMESPACES = Kind("", "v1", "namespaces", "Namespace", namespaced=False)
 SECRETS = Kind("", "v1", "secrets", "Secret")
+ENDPOINTSLICES = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", validate=builtin_validator())
 
 
 class Kube:
@@ -129,6 +128,36 @@ class Kube:
         items = self.http.get(f"/api/v1/namespaces/{NAMESPACE}/events").json()["items"]
         return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
 
+    def publish_endpoints(
+        self, service: str, slice_name: str, endpoints: list[tuple[str, int, bool]], *, terminating: bool = False
+    ) -> None:
+        """Create or replace one EndpointSlice of ``service``: ``(address, port, ready)`` per endpoint, as
+        the EndpointSlice controller writes them (one slice per port, so one per loopback replica)."""
+        ports = sorted({p for _, p, _ in endpoints})
+        assert len(ports) <= 1, "one port per slice"
+        body: dict[str, Any] = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": slice_name, "labels": {"kubernetes.io/service-name": service,
+                                                          "endpointslice.kubernetes.io/managed-by": "tests"}},
+            "ports": [{"name": "http", "port": ports[0], "protocol": "TCP"}] if ports else [],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": ready and not terminating, "serving": ready,
+                                                            "terminating": terminating},
+                           "targetRef": {"kind": "Pod", "name": f"{slice_name}-pod", "namespace": NAMESPACE}}
+                          for a, _, ready in endpoints],
+        }
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
+        r = self.http.get(f"{path}/{slice_name}")
+        if r.status_code == 404:
+            r = self.http.post(path, json=body)
+        else:
+            r = self.http.put(f"{path}/{slice_name}", json=body)
+        if r.status_code >= 300:
+            raise AssertionError(f"EndpointSlice {slice_name}: {r.status_code} {r.text}")
+
+    def delete_endpoints(self, slice_name: str) -> None:
+        r = self.http.delete(f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices/{slice_name}")
+        r.raise_for_status()
+
     def create_secret(self, name: str, data: dict[str, str]) -> None:
         import base64
 
@@ -144,6 +173,7 @@ def emulator() -> Iterator[EmulatorThread]:
     emu.add_kind(EVENTS)
     emu.add_kind(NAMESPACES)
     emu.add_kind(SECRETS)
+    emu.add_kind(ENDPOINTSLICES)
     thread = EmulatorThread(emu).start()
     httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}}).raise_for_status()
     try:

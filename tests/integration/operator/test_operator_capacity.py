@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from operator_harness import Kube, job, operator_env, proxies_for, run_operator
-from operator_services import StubServices
 
+from tests.support.operator_services import StubServices
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -67,7 +67,7 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
     arrivals = [p["audio_url"].rsplit("/", 1)[1][:-4] for _, path, p in asr.requests if path == "/v1/transcriptions"]
     served = arrivals[2:]
     assert sorted(served) == sorted(expected)
-    assert all(abs(served.index(n) - i) <= 2 for i, n in enumerate(expected)), list(zip(served, expected))
+    assert all(abs(served.index(n) - i) <= 2 for i, n in enumerate(expected)), list(zip(served, expected, strict=True))
     assert served.index("batch-07") >= len(served) - 2  # the lowest priority goes last (or its neighbour)
     phases = kube.phases("batch-49")
     assert phases == ["Pending", "Queued", "Transcribing", "PostProcessing", "Succeeded"]

@@ -9,11 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import operator_crd
 import pytest
 import yaml
 from operator_harness import HERE, TJ, Kube, job, operator_env, proxies_for, run_operator
-from operator_services import StubServices
+
+from tests.support import operator_crd
+from tests.support.operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

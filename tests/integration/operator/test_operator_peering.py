@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from emulator import EmulatorThread, Kind
 from operator_harness import NAMESPACE, Kube, job, operator_env, operator_process, proxies_for, run_operator
-from operator_services import StubServices
+
+from tests.support.emulator import EmulatorThread, Kind
+from tests.support.operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

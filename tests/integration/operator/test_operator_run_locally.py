@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from operator_harness import HERE, RealServices
-from operator_services import FakeOpenAI
+
+from tests.support.operator_services import FakeOpenAI
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from operator_harness import HERE, Kube, operator_env, proxies_for, run_operator
-from operator_services import FakeS3, StubServices
+
+from tests.support.operator_services import FakeS3, StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from omoai_audio import SAMPLE_RATE, decode_audio
 from omoai_core.errors import AudioTooLongError, CorruptAudioError, EmptyAudioError, NotAudioError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Document, Segment, Summary, Topic, Transcript, Word
 from omoai_formats import FORMATS, render, write

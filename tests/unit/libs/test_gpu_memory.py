@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
-
 from omoai_core.errors import ConfigError
 from omoai_gpu.memory import MemoryPolicy, resolve_device, resolve_dtype
+from prometheus_client import CollectorRegistry
 
 
 def _policy(debug: bool = False, dtype: str = "fp32") -> MemoryPolicy:

@@ -7,15 +7,14 @@ import asyncio
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
-
 from omoai_core.errors import AudioTooLongError, OverloadedError
 from omoai_http.admission import Admission
 from omoai_http.auth import bearer_auth
 from omoai_http.errors import install_error_handlers
 from omoai_http.limits import BodyLimitMiddleware
 from omoai_http.probes import probes_router
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -77,6 +76,8 @@ def test_unknown_route_and_unexpected_errors_share_the_shape_without_leaking():
     resp = client.get("/boom")
     assert resp.status_code == 500
     assert "secret internals" not in resp.text
+    assert _shape(resp)["code"] == "internal_error"
+    assert _shape(resp)["retryable"] is False  # a bug meets the same request again: no retry
 
 
 def test_bearer_token_required_when_configured_but_probes_stay_open():

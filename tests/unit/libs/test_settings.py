@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from omoai_core.errors import ConfigError
 from omoai_core.settings import InferenceSettings, OmoaiSettings, ServerSettings, load_settings
 

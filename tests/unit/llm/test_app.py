@@ -56,6 +56,20 @@ async def test_a_request_over_its_deadline_is_a_504():
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
 
 
+async def test_an_unexpected_backend_error_is_a_500_that_says_not_to_retry():
+    def answer(system: str, user: str) -> str:
+        raise RuntimeError("a bug in the backend")
+
+    app = create_app(_settings(), loader=_loader(answer=answer))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # as uvicorn: answer, log, go on
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/v1/punctuate", json={"segments": SEGS})
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "internal_error" and err["retryable"] is False
+    assert "a bug in the backend" not in r.text
+
+
 async def test_not_ready_until_the_model_is_loaded():
     app = create_app(_settings(), loader=_loader())
     async with await _client(app) as c:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from omoai_core.contracts.asr import TranscriptionOptions
 from omoai_core.schemas import Segment
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
 
+NO_OPTIONS = TranscriptionOptions()
 TRANSCRIPT = {"text": "xin chào", "duration": 1.5, "model": "m",
               "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5, "words": []}]}
 
@@ -28,7 +30,9 @@ async def test_asr_request_carries_the_url_and_decode_options_the_service_accept
         seen["path"] = request.url.path
         return httpx.Response(200, json=TRANSCRIPT)
 
-    t = await AsrClient(client(handler)).transcribe("https://a/x.wav", {"chunk_size": 64, "word_timestamps": True})
+    t = await AsrClient(client(handler)).transcribe(
+        "https://a/x.wav", TranscriptionOptions(chunk_size=64, word_timestamps=True)
+    )
     assert t.text == "xin chào" and t.duration == 1.5
     assert seen["path"] == "/v1/transcriptions" and seen["auth"] == "Bearer " + "t" * 20
     assert seen["body"] == {"audio_url": "https://a/x.wav", "format": "json", "chunk_size": 64, "word_timestamps": True}
@@ -44,7 +48,9 @@ async def test_asr_upload_sends_the_file_as_multipart(tmp_path: Path) -> None:
         seen["body"] = request.content
         return httpx.Response(200, json=TRANSCRIPT)
 
-    await AsrClient(client(handler)).transcribe_file(audio, {"chunk_size": 32, "word_timestamps": False})
+    await AsrClient(client(handler)).transcribe_file(
+        audio, TranscriptionOptions(chunk_size=32, word_timestamps=False)
+    )
     assert seen["ctype"].startswith("multipart/form-data")
     assert b'name="file"; filename="a.wav"' in seen["body"] and b"RIFF...." in seen["body"]
     assert b'name="word_timestamps"\r\n\r\nfalse' in seen["body"]
@@ -52,7 +58,7 @@ async def test_asr_upload_sends_the_file_as_multipart(tmp_path: Path) -> None:
 
 async def test_missing_local_audio_is_a_permanent_error(tmp_path: Path) -> None:
     with pytest.raises(StageError) as e:
-        await AsrClient(client(lambda r: httpx.Response(200))).transcribe_file(tmp_path / "nope.wav", {})
+        await AsrClient(client(lambda r: httpx.Response(200))).transcribe_file(tmp_path / "nope.wav", NO_OPTIONS)
     assert not e.value.failure.retryable and e.value.failure.reason == "AudioNotFound"
 
 
@@ -61,6 +67,11 @@ async def test_missing_local_audio_is_a_permanent_error(tmp_path: Path) -> None:
     [
         (429, {"error": {"code": "overloaded", "message": "busy"}}, True, "ServiceOverloaded"),
         (500, {"error": {"code": "internal_error", "message": "boom"}}, True, "ServiceError"),
+        # the body's retryable flag decides over the status code
+        (500, {"error": {"code": "internal_error", "message": "bug", "retryable": False}}, False, "ServiceError"),
+        (503, {"error": {"code": "unavailable", "message": "oom", "retryable": True}}, True, "ServiceUnavailable"),
+        (409, {"error": {"code": "busy", "message": "later", "retryable": True}}, True, "Rejected"),
+        (422, {"error": {"code": "audio_too_short", "message": "0.1 s", "retryable": False}}, False, "InvalidAudio"),
         (502, {"error": {"code": "upstream_error", "message": "bad gateway"}}, True, "ServiceUnavailable"),
         (503, {"error": {"code": "unavailable", "message": "loading"}}, True, "ServiceUnavailable"),
         (504, {"error": {"code": "timeout", "message": "slow"}}, True, "ServiceUnavailable"),
@@ -81,7 +92,7 @@ async def test_http_errors_are_classified_as_retryable_or_permanent(
         return httpx.Response(status, json=body, headers={"retry-after": "7"})
 
     with pytest.raises(StageError) as e:
-        await AsrClient(client(handler)).transcribe("https://a/x.wav", {})
+        await AsrClient(client(handler)).transcribe("https://a/x.wav", NO_OPTIONS)
     f = e.value.failure
     assert (f.retryable, f.reason) == (retryable, reason)
     assert f"/v1/transcriptions answered {status}" in f.message
@@ -98,16 +109,16 @@ async def test_connection_errors_and_timeouts_are_retryable() -> None:
 
     for handler, reason in ((refuse, "ServiceUnavailable"), (slow, "Timeout")):
         with pytest.raises(StageError) as e:
-            await AsrClient(client(handler)).transcribe("https://a/x.wav", {})
+            await AsrClient(client(handler)).transcribe("https://a/x.wav", NO_OPTIONS)
         assert e.value.failure.retryable and e.value.failure.reason == reason
 
 
 async def test_an_answer_of_the_wrong_shape_is_a_permanent_protocol_error() -> None:
     with pytest.raises(StageError) as e:
-        await AsrClient(client(lambda r: httpx.Response(200, json={"text": "x"}))).transcribe("https://a", {})
+        await AsrClient(client(lambda r: httpx.Response(200, json={"text": "x"}))).transcribe("https://a", NO_OPTIONS)
     assert e.value.failure.reason == "UpstreamProtocolError" and not e.value.failure.retryable
     with pytest.raises(StageError) as e:
-        await AsrClient(client(lambda r: httpx.Response(200, text="<html>"))).transcribe("https://a", {})
+        await AsrClient(client(lambda r: httpx.Response(200, text="<html>"))).transcribe("https://a", NO_OPTIONS)
     assert e.value.failure.reason == "UpstreamProtocolError"
 
 

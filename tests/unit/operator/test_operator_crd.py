@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import operator_crd
 import pytest
 import yaml
 from omoai_core.errors import InvalidInputError
 from omoai_operator.spec import JobSpec, load_manifest, parse_spec
+
+from tests.support import operator_crd
 
 EXAMPLE_FILES = sorted(operator_crd.EXAMPLES.glob("*.yaml"))
 

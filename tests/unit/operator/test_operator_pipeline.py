@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from omoai_operator import reconcile as rc
+from omoai_operator import transitions as tr
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobRef, Runtime
 from omoai_operator.locations import Locations
@@ -58,7 +58,7 @@ def runtime(services: Services, root: Path, **kw: Any) -> Runtime:
     pipeline = Pipeline(AsrClient(ServiceClient("ASR", "http://asr", transport=transport)),
                         LlmClient(ServiceClient("LLM", "http://llm", transport=transport)))
     return Runtime(pipeline=pipeline, queue=CapacityQueue({"asr": 1, "llm": 1}), locations=Locations({"data": str(root)}, None),
-                   metrics=OperatorMetrics.create(CollectorRegistry()), backoff=rc.Backoff(0.01, 0.02),
+                   metrics=OperatorMetrics.create(CollectorRegistry()), backoff=tr.Backoff(0.01, 0.02),
                    suspend_poll_s=0.01, **kw)
 
 
@@ -71,7 +71,7 @@ async def run_job(rt: Runtime, spec: dict[str, Any], status: dict[str, Any] | No
     sink = LocalSink("j")
     driver = JobDriver(rt, JobRef("ns", "j", uid), sink, read_spec=lambda: spec, status=status)
     await asyncio.wait_for(driver.run(), 10)
-    return driver.status, sink
+    return driver.status.wire(), sink
 
 
 async def test_a_job_runs_every_stage_once_and_commits_its_outputs(tmp_path: Path) -> None:

@@ -40,6 +40,13 @@ class InvalidInputError(OmoaiError):
     http_status = 400
 
 
+class RequestTimeoutError(InvalidInputError):
+    """The client sent its request body too slowly (a stalled or slowloris upload)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class ConfigError(OmoaiError):
     """Settings or a model configuration that cannot work; raised at startup."""
 
@@ -94,6 +101,12 @@ class AudioTooLongError(AudioError):
     code = "audio_too_long"
 
 
+class AudioDecodeTimeoutError(AudioError):
+    """ffprobe/ffmpeg ran past their wall-clock limit (a pathological or hostile input)."""
+
+    code = "decode_timeout"
+
+
 class ModelLoadError(OmoaiError):
     """A model directory or hub id that cannot be loaded (missing files, offline, bad config)."""
 
@@ -120,7 +133,7 @@ class OverloadedError(OmoaiError):
         self.retry_after_s = retry_after_s
 
 
-class TimeoutError_(OmoaiError):  # noqa: N801 - the builtin name is taken
+class TimeoutError_(OmoaiError):
     code = "timeout"
     http_status = 504
     retryable = True
@@ -132,3 +145,19 @@ class UpstreamError(OmoaiError):
     code = "upstream_error"
     http_status = 502
     retryable = True
+
+
+# -- the codes, for clients that classify error bodies -------------------------------------------
+
+
+def codes_of(base: type[OmoaiError]) -> frozenset[str]:
+    """The ``code`` of ``base`` and of every subclass defined so far."""
+    found = {base.code}
+    for sub in base.__subclasses__():
+        found |= codes_of(sub)
+    return frozenset(found)
+
+
+#: Audio that cannot be used (empty, corrupt, not audio, too short or too long): the caller must
+#: send a different recording, retrying cannot help.
+AUDIO_ERROR_CODES: frozenset[str] = codes_of(AudioError)

@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from omoai_core.errors import ConfigError
+from omoai_core.redact import RedactingFilter
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -83,6 +84,20 @@ class ServerSettings(OmoaiSettings):
     request_timeout_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit of one request.")
     max_queue: int = Field(default=64, ge=1, description="Requests waiting beyond this get 429.")
     max_concurrency: int = Field(default=4, ge=1, description="Requests worked on at once.")
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 400."
+    )
+    header_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time a client has to send a request's headers, else 408 and close."
+    )
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, description="Idle kept-alive connections close after this.")
+    body_read_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for the next piece of a request body, else 408."
+    )
+    body_timeout_s: float = Field(default=900.0, gt=0, description="Time the whole request body may take, else 408.")
+    api_docs: Switch = Field(
+        default=True, description="Serve /docs, /redoc and /openapi.json (behind the token when one is set)."
+    )
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0,
         description="After SIGTERM: longest wait for in-flight requests (new ones get 503); the chart "
@@ -143,6 +158,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
 def configure_logging(settings: OmoaiSettings) -> None:
     """One handler on the root logger; JSON lines when ``log_format=json``."""
     handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())  # no URL credential or query secret reaches a log line
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -163,5 +179,5 @@ class _JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
+            payload["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(payload, ensure_ascii=False)

@@ -9,30 +9,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from omoai_core.contracts import FORMATS
+from omoai_core.durations import clock, timestamp
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Document, Segment, Transcript
 
-FORMATS = ("json", "txt", "srt", "vtt", "md")
-EXTENSIONS = {fmt: f".{fmt}" for fmt in FORMATS}
+EXTENSIONS: dict[str, str] = {fmt: f".{fmt}" for fmt in FORMATS}
 
 
 def _doc(obj: Transcript | Document) -> Document:
     return obj if isinstance(obj, Document) else Document(transcript=obj)
-
-
-def _clock(seconds: float, sep: str) -> str:
-    ms_total = max(0, round(seconds * 1000))
-    h, rem = divmod(ms_total, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
-def _short_clock(seconds: float) -> str:
-    total = int(seconds)
-    h, rem = divmod(total, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
 
 
 def _cue_text(seg: Segment) -> str:
@@ -56,7 +42,7 @@ def to_txt(doc: Document) -> str:
 def to_srt(doc: Document) -> str:
     cues = []
     for i, seg in enumerate((s for s in doc.transcript.segments if s.text.strip()), start=1):
-        cues.append(f"{i}\n{_clock(seg.start, ',')} --> {_clock(seg.end, ',')}\n{_cue_text(seg)}\n")
+        cues.append(f"{i}\n{timestamp(seg.start, ',')} --> {timestamp(seg.end, ',')}\n{_cue_text(seg)}\n")
     return "\n".join(cues)
 
 
@@ -64,24 +50,24 @@ def to_vtt(doc: Document) -> str:
     cues = ["WEBVTT\n"]
     for seg in doc.transcript.segments:
         if seg.text.strip():
-            cues.append(f"{_clock(seg.start, '.')} --> {_clock(seg.end, '.')}\n{_cue_text(seg)}\n")
+            cues.append(f"{timestamp(seg.start, '.')} --> {timestamp(seg.end, '.')}\n{_cue_text(seg)}\n")
     return "\n".join(cues)
 
 
 def to_md(doc: Document) -> str:
     t = doc.transcript
     title = doc.summary.title if doc.summary else "Transcript"
-    out = [f"# {title}", "", f"*Model:* `{t.model}` · *Duration:* {_short_clock(t.duration)}", ""]
+    out = [f"# {title}", "", f"*Model:* `{t.model}` · *Duration:* {clock(t.duration)}", ""]
     if doc.summary:
         out += ["## Summary", "", doc.summary.abstract.strip(), ""]
         out += [f"- {b.strip()}" for b in doc.summary.bullets] + ([""] if doc.summary.bullets else [])
     if doc.topics:
         out += ["## Topics", ""]
-        out += [f"- **[{_short_clock(tp.start)}]** {tp.title}" for tp in doc.topics] + [""]
+        out += [f"- **[{clock(tp.start)}]** {tp.title}" for tp in doc.topics] + [""]
     out += ["## Transcript", ""]
     for seg in t.segments:
         if seg.text.strip():
-            out += [f"**[{_short_clock(seg.start)}]** {seg.text.strip()}", ""]
+            out += [f"**[{clock(seg.start)}]** {seg.text.strip()}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from prometheus_client import CollectorRegistry, Counter
-
 from omoai_core.errors import ConfigError
 from omoai_core.metrics import CACHE_CLEAR_REASONS, cache_clears_counter
+from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from omoai_core.errors import OverloadedError
+from prometheus_client import CollectorRegistry, Gauge
 
 
 class Admission:

@@ -9,9 +9,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from omoai_core.errors import OmoaiError, OverloadedError, error_body
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ def error_response(exc: OmoaiError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OmoaiError)
     async def _omoai(_: Request, exc: OmoaiError) -> JSONResponse:
-        if exc.http_status >= 500:
+        if exc.http_status == 499:
+            log.debug("client left before its answer: %s", exc.message)
+        elif exc.http_status >= 500:
             log.warning("request failed: %s (%s)", exc.code, exc.message)
         return error_response(exc)
 
@@ -62,10 +64,19 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Nobody receives this answer; a client that left is not a server error worth a traceback.
+        log.debug("client disconnected while sending its request")
+        return JSONResponse(error_body("client_closed_request", "the client closed the connection"), status_code=499)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Not retryable: an error nobody foresaw is most likely a bug that the same request meets
+        # again (re-transcribing hours of audio backoffLimit times); what may pass is raised as a
+        # retryable OmoaiError (UnavailableError, OverloadedError, UpstreamError, ...).
         log.exception("unexpected error")
         return JSONResponse(
-            error_body("internal_error", "internal error; the request can be retried", retryable=True),
+            error_body("internal_error", "internal error (see the server log)", retryable=False),
             status_code=500,
         )

@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
 from omoai_core.errors import error_body
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
 def probes_router(registry: CollectorRegistry, ready: Callable[[], bool]) -> APIRouter:

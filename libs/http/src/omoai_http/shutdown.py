@@ -124,8 +124,11 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(app: ASGIApp, *, host: str, port: int, shutdown_timeout_s: float, **config: Any) -> DrainingServer:
-    """The uvicorn server of a service, its app wrapped in a :class:`Drain`."""
+def build_server(app: ASGIApp, settings: Any, **overrides: Any) -> DrainingServer:
+    """The uvicorn server of a service (:func:`omoai_http.server.uvicorn_config`), its app wrapped in
+    a :class:`Drain` that lasts up to ``settings.shutdown_timeout_s``."""
+    from omoai_http.server import uvicorn_config
+
     drain = Drain(app)
-    cfg = uvicorn.Config(drain, host=host, port=port, timeout_graceful_shutdown=FINAL_GRACE_S, **config)
-    return DrainingServer(cfg, drain, shutdown_timeout_s)
+    config = uvicorn_config(drain, settings, **{"timeout_graceful_shutdown": FINAL_GRACE_S, **overrides})
+    return DrainingServer(config, drain, settings.shutdown_timeout_s)

@@ -28,13 +28,12 @@ import numpy as np
 from omoai_core.errors import UnavailableError
 from omoai_core.schemas import Transcript
 
-from omoai_asr.engine.options import DecodeOptions
-from omoai_asr.engine.transcribe import window_keep_frames
+from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions, fits_one_window
 from omoai_asr.metrics import AsrMetrics
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+__all__ = ["Batcher", "Engine", "fits_one_window"]
 
 
 class Engine(Protocol):
@@ -47,12 +46,6 @@ class Engine(Protocol):
     ) -> Transcript: ...
 
     def transcribe_batch(self, batch: Sequence[np.ndarray], options: DecodeOptions) -> list[Transcript]: ...
-
-
-def fits_one_window(n_samples: int, options: DecodeOptions) -> bool:
-    """Whether a recording is decoded in one long-form window (and so can share a masked batch)."""
-    fbank_frames = max(0, (n_samples - 400) // 160 + 1)
-    return fbank_frames <= 8 * window_keep_frames(options) + 7
 
 
 class _Abandoned(Exception):

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self, TextIO
 
+from omoai_core.contracts import FORMATS
+from omoai_core.contracts.asr import DECODE_DEFAULTS as DEFAULTS
 from omoai_core.errors import OmoaiError
 
 log = logging.getLogger("omoai_asr")
 
-FORMATS = ("json", "txt", "srt", "vtt", "md")
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -80,12 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chunk-size", type=int, default=64, help="encoder frames per chunk, 80 ms each (default 64)")
-    p.add_argument("--left-context", type=int, default=128, help="left context in encoder frames (default 128)")
-    p.add_argument("--right-context", type=int, default=128, help="right context in encoder frames (default 128)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULTS.chunk_size,
+                   help=f"encoder frames per chunk, 80 ms each (default {DEFAULTS.chunk_size})")
+    p.add_argument("--left-context", type=int, default=DEFAULTS.left_context,
+                   help=f"left context in encoder frames (default {DEFAULTS.left_context})")
+    p.add_argument("--right-context", type=int, default=DEFAULTS.right_context,
+                   help=f"right context in encoder frames (default {DEFAULTS.right_context})")
     p.add_argument(
-        "--total-batch-duration", type=float, default=1800.0,
-        help="seconds of audio per forward pass; lower it to save memory (default 1800)",
+        "--total-batch-duration", type=float, default=DEFAULTS.total_batch_duration,
+        help=f"seconds of audio per forward pass; lower it to save memory (default {DEFAULTS.total_batch_duration:g})",
     )
     p.add_argument("--no-word-timestamps", dest="word_timestamps", action="store_false",
                    help="leave out word timestamps")
@@ -253,26 +257,27 @@ def _serve(args: argparse.Namespace) -> int:
         raise _usage("no model: pass --model or set OMOAI_MODEL")
     configure_logging(settings)
 
-    from omoai_http.shutdown import DrainingServer, build_server
+    import uvicorn
+    from omoai_http.server import check_bindable
+    from omoai_http.shutdown import build_server
 
     from omoai_asr.app import create_app
 
-    server: DrainingServer | None = None
+    check_bindable(settings.host, settings.port)
+    server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:
         if server is not None:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = build_server(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout_s=settings.shutdown_timeout_s,  # SIGTERM: drain, then stop
-        log_config=None,  # our handler on the root logger (JSON in the cluster)
-        proxy_headers=False,
-    )
-    server.run()
+    server = build_server(app, settings)  # SIGTERM: drain, then stop
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
+        if server.started:
+            raise
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK

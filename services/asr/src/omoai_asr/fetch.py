@@ -37,6 +37,7 @@ from omoai_core.errors import (
     TimeoutError_,
     UpstreamError,
 )
+from omoai_core.redact import redact_text
 
 from omoai_asr.settings import AsrSettings, IPNetwork
 
@@ -101,24 +102,69 @@ class FetchPolicy:
 # -- addresses ----------------------------------------------------------------------------------
 
 
-def check_address(address: str, policy: FetchPolicy, host: str) -> IPAddress:
-    """The parsed address, or :class:`UrlNotAllowedError` when policy forbids reaching it."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if policy.allow_private or any(ip in net for net in policy.allowed_networks):
-        return ip
-    if not ip.is_global or ip.is_multicast:
-        kind = (
+#: IPv6 ranges refused outright: deprecated site-local, local-use NAT64 (RFC 8215) and Teredo
+#: (its client address is obfuscated, so what it reaches cannot be checked).
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "2001::/32")
+)
+#: IPv6 forms that carry an IPv4 address in their low 32 bits: NAT64 (RFC 6052), IPv4-compatible,
+#: IPv4-mapped and IPv4-translated (SIIT). The embedded address is checked like any IPv4 address.
+_EMBED_LOW32 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96")
+)
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (NAT64, 6to4, mapped, compatible), if any."""
+    if ip in _SIX_TO_FOUR:
+        return ip.sixtofour
+    if any(ip in net for net in _EMBED_LOW32):
+        if int(ip) >> 32 == 0 and int(ip) <= 1:  # :: and ::1 are themselves, not IPv4 forms
+            return None
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _kind(ip: IPAddress) -> str | None:
+    """Why ``ip`` may not be fetched from, or None when it is a public unicast address."""
+    if ip.is_multicast:
+        return "multicast"
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
+        return "deprecated or tunnelled"
+    if not ip.is_global:
+        return (
             "loopback" if ip.is_loopback
             else "link-local" if ip.is_link_local
             else "private" if ip.is_private
             else "non-public"
         )
-        raise UrlNotAllowedError(
-            f"audio_url host {host!r} resolves to the {kind} address {ip}, which this server does not fetch from",
-            details={"host": host, "address": str(ip)},
-        )
+    return None
+
+
+def check_address(address: str, policy: FetchPolicy, host: str) -> IPAddress:
+    """The parsed address, or :class:`UrlNotAllowedError` when policy forbids reaching it.
+
+    An IPv6 address that embeds an IPv4 address (NAT64 ``64:ff9b::10.0.0.1``, 6to4, IPv4-mapped or
+    -compatible) is judged by that IPv4 address too: on a NAT64 cluster it is where the packets go.
+    """
+    ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    if policy.allow_private or any(a in net for net in policy.allowed_networks for a in (ip, inner) if a is not None):
+        return ip
+    for candidate in (ip, inner):
+        if candidate is None:
+            continue
+        kind = _kind(candidate)
+        if kind is not None:
+            via = f" (embedded in {ip})" if candidate is inner else ""
+            raise UrlNotAllowedError(
+                f"audio_url host {host!r} resolves to the {kind} address {candidate}{via}, "
+                "which this server does not fetch from",
+                details={"host": host, "address": str(ip)},
+            )
     return ip
 
 
@@ -165,7 +211,7 @@ def _transport(policy: FetchPolicy, resolver: Resolver) -> httpx.AsyncHTTPTransp
     transport = httpx.AsyncHTTPTransport(retries=0)
     # httpx has no public hook for the connection layer; httpcore's pool takes a network backend.
     pool = transport._pool
-    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)
+    pool._network_backend = _GuardedBackend(pool._network_backend, policy, resolver)  # type: ignore[assignment]
     return transport
 
 
@@ -237,17 +283,27 @@ def resolve_file_url(url: str, policy: FetchPolicy) -> Path:
         candidate = Path(raw) if raw.startswith("/") else root / raw
     else:
         candidate = root / (netloc + raw)
+    if len(raw) + len(netloc) > MAX_URL_LENGTH:
+        raise InvalidInputError("file:// path is too long")
     root = root.resolve()
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(root):
+    try:
+        resolved = candidate.resolve()
+        inside = resolved.is_relative_to(root)
+        exists = inside and resolved.exists()
+        regular = exists and resolved.is_file()
+        size = resolved.stat().st_size if regular else 0
+    except RuntimeError:  # Python < 3.13: a symlink loop
+        raise InvalidInputError("file:// path cannot be resolved (a symbolic link loop)") from None
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES...: the client's path, never our directories
+        raise InvalidInputError(f"file:// path cannot be read: {os.strerror(e.errno) if e.errno else 'invalid path'}") from None
+    if not inside:
         raise UrlNotAllowedError(
             "file:// path is outside the directory this server may read", details={"url": url[:200]}
         )
-    if not resolved.exists():
+    if not exists:
         raise NotFoundError(f"no such file under the file root: {resolved.relative_to(root)}")
-    if not resolved.is_file():
+    if not regular:
         raise InvalidInputError(f"{resolved.relative_to(root)} is not a regular file")
-    size = resolved.stat().st_size
     if size > policy.max_bytes:
         raise PayloadTooLargeError(
             f"the file is {size} bytes; the limit is {policy.max_bytes}", details={"max_bytes": policy.max_bytes}
@@ -286,7 +342,7 @@ async def _fetch_http(url: str, policy: FetchPolicy, resolver: Resolver, target:
             except httpx.TimeoutException as e:
                 raise TimeoutError_(f"audio_url timed out: {type(e).__name__}") from e
             except httpx.HTTPError as e:
-                raise UpstreamError(f"audio_url could not be fetched: {e}") from e
+                raise UpstreamError(f"audio_url could not be fetched: {redact_text(str(e))}") from e
         raise UrlFetchError(f"audio_url redirected more than {policy.max_redirects} times")
 
 

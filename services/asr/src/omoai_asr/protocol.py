@@ -1,7 +1,8 @@
 """Request and response models of the ASR HTTP API (pydantic at the boundary).
 
-``TranscriptionOptions`` are the decode and output options of ``POST /v1/transcriptions``, taken
-from JSON or from multipart form fields; the ``OpenAI*`` models mirror the OpenAI audio API so the
+``TranscriptionOptions`` are the decode and output options of ``POST /v1/transcriptions``
+(:mod:`omoai_core.contracts.asr`, which the operator speaks too), taken from JSON or from multipart
+form fields; the ``OpenAI*`` models mirror the OpenAI audio API so the
 official client parses our answers unchanged.
 """
 
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from omoai_core.contracts import asr as contract
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Transcript
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from omoai_asr.engine.options import DecodeOptions
+from omoai_asr.geometry import DecodeOptions
 from omoai_asr.settings import AsrSettings
 
-OutputFormat = Literal["json", "txt", "srt", "vtt", "md"]
 OpenAIFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["word", "segment"]
 
@@ -31,21 +32,11 @@ MEDIA_TYPES: dict[str, str] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TranscriptionOptions(_Strict):
-    """Decode and output options; unset fields take the server's defaults."""
-
-    chunk_size: int | None = Field(default=None, ge=1, le=4999, description="Encoder frames per chunk (80 ms each).")
-    left_context: int | None = Field(default=None, ge=0, le=4999, description="Left context, encoder frames.")
-    right_context: int | None = Field(default=None, ge=0, le=4999, description="Right context, encoder frames.")
-    total_batch_duration: float | None = Field(
-        default=None, gt=0, le=14400, description="Seconds of audio per forward pass (long-form window budget)."
-    )
-    word_timestamps: bool | None = Field(default=None, description="Word timestamps in segments.")
-    include_frames: bool = Field(default=False, description="Add the per-frame argmax token ids (json only).")
-    format: OutputFormat = Field(default="json", description="Response format.")
+class TranscriptionOptions(contract.TranscriptionOptions):
+    """Decode and output options (the contract's fields); unset fields take the server's defaults."""
 
     def decode_options(self, settings: AsrSettings) -> DecodeOptions:
         """The engine's options; combinations the model cannot run raise ``InvalidInputError`` (400)."""
@@ -61,13 +52,8 @@ class TranscriptionOptions(_Strict):
         )
 
 
-class UrlTranscriptionRequest(TranscriptionOptions):
+class UrlTranscriptionRequest(contract.UrlTranscriptionRequest, TranscriptionOptions):
     """``POST /v1/transcriptions`` with a JSON body."""
-
-    audio_url: str = Field(
-        min_length=1, max_length=8192,
-        description="http(s)://, s3://bucket/key or file://path under the server's file root.",
-    )
 
 
 class OpenAIOptions(_Strict):

@@ -1,43 +1,40 @@
-"""The logic behind the routes: admission, timeouts and client disconnects, fetching and decoding
-the audio (ffmpeg in a worker thread), batching, and rendering the transcript.
+"""The logic behind the routes: the request lifecycle (admission before the body is read, the
+deadline, client disconnects; :mod:`omoai_http.lifecycle`), fetching and decoding the audio
+(ffmpeg, killed when its request is cancelled), batching, and rendering the transcript.
 
-Routes stay thin: they parse the request into options and a source and call :class:`AsrServing`.
+Routes stay thin: they hand a handler to :meth:`AsrServing.run`, which parses the body it is
+given into options and a source and calls the ``transcribe_*`` methods.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
-from omoai_audio import decode_audio
-from omoai_core.errors import AudioTooShortError, OmoaiError, TimeoutError_, UnavailableError
+from omoai_audio import decode_audio_async
+from omoai_core.errors import AudioTooShortError, OmoaiError, UnavailableError
 from omoai_core.schemas import Transcript
 from omoai_http.admission import Admission
+from omoai_http.lifecycle import Body, BodyLimits, ClientClosedError, RequestLifecycle
 
 from omoai_asr.batcher import Batcher
-from omoai_asr.engine.options import DecodeOptions
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
+from omoai_asr.geometry import DecodeOptions
 from omoai_asr.metrics import AsrMetrics, outcome_of
 from omoai_asr.settings import AsrSettings
+
+if TYPE_CHECKING:
+    from omoai_asr.runtime import AsrRuntime
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How often a running request checks whether its client is still connected.
-DISCONNECT_POLL_S = 0.25
-
-
-class ClientClosedError(OmoaiError):
-    """The client went away before the answer (nginx's 499); nobody receives this response."""
-
-    code = "client_closed_request"
-    http_status = 499
+__all__ = ["AsrServing", "ClientClosedError"]
 
 
 class AsrServing:
@@ -45,34 +42,51 @@ class AsrServing:
         self,
         settings: AsrSettings,
         *,
-        batcher: Batcher,
         admission: Admission,
         metrics: AsrMetrics,
         model_name: str,
         resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
-        self.batcher = batcher
+        self.runtime: AsrRuntime | None = None  # attached once the engine is loaded and warm
         self.admission = admission
+        self.lifecycle = RequestLifecycle(
+            admission, deadline_s=settings.request_timeout_s, limits=BodyLimits.from_settings(settings)
+        )
         self.metrics = metrics
         self.model_name = model_name
         self.fetch_policy = FetchPolicy.from_settings(settings)
         self.resolver = resolver
-        self.ready = False
+
+    # -- the engine --------------------------------------------------------------------------------
+
+    def attach(self, runtime: AsrRuntime) -> None:
+        self.runtime = runtime
+
+    def detach(self) -> None:
+        self.runtime = None
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    @property
+    def batcher(self) -> Batcher:
+        if self.runtime is None:
+            raise UnavailableError("the model is still loading; retry shortly")
+        return self.runtime.batcher
 
     # -- the request lifecycle ---------------------------------------------------------------------
 
-    async def run(self, request: Request, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` admitted, under the request timeout, cancelled if the client disconnects.
-
-        Every outcome is counted once in ``omoai_asr_requests_total{outcome}``.
-        """
+    async def run(self, request: Request, handler: Callable[[Body], Awaitable[T]]) -> T:
+        """``handler(body)`` admitted before its body is read, under the request timeout, cancelled
+        if the client disconnects. Every outcome is counted once in ``omoai_asr_requests_total``."""
         started = time.perf_counter()
         outcome = "error"
         try:
             if not self.ready:
                 raise UnavailableError("the model is still loading; retry shortly")
-            result = await self._guarded(request, work)
+            result = await self.lifecycle.run(request, handler)
             outcome = "success"
             return result
         except OmoaiError as e:
@@ -82,43 +96,19 @@ class AsrServing:
             self.metrics.outcome(outcome)  # type: ignore[arg-type]
             self.metrics.request_duration.observe(time.perf_counter() - started)
 
-    async def _guarded(self, request: Request, work: Callable[[], Awaitable[T]]) -> T:
-        async def admitted() -> T:
-            async with self.admission.slot():
-                return await work()
-
-        task = asyncio.ensure_future(admitted())
-        watcher = asyncio.ensure_future(_wait_disconnect(request))
-        try:
-            done, _ = await asyncio.wait(
-                {task, watcher}, timeout=self.settings.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if task in done:
-                return task.result()
-            if watcher in done and watcher.result():
-                log.info("client disconnected; dropping its transcription")
-                raise ClientClosedError("the client closed the connection")
-            raise TimeoutError_(
-                f"the request took longer than {self.settings.request_timeout_s:.0f} s and was stopped",
-                details={"request_timeout_s": self.settings.request_timeout_s},
-            )
-        finally:
-            for t in (task, watcher):
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(task, watcher, return_exceptions=True)
-
     # -- transcription -----------------------------------------------------------------------------
 
-    async def transcribe_bytes(self, data: bytes, options: DecodeOptions) -> Transcript:
-        return await self._transcribe(data, options)
+    async def transcribe_path(self, path: Path, options: DecodeOptions) -> Transcript:
+        return await self._transcribe(path, options)
 
     async def transcribe_url(self, url: str, options: DecodeOptions) -> Transcript:
         async with open_url(url, self.fetch_policy, resolver=self.resolver) as path:
             return await self._transcribe(path, options)
 
-    async def _transcribe(self, source: bytes | Path, options: DecodeOptions) -> Transcript:
-        audio = await asyncio.to_thread(decode_audio, source, max_duration_s=self.settings.max_audio_duration_s)
+    async def _transcribe(self, source: Path, options: DecodeOptions) -> Transcript:
+        audio = await decode_audio_async(
+            source, max_duration_s=self.settings.max_audio_duration_s, timeout_s=self.settings.decode_timeout_s
+        )
         if audio.duration < self.settings.min_audio_duration_s:
             raise AudioTooShortError(
                 f"the audio is {audio.duration * 1000:.0f} ms long; the shortest accepted is "
@@ -128,11 +118,3 @@ class AsrServing:
         self.metrics.request_audio.observe(audio.duration)
         transcript = await self.batcher.submit(audio.samples, options)
         return transcript.model_copy(update={"model": self.model_name})
-
-
-async def _wait_disconnect(request: Request) -> bool:
-    """True once the client has disconnected (polls: the body has already been read)."""
-    while True:
-        await asyncio.sleep(DISCONNECT_POLL_S)
-        if await request.is_disconnected():
-            return True

@@ -7,8 +7,9 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
+from omoai_core.contracts.asr import DECODE_DEFAULTS as DEFAULTS
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -35,6 +36,11 @@ class AsrSettings(InferenceSettings, ServerSettings):
 
     # -- audio limits ------------------------------------------------------------------------------
     max_audio_duration_s: float = Field(default=4 * 3600.0, gt=0, description="Longest audio accepted.")
+    decode_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Wall-clock limit of ffprobe and ffmpeg decoding one input (422 decode_timeout).",
+    )
     min_audio_duration_s: float = Field(
         default=0.1, ge=0, description="Shortest audio accepted (shorter input has nothing to recognise)."
     )
@@ -49,15 +55,17 @@ class AsrSettings(InferenceSettings, ServerSettings):
     )
 
     # -- default decode options (a request may override them) -------------------------------------
-    chunk_size: int = Field(default=64, ge=1, description="Encoder frames per chunk (80 ms each).")
-    left_context: int = Field(default=128, ge=0, description="Left context in encoder frames.")
-    right_context: int = Field(default=128, ge=0, description="Right context in encoder frames.")
-    total_batch_duration: float = Field(default=1800.0, gt=0, description="Seconds of audio per forward pass.")
-    word_timestamps: Switch = Field(default=True, description="Word timestamps in segments.")
+    chunk_size: int = Field(default=DEFAULTS.chunk_size, ge=1, description="Encoder frames per chunk (80 ms each).")
+    left_context: int = Field(default=DEFAULTS.left_context, ge=0, description="Left context in encoder frames.")
+    right_context: int = Field(default=DEFAULTS.right_context, ge=0, description="Right context in encoder frames.")
+    total_batch_duration: float = Field(
+        default=DEFAULTS.total_batch_duration, gt=0, description="Seconds of audio per forward pass."
+    )
+    word_timestamps: Switch = Field(default=DEFAULTS.word_timestamps, description="Word timestamps in segments.")
 
     # -- URL inputs (audio_url) --------------------------------------------------------------------
     url_allowed_schemes: Annotated[list[UrlScheme], NoDecode] = Field(
-        default_factory=lambda: ["http", "https", "s3", "file"],
+        default_factory=lambda: list(get_args(UrlScheme)),
         description="Schemes audio_url may use (file also needs OMOAI_FILE_ROOT).",
     )
     allow_private_addresses: Switch = Field(

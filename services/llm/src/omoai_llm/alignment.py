@@ -234,113 +234,154 @@ def align_words(
     are context the model saw around them (so that a chunk does not end its last sentence early).
     ``segment_of[i]`` names the segment of input word ``i`` (for counting fallback segments).
     """
-    n = len(input_words)
-    win = window if window is not None else range(n)
-    src = [split_token(nfc(w)) for w in input_words]
-    hyp = tokens_of_answer(answer)
-    src_keys = [t.key for t in src]
-    hyp_keys = [t.key for t in hyp]
-    out: list[str | None] = [None] * n
-    outcome = [""] * n  # matched, replaced, spelling_fix, restored
-    word_cost = [0] * n  # model word errors attributed to each input word ...
-    char_cost = [0] * n  # ... and character errors
-    gap_words = [0] * (n + 1)  # invented words before input word g (g = n: after the last)
-    gap_chars = [0] * (n + 1)
+    a = _Alignment.start([split_token(nfc(w)) for w in input_words], tokens_of_answer(answer), policy)
+    a.map_answer()
+    return a.tally(window, segment_of)
 
-    def keep_input(i: int, lead: str = "", trail: str = "") -> None:
-        t = src[i]
-        if t.core:
-            out[i] = _marks(t.lead, lead or t.lead) + t.core + _marks(t.trail, trail or t.trail)
-        else:
-            out[i] = t.text  # a punctuation-only input "word" survives as it was
 
-    matcher = difflib.SequenceMatcher(None, src_keys, hyp_keys, autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
-            for k in range(i2 - i1):
-                s, h = src[i1 + k], hyp[j1 + k]
-                out[i1 + k] = (
-                    _marks(s.lead, h.lead) + apply_case(s.core, h.core) + _marks(s.trail, h.trail) if s.core else s.text
-                )
-                outcome[i1 + k] = "matched"
-        elif op == "delete":
-            for i in range(i1, i2):
-                keep_input(i)
-                outcome[i], word_cost[i], char_cost[i] = "restored", 1, len(src_keys[i]) + 1
-        elif op == "insert":
-            gap_words[i1] += j2 - j1
-            gap_chars[i1] += len(" ".join(hyp_keys[j1:j2])) + 1
-            _move_sentence_end(out, i1, hyp[j2 - 1])
-        else:  # replace
-            n_src, n_hyp = i2 - i1, j2 - j1
-            if n_src == n_hyp:
-                for k in range(n_src):
-                    i, h = i1 + k, hyp[j1 + k]
-                    word_cost[i], char_cost[i] = 1, edit_errors(src_keys[i], hyp_keys[j1 + k])
-                    if policy == "lenient" and src[i].core and is_spelling_fix(src[i].core, h.core):
-                        out[i] = h.lead + h.core + h.trail
-                        outcome[i] = "spelling_fix"
-                    else:
-                        keep_input(i, h.lead, h.trail)
-                        outcome[i] = "replaced"
+Outcome = Literal["", "matched", "replaced", "spelling_fix", "restored"]
+
+
+@dataclass
+class _Alignment:
+    """The alignment of one answer, per input word ``i``: its output word, what happened to it, and
+    the model's word and character errors charged to it; ``gap_*[g]`` are invented before word g."""
+
+    src: list[Token]
+    hyp: list[Token]
+    policy: Policy
+    out: list[str | None]
+    outcome: list[Outcome]
+    word_cost: list[int]
+    char_cost: list[int]
+    gap_words: list[int]  # g = n: after the last word
+    gap_chars: list[int]
+
+    @classmethod
+    def start(cls, src: list[Token], hyp: list[Token], policy: Policy) -> _Alignment:
+        n = len(src)
+        return cls(src, hyp, policy, [None] * n, [""] * n, [0] * n, [0] * n, [0] * (n + 1), [0] * (n + 1))
+
+    @property
+    def src_keys(self) -> list[str]:
+        return [t.key for t in self.src]
+
+    # -- mapping the answer ------------------------------------------------------------------------
+    def map_answer(self) -> None:
+        src_keys, hyp_keys = self.src_keys, [t.key for t in self.hyp]
+        matcher = difflib.SequenceMatcher(None, src_keys, hyp_keys, autojunk=False)
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op == "equal":
+                self._equal(i1, i2, j1)
+            elif op == "delete":
+                self._delete(i1, i2)
+            elif op == "insert":
+                self.gap_words[i1] += j2 - j1
+                self.gap_chars[i1] += len(" ".join(hyp_keys[j1:j2])) + 1
+                _move_sentence_end(self.out, i1, self.hyp[j2 - 1])
+            elif i2 - i1 == j2 - j1:
+                self._replace_one_to_one(i1, i2, j1)
             else:
-                for k, i in enumerate(range(i1, i2)):
-                    keep_input(i)
-                    outcome[i] = "replaced" if k < n_hyp else "restored"
-                    word_cost[i] = 1
-                word_cost[i1] += max(0, n_hyp - n_src)
-                char_cost[i1] = edit_errors(" ".join(src_keys[i1:i2]), " ".join(hyp_keys[j1:j2]))
-                # The block's outer punctuation (an opening quote, a sentence end) is still right.
-                first, last = src[i1], src[i2 - 1]
-                if first.core:
-                    out[i1] = _marks(first.lead, hyp[j1].lead) + (out[i1] or "")[len(first.lead) :]
-                if last.core:
-                    base = out[i2 - 1] or last.text
-                    out[i2 - 1] = base[: len(base) - len(last.trail)] + _marks(last.trail, hyp[j2 - 1].trail)
+                self._replace_block(i1, i2, j1, j2)
 
-    words: list[str] = []
-    stats = AlignmentStats(words_in=len(win), model_words=len(hyp) if window is None else 0)
-    touched: set[int] = set()
-    for i in win:
-        w = out[i]
-        if w is None or (policy == "strict" and split_token(w).key != src[i].key) or not w.strip():
-            # Defensive: the guarantee holds word by word even if the logic above had a hole.
-            w = src[i].text
-            outcome[i] = outcome[i] if outcome[i] != "matched" else "replaced"
-        words.append(w)
-        kind = outcome[i]
-        if kind == "matched":
-            stats.matched += 1
-        elif kind == "spelling_fix":
-            stats.spelling_fixes += 1
-        elif kind == "replaced":
-            stats.replaced += 1
-            touched.add(i)
+    def _keep_input(self, i: int, lead: str = "", trail: str = "") -> None:
+        t = self.src[i]
+        if t.core:
+            self.out[i] = _marks(t.lead, lead or t.lead) + t.core + _marks(t.trail, trail or t.trail)
         else:
-            stats.restored += 1
-            touched.add(i)
-        stats.model_word_errors += word_cost[i]
-        stats.model_char_errors += char_cost[i]
-        out_key = split_token(w).key
-        if out_key != src_keys[i]:
-            stats.output_word_errors += 1
-            stats.output_char_errors += edit_errors(src_keys[i], out_key)
-    # Invented words between two words of the window (or at an outer edge of the whole input).
-    for g in range(win.start, win.stop + 1):
-        inner = win.start < g < win.stop or (g == win.start == 0) or (g == win.stop == n)
-        if inner or (len(win) == n):
-            stats.invented += gap_words[g]
-            stats.model_word_errors += gap_words[g]
-            stats.model_char_errors += gap_chars[g]
-    # Extra words of an unequal replace block: counted as invented too.
-    stats.invented += sum(max(0, c - 1) for c in (word_cost[i] for i in win) if c > 1)
-    if window is not None:
-        stats.model_words = stats.matched + stats.replaced + stats.spelling_fixes + stats.invented
-    stats.words_out = len(words)
-    stats.chars_in = len(" ".join(src_keys[i] for i in win))
-    if segment_of is not None:
-        stats.fallback_segments = {segment_of[i] for i in touched}
-    return AlignedWords(words, stats)
+            self.out[i] = t.text  # a punctuation-only input "word" survives as it was
+
+    def _equal(self, i1: int, i2: int, j1: int) -> None:
+        for k in range(i2 - i1):
+            s, h = self.src[i1 + k], self.hyp[j1 + k]
+            self.out[i1 + k] = (
+                _marks(s.lead, h.lead) + apply_case(s.core, h.core) + _marks(s.trail, h.trail) if s.core else s.text
+            )
+            self.outcome[i1 + k] = "matched"
+
+    def _delete(self, i1: int, i2: int) -> None:
+        for i in range(i1, i2):
+            self._keep_input(i)
+            self.outcome[i], self.word_cost[i], self.char_cost[i] = "restored", 1, len(self.src[i].key) + 1
+
+    def _replace_one_to_one(self, i1: int, i2: int, j1: int) -> None:
+        for k in range(i2 - i1):
+            i, h = i1 + k, self.hyp[j1 + k]
+            self.word_cost[i], self.char_cost[i] = 1, edit_errors(self.src[i].key, h.key)
+            if self.policy == "lenient" and self.src[i].core and is_spelling_fix(self.src[i].core, h.core):
+                self.out[i] = h.lead + h.core + h.trail
+                self.outcome[i] = "spelling_fix"
+            else:
+                self._keep_input(i, h.lead, h.trail)
+                self.outcome[i] = "replaced"
+
+    def _replace_block(self, i1: int, i2: int, j1: int, j2: int) -> None:
+        n_hyp = j2 - j1
+        for k, i in enumerate(range(i1, i2)):
+            self._keep_input(i)
+            self.outcome[i] = "replaced" if k < n_hyp else "restored"
+            self.word_cost[i] = 1
+        self.word_cost[i1] += max(0, n_hyp - (i2 - i1))
+        self.char_cost[i1] = edit_errors(
+            " ".join(t.key for t in self.src[i1:i2]), " ".join(t.key for t in self.hyp[j1:j2])
+        )
+        # The block's outer punctuation (an opening quote, a sentence end) is still right.
+        first, last = self.src[i1], self.src[i2 - 1]
+        if first.core:
+            self.out[i1] = _marks(first.lead, self.hyp[j1].lead) + (self.out[i1] or "")[len(first.lead) :]
+        if last.core:
+            base = self.out[i2 - 1] or last.text
+            self.out[i2 - 1] = base[: len(base) - len(last.trail)] + _marks(last.trail, self.hyp[j2 - 1].trail)
+
+    # -- counting ----------------------------------------------------------------------------------
+    def tally(self, window: range | None, segment_of: Sequence[int] | None) -> AlignedWords:
+        """The output words of ``window`` (all by default) and what the alignment counted in it."""
+        n = len(self.src)
+        src_keys = self.src_keys
+        win = window if window is not None else range(n)
+        words: list[str] = []
+        stats = AlignmentStats(words_in=len(win), model_words=len(self.hyp) if window is None else 0)
+        touched: set[int] = set()
+        for i in win:
+            w = self.out[i]
+            if w is None or (self.policy == "strict" and split_token(w).key != src_keys[i]) or not w.strip():
+                # Defensive: the guarantee holds word by word even if the logic above had a hole.
+                w = self.src[i].text
+                self.outcome[i] = self.outcome[i] if self.outcome[i] != "matched" else "replaced"
+            words.append(w)
+            kind = self.outcome[i]
+            if kind == "matched":
+                stats.matched += 1
+            elif kind == "spelling_fix":
+                stats.spelling_fixes += 1
+            elif kind == "replaced":
+                stats.replaced += 1
+                touched.add(i)
+            else:
+                stats.restored += 1
+                touched.add(i)
+            stats.model_word_errors += self.word_cost[i]
+            stats.model_char_errors += self.char_cost[i]
+            out_key = split_token(w).key
+            if out_key != src_keys[i]:
+                stats.output_word_errors += 1
+                stats.output_char_errors += edit_errors(src_keys[i], out_key)
+        # Invented words between two words of the window (or at an outer edge of the whole input).
+        for g in range(win.start, win.stop + 1):
+            inner = win.start < g < win.stop or (g == win.start == 0) or (g == win.stop == n)
+            if inner or (len(win) == n):
+                stats.invented += self.gap_words[g]
+                stats.model_word_errors += self.gap_words[g]
+                stats.model_char_errors += self.gap_chars[g]
+        # Extra words of an unequal replace block: counted as invented too.
+        stats.invented += sum(max(0, c - 1) for c in (self.word_cost[i] for i in win) if c > 1)
+        if window is not None:
+            stats.model_words = stats.matched + stats.replaced + stats.spelling_fixes + stats.invented
+        stats.words_out = len(words)
+        stats.chars_in = len(" ".join(src_keys[i] for i in win))
+        if segment_of is not None:
+            stats.fallback_segments = {segment_of[i] for i in touched}
+        return AlignedWords(words, stats)
 
 
 def _move_sentence_end(out: list[str | None], before: int, last_invented: Token) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -15,12 +15,13 @@ from omoai_core.errors import OmoaiError
 from omoai_core.metrics import build_info, gpu_memory_gauges
 from omoai_gpu.memory import MemoryPolicy
 from omoai_http.admission import Admission
-from omoai_http.app import install_common
-from omoai_http.auth import bearer_auth
+from omoai_http.app import docs_options, install_common
+from omoai_http.lifecycle import BodyLimits, RequestLifecycle
 from prometheus_client import CollectorRegistry
 
 from omoai_llm import __version__
 from omoai_llm.backends import load_backend
+from omoai_llm.backends.base import Backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
 from omoai_llm.models import Loader, ModelManager
 from omoai_llm.prompts import load_prompts
@@ -57,7 +58,7 @@ async def llm_runtime(
     metrics = metrics or LlmMetrics.create(registry)
     prompts = load_prompts(settings.prompts_file)
 
-    async def default_loader(model: str):
+    async def default_loader(model: str) -> Backend:
         return await load_backend(settings, model, policy)
 
     manager = ModelManager(
@@ -76,9 +77,18 @@ async def llm_runtime(
 
 
 def create_app(
-    settings: LlmSettings, *, registry: CollectorRegistry | None = None, loader: Loader | None = None
+    settings: LlmSettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    loader: Loader | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    """The ASGI app. ``loader`` replaces backend loading (tests inject fake backends at that seam)."""
+    """The ASGI app. ``loader`` replaces backend loading (tests inject fake backends at that seam).
+
+    A start-up failure is logged as one line. Without ``on_fatal`` it is raised from the lifespan;
+    with it (the CLI), ``on_fatal`` is called and the app starts unready so the server can stop
+    itself cleanly and the process exit with its documented code.
+    """
     registry = registry if registry is not None else CollectorRegistry()
     build_info(registry, "llm", __version__, backend=settings.backend)
     policy = MemoryPolicy.from_settings(
@@ -97,24 +107,45 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stack = contextlib.AsyncExitStack()
         try:
-            async with llm_runtime(settings, registry, policy=policy, metrics=metrics, loader=loader) as rt:
-                runtime["rt"] = rt
-                app.state.service = rt.service
-                app.state.runtime = rt
-                log.info("LLM service ready (%s: %s)", settings.backend, ", ".join(rt.manager.resident))
-                yield
-        except OmoaiError as e:
-            log.error("cannot start: %s", e.message)
-            raise
+            rt = await stack.enter_async_context(
+                llm_runtime(settings, registry, policy=policy, metrics=metrics, loader=loader)
+            )
+        except Exception as e:
+            await stack.aclose()
+            message = e.message if isinstance(e, OmoaiError) else f"{type(e).__name__}: {e}"
+            log.error("cannot start: %s", message)
+            log.debug("start-up failure", exc_info=True)
+            app.state.load_error = e
+            if on_fatal is None:
+                raise
+            on_fatal(e)
+            yield
+            return
+        try:
+            runtime["rt"] = rt
+            app.state.service = rt.service
+            app.state.runtime = rt
+            log.info("LLM service ready (%s: %s)", settings.backend, ", ".join(rt.manager.resident))
+            yield
         finally:
             runtime.clear()
+            app.state.service = None
+            await stack.aclose()
 
-    app = FastAPI(title="OMOAI LLM service", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="OMOAI LLM service", version=__version__, lifespan=lifespan, **docs_options(settings))
+    app.state.load_error = None
+    app.state.service = None
     app.state.settings = settings
     app.state.registry = registry
     app.state.policy = policy
     app.state.admission = Admission(settings.max_concurrency, settings.max_queue, registry=registry, service="llm")
-    install_common(app, settings, registry=registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready)
-    app.include_router(build_router(bearer_auth(token)))
+    app.state.lifecycle = RequestLifecycle(
+        app.state.admission, deadline_s=settings.request_timeout_s, limits=BodyLimits.from_settings(settings)
+    )
+    install_common(
+        app, settings, registry=registry, ready=lambda: "rt" in runtime and runtime["rt"].manager.ready, token=token
+    )
+    app.include_router(build_router())
     return app

@@ -86,7 +86,8 @@ async def _offline(task: str, settings: LlmSettings, segments: list[Segment], la
             result = await svc.topics(TopicsRequest(segments=segments, language=language))
         else:
             result = await svc.postprocess(PostprocessRequest(segments=segments, language=language))
-        return result.model_dump(mode="json")
+        answer: dict[str, Any] = result.model_dump(mode="json")
+        return answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,16 +132,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: LlmSettings) -> int:
+    import uvicorn
+    from omoai_core.errors import ConfigError
+    from omoai_http.server import check_bindable
     from omoai_http.shutdown import build_server
 
     from omoai_llm.app import create_app
 
-    app = create_app(settings)
+    check_bindable(settings.host, settings.port)
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
     # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
-    server = build_server(
-        app, host=settings.host, port=settings.port, shutdown_timeout_s=settings.shutdown_timeout_s,
-        log_config=None, access_log=False,
-    )
-    server.run()
-    # uvicorn returns normally when the lifespan failed (e.g. the model could not load).
-    return 0 if server.started else 1
+    server = build_server(app, settings, access_log=False)
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
+        if server.started:
+            raise
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+    # The failure was logged as one line ("cannot start: ..."); 2 is the documented start-up code.
+    return 2 if app.state.load_error is not None else 0

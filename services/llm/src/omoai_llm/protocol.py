@@ -1,108 +1,35 @@
-"""Request and response models of the HTTP API (pydantic at the boundary).
-
-Segments use the shared ``omoai_core.schemas.Segment`` shape (``text``, ``start``, ``end`` and
-optional ``words``), so an ASR transcript's segments can be posted as they are.
+"""Request and response models of the HTTP API: the LLM service's contract, which lives in
+:mod:`omoai_core.contracts.llm` so that the operator speaks it too without importing this service.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from omoai_core.contracts.llm import (
+    ALL_TASKS,
+    AlignmentReport,
+    PostprocessRequest,
+    PostprocessResponse,
+    PunctuateRequest,
+    PunctuateResponse,
+    SummarizeRequest,
+    SummarizeResponse,
+    Task,
+    TopicsRequest,
+    TopicsResponse,
+    Usage,
+)
 
-from omoai_core.schemas import Quality, Segment, Summary, Topic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-Task = Literal["punctuate", "summarize", "topics"]
-ALL_TASKS: tuple[Task, ...] = ("punctuate", "summarize", "topics")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Request(_Model):
-    language: str | None = Field(default=None, description="vi or en (or a tag like vi-VN); unset = server default.")
-
-
-class PunctuateRequest(_Request):
-    segments: list[Segment]
-    policy: Literal["strict", "lenient"] | None = Field(default=None, description="Alignment policy; unset = server's.")
-
-
-class SummarizeRequest(_Request):
-    segments: list[Segment] | None = None
-    text: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SummarizeRequest:
-        if (self.segments is None) == (self.text is None):
-            raise ValueError("give exactly one of segments or text")
-        return self
-
-
-class TopicsRequest(_Request):
-    segments: list[Segment]
-    max_topics: int | None = Field(default=None, ge=1, le=200)
-
-
-class PostprocessRequest(_Request):
-    segments: list[Segment]
-    tasks: list[Task] = Field(default_factory=lambda: list(ALL_TASKS), min_length=1)
-    policy: Literal["strict", "lenient"] | None = None
-    max_topics: int | None = Field(default=None, ge=1, le=200)
-
-
-class Usage(_Model):
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-    truncated_calls: int = Field(default=0, description="Model answers cut off by the token limit.")
-
-
-class AlignmentReport(_Model):
-    """What the model returned compared with the input, and what the alignment did about it."""
-
-    policy: Literal["strict", "lenient"]
-    model_wer: float = Field(description="Word error rate of the model's raw answer against the input words.")
-    model_cer: float = Field(description="Character error rate of the model's raw answer.")
-    matched: int = Field(description="Input words found in the answer (punctuation and case taken).")
-    replaced: int = Field(description="Input words the model rewrote; the input word was kept.")
-    spelling_fixes: int = Field(description="Lenient policy: words where the model's spelling was taken.")
-    restored: int = Field(description="Input words the model dropped; put back.")
-    invented: int = Field(description="Words the model added; removed.")
-
-
-class PunctuateResponse(_Model):
-    segments: list[Segment]
-    text: str
-    quality: Quality
-    alignment: AlignmentReport
-    chunks: int
-    usage: Usage
-
-
-class SummarizeResponse(_Model):
-    summary: Summary
-    strategy: Literal["single", "map_reduce"]
-    chunks: int
-    structured: bool = Field(description="False when the summary was recovered from a non-JSON answer.")
-    warnings: list[str] = Field(default_factory=list)
-    usage: Usage
-
-
-class TopicsResponse(_Model):
-    topics: list[Topic]
-    chunks: int
-    warnings: list[str] = Field(default_factory=list)
-    usage: Usage
-
-
-class PostprocessResponse(_Model):
-    segments: list[Segment]
-    text: str
-    quality: Quality | None = None
-    alignment: AlignmentReport | None = None
-    summary: Summary | None = None
-    topics: list[Topic] | None = None
-    warnings: list[str] = Field(default_factory=list)
-    usage: dict[str, Usage] = Field(default_factory=dict)
+__all__ = [
+    "ALL_TASKS",
+    "AlignmentReport",
+    "PostprocessRequest",
+    "PostprocessResponse",
+    "PunctuateRequest",
+    "PunctuateResponse",
+    "SummarizeRequest",
+    "SummarizeResponse",
+    "Task",
+    "TopicsRequest",
+    "TopicsResponse",
+    "Usage",
+]

@@ -1,16 +1,21 @@
-"""The HTTP routes: thin; each validates, takes an admission slot, applies the request deadline and
-hands over to :class:`omoai_llm.service.LlmService`.
+"""The HTTP routes: thin; each hands a handler to the shared request lifecycle
+(:mod:`omoai_http.lifecycle`: admission before the body is read, the request deadline, bounded
+body reading, cancellation when the client hangs up), which parses and validates the JSON body
+and calls :class:`omoai_llm.service.LlmService`.
+
+Bodies are parsed here, not by FastAPI, so authentication (a middleware) and admission always come
+before the body is read, and a malformed body (deep nesting, ``NaN``, ``1e309``) is a 400.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
-from omoai_core.errors import TimeoutError_
-from omoai_http.admission import Admission
+from fastapi import APIRouter, Request
+from omoai_core.errors import InvalidInputError, UnavailableError
+from omoai_http.lifecycle import Body, RequestLifecycle
+from pydantic import BaseModel, ValidationError
 
 from omoai_llm.protocol import (
     PostprocessRequest,
@@ -24,54 +29,62 @@ from omoai_llm.protocol import (
 )
 from omoai_llm.service import LlmService
 
+M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def _service(request: Request) -> LlmService:
-    return request.app.state.service
-
-
-def _admission(request: Request) -> Admission:
-    return request.app.state.admission
-
-
-ServiceDep = Annotated[LlmService, Depends(_service)]
-AdmissionDep = Annotated[Admission, Depends(_admission)]
-
-
-async def _run(service: LlmService, admission: AdmissionDep, work: Coroutine[Any, Any, T]) -> T:
-    limit = service.settings.request_timeout_s
+def validate(model: type[M], data: Any) -> M:
+    """``model`` from parsed JSON; a failure is one 400 naming every bad field."""
     try:
-        async with admission.slot():
-            async with asyncio.timeout(limit):
-                return await work
-    except TimeoutError as e:
-        raise TimeoutError_(f"the request took longer than {limit:g}s", details={"timeout_s": limit}) from e
-    finally:
-        work.close()  # a no-op once it ran; refused before it started: no "never awaited" warning
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
+            problems.append(f"{loc}: {err.get('msg')}")
+        raise InvalidInputError("invalid request: " + "; ".join(problems), details={"errors": problems}) from None
 
 
-def build_router(auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
-    @router.post("/punctuate", response_model=PunctuateResponse)
-    async def punctuate(req: PunctuateRequest, service: ServiceDep, admission: AdmissionDep) -> PunctuateResponse:
+
+async def _run(request: Request, model: type[M], op: Callable[[LlmService, M], Awaitable[T]]) -> T:
+    service: LlmService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise UnavailableError("the model is not loaded; retry shortly")
+    lifecycle: RequestLifecycle = request.app.state.lifecycle
+
+    async def handle(body: Body) -> T:
+        req = validate(model, await body.json())
+        return await op(service, req)
+
+    return await lifecycle.run(request, handle)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/punctuate", response_model=PunctuateResponse, openapi_extra=_json_body(PunctuateRequest))
+    async def punctuate(request: Request) -> PunctuateResponse:
         """Punctuation and casing; every input word survives in order, every segment keeps its times."""
-        return await _run(service, admission, service.punctuate(req))
+        return await _run(request, PunctuateRequest, LlmService.punctuate)
 
-    @router.post("/summarize", response_model=SummarizeResponse)
-    async def summarize(req: SummarizeRequest, service: ServiceDep, admission: AdmissionDep) -> SummarizeResponse:
+    @router.post("/summarize", response_model=SummarizeResponse, openapi_extra=_json_body(SummarizeRequest))
+    async def summarize(request: Request) -> SummarizeResponse:
         """Title, abstract and bullet points (single pass or map-reduce by token count)."""
-        return await _run(service, admission, service.summarize(req))
+        return await _run(request, SummarizeRequest, LlmService.summarize)
 
-    @router.post("/topics", response_model=TopicsResponse)
-    async def topics(req: TopicsRequest, service: ServiceDep, admission: AdmissionDep) -> TopicsResponse:
+    @router.post("/topics", response_model=TopicsResponse, openapi_extra=_json_body(TopicsRequest))
+    async def topics(request: Request) -> TopicsResponse:
         """Key topics, each starting at a real segment's start time."""
-        return await _run(service, admission, service.topics(req))
+        return await _run(request, TopicsRequest, LlmService.topics)
 
-    @router.post("/postprocess", response_model=PostprocessResponse)
-    async def postprocess(req: PostprocessRequest, service: ServiceDep, admission: AdmissionDep) -> PostprocessResponse:
+    @router.post("/postprocess", response_model=PostprocessResponse, openapi_extra=_json_body(PostprocessRequest))
+    async def postprocess(request: Request) -> PostprocessResponse:
         """Punctuation, then summary and topics of the punctuated text, in one call."""
-        return await _run(service, admission, service.postprocess(req))
+        return await _run(request, PostprocessRequest, LlmService.postprocess)
 
     return router

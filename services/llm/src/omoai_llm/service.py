@@ -8,10 +8,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from omoai_core.contracts import primary_language
 from omoai_core.errors import InvalidInputError, PayloadTooLargeError
 from omoai_core.schemas import Quality, Segment
 
@@ -82,11 +82,7 @@ class LlmService:
 
     def language(self, requested: str | None) -> str:
         """The primary subtag (``vi-VN`` -> ``vi``); languages without prompts get the neutral ones."""
-        raw = (requested or self.settings.language).strip()
-        lang = raw.lower().replace("_", "-").split("-")[0]
-        if not re.fullmatch(r"[a-z]{2,3}", lang):
-            raise InvalidInputError(f"invalid language {raw!r}: expected a code such as vi, en or vi-VN")
-        return lang
+        return primary_language(requested or self.settings.language)
 
     def check_size(self, segments: Sequence[Segment] | None = None, text: str | None = None) -> None:
         if segments is not None and len(segments) > self.settings.max_segments:

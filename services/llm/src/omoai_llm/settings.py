@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from omoai_core.contracts import primary_language
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -81,7 +82,7 @@ class LlmSettings(ServerSettings, InferenceSettings):
     @field_validator("language")
     @classmethod
     def _lang(cls, v: str) -> str:
-        return v.strip().lower().split("-")[0].split("_")[0]
+        return primary_language(v)
 
     @field_validator("model", "summary_model", "tokenizer")
     @classmethod

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omoai_core.durations import timestamp
 from omoai_core.schemas import Segment, Word
 
-FRAME_SECONDS = 0.08
+from omoai_asr.geometry import FRAME_SECONDS
+
 WORD_START = "\u2581"  # "▁" opens a word in the sentencepiece vocabulary
 
 
@@ -202,8 +204,4 @@ def segments_from_path(
 
 def format_timestamp(seconds: float) -> str:
     """``HH:MM:SS:mmm``, the reference's segment time format."""
-    ms = round(seconds * 1000)
-    hours, ms = divmod(ms, 3_600_000)
-    minutes, ms = divmod(ms, 60_000)
-    secs, ms = divmod(ms, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}:{ms:03d}"
+    return timestamp(seconds, ":")

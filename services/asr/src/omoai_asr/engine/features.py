@@ -16,20 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
-FRAME_LENGTH = 400  # 25 ms at 16 kHz
-FRAME_SHIFT = 160  # 10 ms at 16 kHz
+from omoai_asr.geometry import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE
+from omoai_asr.geometry import fbank_frames as num_frames
+
+__all__ = ["SAMPLE_RATE", "Cmvn", "fbank", "load_cmvn", "num_frames", "samples_to_tensor"]
+
 FFT_SIZE = 512  # frame length rounded up to a power of two, as Kaldi does
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 _EPS = torch.finfo(torch.float32).eps
-
-
-def num_frames(num_samples: int) -> int:
-    """Frames Kaldi produces with ``snip_edges``: 0 for fewer than one window of samples."""
-    if num_samples < FRAME_LENGTH:
-        return 0
-    return 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
 def samples_to_tensor(samples: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

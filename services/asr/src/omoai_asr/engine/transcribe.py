@@ -27,6 +27,8 @@ from torch.nn import functional as F
 
 from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
 from omoai_asr.engine.options import DecodeOptions
+from omoai_asr.geometry import max_batch_frames as max_batch_frames  # the engine's window budget
+from omoai_asr.geometry import window_keep_frames as window_keep_frames
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,6 @@ class LongFormResult:
     encoder_out: torch.Tensor | None = None  # (T', D) float32 on CPU, when asked for
     logprobs: torch.Tensor | None = None  # (T', V) float32 on CPU, when asked for
     windows: list[WindowStats] = field(default_factory=list)
-
-
-def window_keep_frames(options: DecodeOptions) -> int:
-    """Encoder frames a long-form window keeps (the reference's truncated context size)."""
-    budget = int(options.total_batch_duration // 0.01) // 2  # input frames, 10 ms each
-    return options.chunk_size * max(1, budget // options.chunk_size // SUBSAMPLING)
-
-
-def max_batch_frames(options: DecodeOptions) -> int:
-    """Input frames a masked batch may hold (the reference's batch budget)."""
-    return int(options.total_batch_duration // 0.01) // 2
 
 
 def right_context_frames(options: DecodeOptions, n_layer: int, conv_context: int) -> int:

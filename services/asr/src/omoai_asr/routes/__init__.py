@@ -14,7 +14,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def get_serving(request: Request) -> AsrServing:
-    return request.app.state.serving
+    serving: AsrServing = request.app.state.serving
+    return serving
 
 
 ServingDep = Annotated[AsrServing, Depends(get_serving)]

@@ -9,12 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from omoai_core.errors import InvalidInputError, NotFoundError
+from omoai_core.errors import EmptyAudioError, InvalidInputError, NotFoundError
 from omoai_formats import render
+from omoai_http.lifecycle import Body
 from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, ModelCard, ModelList, OpenAIOptions, TranscriptionOptions, verbose_json
 from omoai_asr.routes import ServingDep, validate
+from omoai_asr.serving import AsrServing
 
 router = APIRouter(tags=["openai"])
 
@@ -43,7 +45,11 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "multipart/form-data":
         raise InvalidInputError("send multipart/form-data with the fields 'file' and 'model'")
-    form = await request.form(max_files=1, max_fields=32)
+    return await serving.run(request, lambda body: _transcribe_form(body, serving))
+
+
+async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
+    form = await body.form(max_files=1, max_fields=32)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidInputError("the form field 'file' (the audio file) is required")
@@ -70,9 +76,10 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
     decode = dataclasses.replace(
         TranscriptionOptions().decode_options(settings), word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities
     )
-    data = await upload.read()
-    await upload.close()
-    transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
+    path = await body.upload_to_file(upload)
+    if path.stat().st_size == 0:
+        raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
+    transcript = await serving.transcribe_path(path, decode)
     fmt = opts.response_format
     if fmt == "json":
         return JSONResponse({"text": transcript.text})
@@ -81,8 +88,8 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
     if fmt in ("srt", "vtt"):
         return PlainTextResponse(render(transcript, fmt), media_type=MEDIA_TYPES[fmt])
     language = opts.language or settings.language
-    body = verbose_json(transcript, language, list(opts.timestamp_granularities))
-    return JSONResponse(body.model_dump(exclude_none=True))
+    body_out = verbose_json(transcript, language, list(opts.timestamp_granularities))
+    return JSONResponse(body_out.model_dump(exclude_none=True))
 
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")

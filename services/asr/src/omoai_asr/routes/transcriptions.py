@@ -5,7 +5,6 @@ a raw ``audio/*`` body, or as JSON with ``audio_url``; decode and output options
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,10 +12,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from omoai_core.errors import EmptyAudioError, InvalidInputError, UnsupportedMediaError
 from omoai_core.schemas import Transcript
 from omoai_formats import render
+from omoai_http.jsonbody import parse_json
+from omoai_http.lifecycle import Body
 from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, TranscriptionOptions, UrlTranscriptionRequest
 from omoai_asr.routes import ServingDep, validate
+from omoai_asr.serving import AsrServing
 
 router = APIRouter(tags=["transcription"])
 
@@ -44,57 +46,68 @@ _OPENAPI: dict[str, Any] = {
     },
 }
 _RAW_TYPES = ("audio/", "video/", "application/octet-stream")
+#: A JSON request carries a URL and options, never audio: a larger JSON body is refused (413).
+MAX_JSON_BYTES = 1024 * 1024
 
 
 @router.post("/v1/transcriptions", openapi_extra=_OPENAPI, summary="Transcribe one recording")
 async def transcriptions(request: Request, serving: ServingDep) -> Response:
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=32)
-        upload = form.get("file")
-        fields = {k: v for k, v in form.multi_items() if k != "file"}
-        if any(isinstance(v, UploadFile) for v in fields.values()):
-            raise InvalidInputError("send the audio in the form field 'file'")
-        if isinstance(upload, str):
-            raise InvalidInputError("the form field 'file' must be a file upload")
-        if upload is None:
-            if "audio_url" not in fields:
-                raise InvalidInputError("no audio: send a 'file' upload, or JSON with 'audio_url'")
-            req = validate(UrlTranscriptionRequest, fields)
-            return await _from_url(request, serving, req)
-        if "audio_url" in fields:
-            raise InvalidInputError("send either a 'file' upload or 'audio_url', not both")
-        options = validate(TranscriptionOptions, fields)
-        decode = options.decode_options(serving.settings)
-        data = await upload.read()
-        await upload.close()
-        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
-        return render_transcript(transcript, options.format)
+        return await serving.run(request, lambda body: _from_form(body, serving))
     if ctype.startswith(_RAW_TYPES):
-        options = validate(TranscriptionOptions, dict(request.query_params))
-        decode = options.decode_options(serving.settings)
-        data = await request.body()
-        if not data:
-            raise EmptyAudioError("the request body is empty (0 bytes of audio)")
-        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
-        return render_transcript(transcript, options.format)
+        options = validate(TranscriptionOptions, dict(request.query_params))  # before admission: no body read
+        return await serving.run(request, lambda body: _from_raw(body, serving, options))
     if ctype in ("application/json", ""):
-        body = await request.body()
-        try:
-            payload = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidInputError(f"the body is not valid JSON: {e}") from None
-        if not isinstance(payload, dict):
-            raise InvalidInputError('expected a JSON object such as {"audio_url": "https://..."}')
-        return await _from_url(request, serving, validate(UrlTranscriptionRequest, payload))
+        return await serving.run(request, lambda body: _from_json(body, serving))
     raise UnsupportedMediaError(
         f"unsupported content type {ctype!r}; send multipart/form-data, audio/* or application/json"
     )
 
 
-async def _from_url(request: Request, serving: ServingDep, req: UrlTranscriptionRequest) -> Response:
+async def _from_form(body: Body, serving: AsrServing) -> Response:
+    form = await body.form(max_files=1, max_fields=32)
+    upload = form.get("file")
+    fields = {k: v for k, v in form.multi_items() if k != "file"}
+    if any(isinstance(v, UploadFile) for v in fields.values()):
+        raise InvalidInputError("send the audio in the form field 'file'")
+    if isinstance(upload, str):
+        raise InvalidInputError("the form field 'file' must be a file upload")
+    if upload is None:
+        if "audio_url" not in fields:
+            raise InvalidInputError("no audio: send a 'file' upload, or JSON with 'audio_url'")
+        return await _from_url(serving, validate(UrlTranscriptionRequest, fields))
+    if "audio_url" in fields:
+        raise InvalidInputError("send either a 'file' upload or 'audio_url', not both")
+    options = validate(TranscriptionOptions, fields)
+    decode = options.decode_options(serving.settings)
+    path = await body.upload_to_file(upload)
+    if path.stat().st_size == 0:
+        raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
+    transcript = await serving.transcribe_path(path, decode)
+    return render_transcript(transcript, options.format)
+
+
+async def _from_raw(body: Body, serving: AsrServing, options: TranscriptionOptions) -> Response:
+    decode = options.decode_options(serving.settings)
+    path = await body.to_file()
+    if path.stat().st_size == 0:
+        raise EmptyAudioError("the request body is empty (0 bytes of audio)")
+    transcript = await serving.transcribe_path(path, decode)
+    return render_transcript(transcript, options.format)
+
+
+async def _from_json(body: Body, serving: AsrServing) -> Response:
+    raw = await body.read(MAX_JSON_BYTES)
+    payload = parse_json(raw) if raw else None
+    if not isinstance(payload, dict):
+        raise InvalidInputError('expected a JSON object such as {"audio_url": "https://..."}')
+    return await _from_url(serving, validate(UrlTranscriptionRequest, payload))
+
+
+async def _from_url(serving: AsrServing, req: UrlTranscriptionRequest) -> Response:
     decode = req.decode_options(serving.settings)
-    transcript = await serving.run(request, lambda: serving.transcribe_url(req.audio_url, decode))
+    transcript = await serving.transcribe_url(req.audio_url, decode)
     return render_transcript(transcript, req.format)
 
 

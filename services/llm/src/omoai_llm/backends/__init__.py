@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from omoai_core.errors import ConfigError, ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
@@ -70,7 +71,7 @@ async def load_backend(settings: LlmSettings, model: str, policy: MemoryPolicy) 
     raise ConfigError(f"unknown backend {settings.backend!r}")  # pragma: no cover - settings validate it
 
 
-def _tokenizer_counter(settings: LlmSettings):
+def _tokenizer_counter(settings: LlmSettings) -> Callable[[str], int]:
     try:
         from transformers import AutoTokenizer
     except ImportError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,21 @@ class _Request:
     max_tokens: int
     temperature: float
     future: asyncio.Future[Completion] = field(repr=False)
+    #: Set when the caller has gone (its future was cancelled); read by generation's worker thread.
+    abandoned: threading.Event = field(default_factory=threading.Event, repr=False)
+
+
+class _StopAbandoned:
+    """A transformers stopping criterion: rows whose caller has gone stop at the next token, and
+    generation ends once every row has (a client that hung up costs at most one more step)."""
+
+    def __init__(self, group: list[_Request]) -> None:
+        self.group = group
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.tensor([r.abandoned.is_set() for r in self.group], dtype=torch.bool, device=input_ids.device)
 
 
 def _import_transformers() -> Any:
@@ -168,6 +184,7 @@ class TransformersBackend:
             )
         loop = asyncio.get_running_loop()
         req = _Request(list(ids), max(1, min(max_tokens, room)), temperature, loop.create_future())
+        req.future.add_done_callback(lambda f: req.abandoned.set() if f.cancelled() else None)
         if self._loop is not loop:  # first call, or the backend moved to another event loop
             self._loop, self._queue, self._worker = loop, asyncio.Queue(), None
         if self._worker is None or self._worker.done():
@@ -251,6 +268,7 @@ class TransformersBackend:
         )
         with self._policy.inference():
             out = model.generate(
+                stopping_criteria=[_StopAbandoned(group)],
                 input_ids=ids.to(self._policy.device),
                 attention_mask=mask.to(self._policy.device),
                 max_new_tokens=max_new,

@@ -11,6 +11,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from omoai_core.durations import clock
 from omoai_core.schemas import Segment, Topic
 
 from omoai_llm.chunking import pack, split_words
@@ -30,11 +31,6 @@ MAX_TITLE_CHARS = 200
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def format_time(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
 def _resolve(t: ParsedTopic, ids: Sequence[int], segments: Sequence[Segment]) -> int | None:
@@ -65,7 +61,7 @@ async def find_topics(
     room = ctx.room(prompt.replace("{max_topics}", str(max_topics)), max_tokens)
     for i in ids:
         s = segments[i]
-        head = f"[{i + 1}] ({format_time(s.start)}) "
+        head = f"[{i + 1}] ({clock(s.start)}) "
         words = s.text.split()
         if count(head + s.text) <= room:
             lines.append((i, head + " ".join(words)))

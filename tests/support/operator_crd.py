@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "charts" / "omoai" / "crds" / "transcriptionjobs.omoai.io.yaml"
 EXAMPLES = ROOT / "examples"
 

@@ -7,7 +7,8 @@ generation bumped on spec changes only, merge and JSON patches (a failed ``test`
 PUT, label/field selectors, lists with ``kind``, watches that resume from ``resourceVersion`` and
 honour ``timeoutSeconds``, finalizers and deletionTimestamp, the core group's discovery, and the
 namespace list. Custom resources are defaulted and validated against the CRD schema (and our CEL
-rules) like a real API server, answering 422 with the reasons. Every stored version is kept, so
+rules) like a real API server, answering 422 with the reasons; built-in kinds registered with
+:func:`builtin_validator` (EndpointSlices) against Kubernetes' own schemas (kubernetes-validate). Every stored version is kept, so
 tests assert on an object's whole status history.
 
 It runs in a thread with its own event loop (:class:`EmulatorThread`) so that KopfRunner, kubectl
@@ -40,6 +41,25 @@ _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?(?:/(?P<sub>s
 
 Validator = Callable[[dict[str, Any], dict[str, Any] | None], list[str]]
 Defaulter = Callable[[dict[str, Any]], Any]
+
+
+def builtin_validator(k8s_version: str = "1.30") -> Validator:
+    """Validate a built-in kind (e.g. ``discovery.k8s.io/v1`` EndpointSlice) against the published
+    schema of that Kubernetes version, as the API server would."""
+    import kubernetes_validate
+
+    def validate(obj: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+        body = copy.deepcopy(obj)
+        meta = body.get("metadata") or {}
+        for k in ("uid", "resourceVersion", "generation", "creationTimestamp"):
+            meta.pop(k, None)
+        try:
+            kubernetes_validate.validate(body, k8s_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            return [f"{'.'.join(str(p) for p in e.path) or '<root>'}: {e.message}"]
+        return []
+
+    return validate
 
 
 class ApiError(Exception):
@@ -182,6 +202,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.state = _State()
         self.cond: asyncio.Condition | None = None
         self.request_log: list[tuple[str, str]] = []
+        self.forbidden: set[str] = set()  # plurals answered 403, as without an RBAC rule for them
 
     # -- registration ------------------------------------------------------------------------------
     def add_kind(self, kind: Kind, *, verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch"),
@@ -228,6 +249,9 @@ class Emulator(kmock.KubernetesEmulator):
         self.request_log.append((request.method.value if hasattr(request.method, "value") else str(request.method),
                                  str(request.url.path)))
         try:
+            if kind.plural in self.forbidden:
+                raise ApiError(403, "Forbidden", f"{kind.plural}.{kind.group or 'core'} is forbidden: "
+                               "the service account has no rule for it")
             return await self._dispatch(kind, request)
         except ApiError as e:
             return aiohttp.web.json_response(
