@@ -44,9 +44,9 @@ class OperatorMetrics:
     slots_used: Gauge
     discovery: Gauge
     wakeups: Counter
-    _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
     failures: Counter
     heartbeat: Gauge
+    _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
