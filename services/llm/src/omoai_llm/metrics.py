@@ -36,7 +36,9 @@ class LlmMetrics:
         return cls(
             duration=inference_duration_histogram(registry),
             tokens=Counter(
-                "omoai_llm_tokens", "Tokens processed by the model, by task.", ["direction", "model", "task"],
+                "omoai_llm_tokens",
+                "Tokens processed by the model, by task.",
+                ["direction", "model", "task"],
                 registry=registry,
             ),
             switches=Counter(
