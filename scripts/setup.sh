@@ -52,6 +52,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
+# checkov (scans the rendered chart in tests/integration/chart) pins dependencies that contradict
+# constraints.txt, so it gets a virtualenv of its own, like a pipx-installed tool.
+CHECKOV_VERSION=3.3.30
+if ! "$VENV-checkov/bin/checkov" --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+  log "installing checkov $CHECKOV_VERSION into $VENV-checkov"
+  "$PYTHON" -m venv "$VENV-checkov"
+  "$VENV-checkov/bin/python" -m pip --disable-pip-version-check -q install "checkov==$CHECKOV_VERSION" 2>&1 \
+    | grep -v -i -E '^(warning|  warning)|is ignored: it is neither' >&2 || true
+fi
+
 stamp="$VENV/.omoai-installed"
 want=$({ ls constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml \
   operator/pyproject.toml 2>/dev/null || true; } | xargs cat | sha256sum | cut -d' ' -f1)
@@ -74,5 +84,6 @@ packages=(-e libs/core -e libs/audio -e libs/formats -e libs/gpu -e libs/http)
 "${PIP[@]}" install -c constraints.txt "${packages[@]}" -r requirements-dev.txt 2>&1 \
   | grep -v -i -E '^(warning|  warning)|is ignored: it is neither' >&2 || true
 "$VENV/bin/python" -m pip check >&2
+
 echo "$want" >"$stamp"
 log "done"

@@ -11,7 +11,13 @@ release:
   such as ``nodeSelector`` or a Kubernetes object such as ``securityContext``);
 - an annotation with ``type``, ``anyOf``, ``oneOf`` or ``$ref`` replaces the inferred type;
 - every key outside free-form mappings and lists must have a comment (the house rule "a comment
-  on every value"); a missing one is an error.
+  on every value"); a missing one is an error;
+- ``{"$ref": "#/definitions/io.k8s..."}`` names a Kubernetes type: its definition (and every one it
+  references) is copied from the strict JSON schemas kubernetes-validate bundles for
+  ``KUBE_VERSION``, with unknown fields refused (``additionalProperties: false``), so a typo such as
+  ``readOnlyRootFileSystem`` in a pass-through securityContext fails the install;
+- a ``number`` also accepts a decimal string: ``helm --set x=0.9`` passes the string "0.9" (Helm
+  only types whole numbers), and the templates print numbers as strings anyway.
 
 Usage: ``gen_schema.py`` writes the schema; ``gen_schema.py --check`` exits 1 when the file on disk
 differs from what would be generated (the chart tests run it).
@@ -37,6 +43,10 @@ _KEY = re.compile(r'^(?P<indent> *)(?P<key>"[^"]+"|\'[^\']+\'|[A-Za-z0-9_./-]+):
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 _REPLACES_TYPE = ("type", "anyOf", "oneOf", "$ref")
 _FREE_FORM = ("type", "$ref", "additionalProperties")
+_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+#: Kubernetes version whose API schemas validate pass-through objects (the oldest the tests target).
+KUBE_VERSION = "1.29.0"
+_K8S_PREFIX = "#/definitions/io.k8s."
 
 #: Shared definitions referenced from annotations with ``{"$ref": "#/definitions/<name>"}``.
 DEFINITIONS: dict[str, Any] = {
@@ -158,13 +168,80 @@ def build(value: Any, docs: dict[tuple[str, ...], KeyDoc], path: tuple[str, ...]
     return schema
 
 
+def _numbers_accept_decimal_strings(node: Any) -> Any:
+    """Rewrite every ``{"type": "number", ...}`` as anyOf that or a decimal string."""
+    if isinstance(node, list):
+        return [_numbers_accept_decimal_strings(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _numbers_accept_decimal_strings(v) for k, v in node.items()}
+    if node.get("type") == "number":
+        number = {k: v for k, v in node.items() if k != "description"}
+        out: dict[str, Any] = {"description": node["description"]} if "description" in node else {}
+        out["anyOf"] = [number, {"type": "string", "pattern": _DECIMAL}]
+        return out
+    return node
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def _kubernetes_definitions() -> dict[str, Any]:
+    import kubernetes_validate
+
+    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    path = root / f"v{KUBE_VERSION}-local-strict" / "_definitions.json"
+    return json.loads(path.read_text(encoding="utf-8"))["$defs"]
+
+
+def _localise(node: Any) -> Any:
+    """Kubernetes schema -> ours: refs into our ``definitions``, descriptions dropped (size)."""
+    if isinstance(node, list):
+        return [_localise(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "description" and isinstance(v, str):
+            continue
+        if k == "$ref" and isinstance(v, str):
+            v = "#/definitions/" + v.rsplit("/", 1)[-1]
+        out[k] = _localise(v)
+    return out
+
+
+def kubernetes_closure(schema: dict[str, Any]) -> dict[str, Any]:
+    """The Kubernetes definitions ``schema`` references, transitively, keyed by their full name."""
+    wanted = sorted(r for r in _refs(schema) if r.startswith(_K8S_PREFIX))
+    if not wanted:
+        return {}
+    source = _kubernetes_definitions()
+    out: dict[str, Any] = {}
+    todo = [r.removeprefix("#/definitions/") for r in wanted]
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        if name not in source:
+            raise SchemaError(f"no Kubernetes {KUBE_VERSION} definition named {name}")
+        out[name] = _localise(source[name])
+        todo += [r.removeprefix("#/definitions/") for r in _refs(out[name])]
+    return dict(sorted(out.items()))
+
+
 def generate(values_text: str) -> dict[str, Any]:
     values = yaml.safe_load(values_text)
     if not isinstance(values, dict):
         raise SchemaError("values.yaml must be a mapping")
-    schema = build(values, scan_comments(values_text), ())
+    schema = _numbers_accept_decimal_strings(build(values, scan_comments(values_text), ()))
     schema["title"] = "Values of the omoai Helm chart"
-    schema["definitions"] = DEFINITIONS
+    schema["definitions"] = {**DEFINITIONS, **kubernetes_closure(schema)}
     return schema
 
 

@@ -12,8 +12,80 @@ cache claim, HPA, PDB and NetworkPolicy. Each takes (dict "root" $ "component" "
 {{- if and $v.gpu.enabled (eq $device "cpu") }}
 {{- fail (printf "%s.config.device is cpu but %s.gpu.enabled reserves a GPU it would never use: set %s.gpu.enabled=false or a cuda device." .component .component .component) }}
 {{- end }}
-{{- if and (eq $v.modelCache.type "pvc") (not $v.modelCache.existingClaim) (gt (int $v.replicaCount) 1) (not (has "ReadWriteMany" $v.modelCache.accessModes)) }}
-{{- fail (printf "%s.modelCache: %d replicas cannot share a %v claim; use ReadWriteMany or an emptyDir cache." .component (int $v.replicaCount) $v.modelCache.accessModes) }}
+{{- $max := include "omoai.maxReplicas" . | int }}
+{{- $cache := $v.modelCache }}
+{{- $sharedCache := or (has "ReadWriteMany" $cache.accessModes) (has "ReadOnlyMany" $cache.accessModes) }}
+{{- if and (eq $cache.type "pvc") (not $cache.existingClaim) (not $sharedCache) }}
+{{- if gt $max 1 }}
+{{- fail (printf "%s.modelCache: up to %d replicas (%s) cannot share a %v claim: each pod would wait for the volume forever. Use accessModes [ReadWriteMany] (a storage class that supports it), modelCache.type=emptyDir, or at most one replica." .component $max (include "omoai.maxReplicasSource" .) $cache.accessModes) }}
+{{- end }}
+{{- $surge := toString (dig "rollingUpdate" "maxSurge" 0 $v.updateStrategy) }}
+{{- if and (eq (toString $v.updateStrategy.type) "RollingUpdate") (not (has $surge (list "0" "0%"))) }}
+{{- fail (printf "%s.updateStrategy.rollingUpdate.maxSurge is %s but the model cache is a %v claim: the surge pod cannot mount it while the old pod runs. Keep maxSurge 0, or use a ReadWriteMany cache." .component $surge $cache.accessModes) }}
+{{- end }}
+{{- end }}
+{{- if and $cache.preDownload.enabled (ne $cache.type "pvc") }}
+{{- fail (printf "%s.modelCache.preDownload needs modelCache.type=pvc: an emptyDir cache belongs to one pod and cannot be filled by a Job." .component) }}
+{{- end }}
+{{- if and $cache.preDownload.enabled (hasPrefix "/" (toString $v.config.model)) }}
+{{- fail (printf "%s.modelCache.preDownload downloads hub models, but %s.config.model is the local path %s." .component .component $v.config.model) }}
+{{- end }}
+{{- $drain := sub (int $v.terminationGracePeriodSeconds) (int $v.preStopDelaySeconds) }}
+{{- if lt $drain 10 }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must exceed preStopDelaySeconds (%d) by at least 10 s: the server needs time to finish its in-flight requests after the preStop delay." .component (int $v.terminationGracePeriodSeconds) (int $v.preStopDelaySeconds)) }}
+{{- end }}
+{{- if eq .component "llm" }}
+{{- $c := $v.config }}
+{{- if and $v.gpu.enabled (gt (int $c.tensorParallelSize) (int $v.gpu.count)) }}
+{{- fail (printf "llm.config.tensorParallelSize (%d) is above llm.gpu.count (%d): vLLM splits the model over more GPUs than the pod gets. Raise llm.gpu.count or lower tensorParallelSize." (int $c.tensorParallelSize) (int $v.gpu.count)) }}
+{{- end }}
+{{- if and (gt (int $c.tensorParallelSize) 1) (ne $c.backend "vllm") }}
+{{- fail (printf "llm.config.tensorParallelSize is %d but the %s backend does not split models over GPUs (only vllm does)." (int $c.tensorParallelSize) $c.backend) }}
+{{- end }}
+{{- if and (eq $c.backend "vllm") (not $v.gpu.enabled) }}
+{{- fail "llm.config.backend is vllm but llm.gpu.enabled is false: vLLM needs a GPU. Use the transformers backend on CPU, or enable the GPU." }}
+{{- end }}
+{{- if and (eq $c.backend "openai") (not $c.openaiBaseUrl) }}
+{{- fail "llm.config.backend is openai but llm.config.openaiBaseUrl is empty: set the upstream server's URL (ending in /v1)." }}
+{{- end }}
+{{- if and (eq $c.backend "openai") $v.gpu.enabled }}
+{{- fail "llm.config.backend is openai (an upstream server does the work) but llm.gpu.enabled reserves a GPU it would never use: set llm.gpu.enabled=false." }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The most pods a GPU service can have at once: replicaCount, the per-pod HPA's maxReplicas
+(<svc>.autoscaling), and the demand-based scalers under the top-level autoscaling.<svc> (a KEDA
+ScaledObject's maxReplicaCount, an HPA's maxReplicas) where those values exist and are enabled.
+*/}}
+{{- define "omoai.maxReplicas" -}}
+{{- $v := index .root.Values .component }}
+{{- $max := int $v.replicaCount }}
+{{- $a := $v.autoscaling | default dict }}
+{{- if $a.enabled }}
+{{- $max = max $max (int $a.maxReplicas) }}
+{{- end }}
+{{- $scale := dig .component (dict) (.root.Values.autoscaling | default dict) }}
+{{- if kindIs "map" $scale }}
+{{- $keda := get $scale "keda" | default dict }}
+{{- if and (kindIs "map" $keda) $keda.enabled }}
+{{- $max = max $max (int (default 1 $keda.maxReplicaCount)) }}
+{{- end }}
+{{- $hpa := get $scale "hpa" | default dict }}
+{{- if and (kindIs "map" $hpa) $hpa.enabled }}
+{{- $max = max $max (int (default 1 $hpa.maxReplicas)) }}
+{{- end }}
+{{- end }}
+{{- $max }}
+{{- end }}
+
+{{- define "omoai.maxReplicasSource" -}}
+{{- $v := index .root.Values .component }}
+{{- if gt (int (include "omoai.maxReplicas" .)) (int $v.replicaCount) }}
+{{- printf "%s autoscaling maximum" .component }}
+{{- else }}
+{{- printf "%s.replicaCount" .component }}
 {{- end }}
 {{- end }}
 
@@ -70,6 +142,9 @@ spec:
       {{- with $v.priorityClassName }}
       priorityClassName: {{ . }}
       {{- end }}
+      {{- with $v.runtimeClassName }}
+      runtimeClassName: {{ . }}
+      {{- end }}
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
       {{- with $v.nodeSelector }}
       nodeSelector:
@@ -110,6 +185,10 @@ spec:
               value: {{ $root.Values.logging.format | quote }}
             - name: OMOAI_DEBUG_EMPTY_CACHE
               value: {{ $root.Values.debugEmptyCache | quote }}
+            # After SIGTERM the server answers new requests 503 (Retry-After) and finishes the
+            # in-flight ones for up to this long: the grace period minus the preStop delay and a margin.
+            - name: OMOAI_SHUTDOWN_TIMEOUT_S
+              value: {{ include "omoai.shutdownTimeout" $v | quote }}
             {{- if $root.Values.auth.enabled }}
             - name: OMOAI_API_TOKEN_FILE
               value: {{ include "omoai.tokenFile" $root | quote }}
@@ -125,6 +204,13 @@ spec:
                   name: {{ $v.openaiApiKeySecret.name }}
                   key: {{ $v.openaiApiKeySecret.key }}
             {{- end }}
+            {{- with $v.hfTokenSecret.name }}
+            - name: HF_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.hfTokenSecret.key }}
+            {{- end }}
             {{- include "omoai.configEnv" $v.config | trim | nindent 12 }}
             # The root filesystem is read-only: caches go to the model volume and /tmp.
             - name: HF_HOME
@@ -136,11 +222,12 @@ spec:
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          # The model loads before the server answers: the startup probe allows for it, then
-          # readiness gates traffic on /readyz and liveness restarts a wedged process.
+          # /healthz answers while the model loads in the background; /readyz only once it is loaded
+          # and warmed up. The startup probe waits on /readyz, so a hung download or load restarts
+          # the pod; then readiness gates traffic and liveness restarts a wedged process.
           startupProbe:
             httpGet:
-              path: /healthz
+              path: /readyz
               port: http
             periodSeconds: {{ $v.probes.startup.periodSeconds }}
             failureThreshold: {{ $v.probes.startup.failureThreshold }}
@@ -159,6 +246,14 @@ spec:
             periodSeconds: {{ $v.probes.liveness.periodSeconds }}
             failureThreshold: {{ $v.probes.liveness.failureThreshold }}
             timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds }}
+          # Endpoints and load balancers drop a terminating pod asynchronously: keep serving for a
+          # moment before the server is told to stop.
+          {{- if gt (int $v.preStopDelaySeconds) 0 }}
+          lifecycle:
+            preStop:
+              exec:
+                command: [sleep, {{ $v.preStopDelaySeconds | quote }}]
+          {{- end }}
           {{- $resources := deepCopy $v.resources }}
           {{- if $v.gpu.enabled }}
           {{- $limits := get $resources "limits" | default dict }}
@@ -362,11 +457,120 @@ spec:
         - podSelector:
             matchLabels:
               {{- include "omoai.componentSelectorLabels" (dict "root" $root "component" "operator") | nindent 14 }}
+        {{- if $root.Values.tests.enabled }}
+        # The `helm test` pods of this release.
+        - podSelector:
+            matchLabels:
+              {{- include "omoai.componentSelectorLabels" (dict "root" $root "component" "helm-test") | nindent 14 }}
+        {{- end }}
         {{- with $root.Values.metrics.scrapeFrom }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
         {{- with $v.networkPolicy.ingressFrom }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+OMOAI_SHUTDOWN_TIMEOUT_S of a GPU service: terminationGracePeriodSeconds minus the preStop delay
+minus 5 s, so the server stops waiting for requests before the kubelet kills the container.
+*/}}
+{{- define "omoai.shutdownTimeout" -}}
+{{- max 1 (sub (sub (int .terminationGracePeriodSeconds) (int .preStopDelaySeconds)) 5) }}
+{{- end }}
+
+{{- define "omoai.gpuService.preDownloadJob" -}}
+{{- $root := .root }}
+{{- $v := index $root.Values .component }}
+{{- $cache := $v.modelCache }}
+{{- if and $cache.preDownload.enabled (eq $cache.type "pvc") }}
+{{- $models := list $v.config.model }}
+{{- with (dig "summaryModel" "" $v.config) }}
+{{- $models = append $models . }}
+{{- end }}
+{{- /* Named after the models: a new model is a new Job (a Job's pod template is immutable). */}}
+{{- $suffix := toJson $models | sha256sum | trunc 8 }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ printf "%s-model-download-%s" (include "omoai.componentFullname" . | trunc 40 | trimSuffix "-") $suffix }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "omoai.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ printf "%s-model-download" .component }}
+spec:
+  backoffLimit: {{ $cache.preDownload.backoffLimit }}
+  activeDeadlineSeconds: {{ $cache.preDownload.activeDeadlineSeconds }}
+  template:
+    metadata:
+      labels:
+        {{- include "omoai.selectorLabels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ printf "%s-model-download" .component }}
+    spec:
+      restartPolicy: OnFailure
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: download
+          image: {{ include "omoai.image" . | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          # huggingface_hub resumes partial downloads and skips files already in the cache.
+          command: [python, -c]
+          args:
+            - |
+              import json, os
+              from huggingface_hub import snapshot_download
+              for model in json.loads(os.environ["OMOAI_DOWNLOAD_MODELS"]):
+                  print("downloading", model, "into", os.environ["HF_HOME"], flush=True)
+                  snapshot_download(model)
+          env:
+            - name: OMOAI_DOWNLOAD_MODELS
+              value: {{ toJson $models | quote }}
+            - name: HF_HOME
+              value: {{ printf "%s/huggingface" (trimSuffix "/" $cache.mountPath) | quote }}
+            - name: HOME
+              value: /tmp
+            {{- with $v.hfTokenSecret.name }}
+            - name: HF_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.hfTokenSecret.key }}
+            {{- end }}
+          resources:
+            requests:
+              cpu: 500m
+              memory: 1Gi
+            limits:
+              memory: 2Gi
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            - name: model-cache
+              mountPath: {{ $cache.mountPath }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 1Gi
+        - name: model-cache
+          persistentVolumeClaim:
+            claimName: {{ $cache.existingClaim | default (printf "%s-model-cache" (include "omoai.componentFullname" .)) }}
 {{- end }}
 {{- end }}

@@ -146,6 +146,7 @@ class JobDriver:
                 spec = self.spec()
             except InvalidInputError as e:
                 if not self.status.terminal:
+                    self.rt.metrics.job_failed(Reason.INVALID_SPEC)
                     await self.apply(tr.fail(self.status, Reason.INVALID_SPEC, e.message, now))
                 return Decision(DecisionKind.FINISHED)
             d = decide(spec, self.status, now)
@@ -182,7 +183,10 @@ class JobDriver:
         Failed has nothing left in staging. A crash in between is safe: completing needs nothing
         from staging, and a failure is simply reached again (at worst after one more attempt)."""
         await self.flush()
-        await self._tidy(spec, succeeded=t.status.phase is Phase.SUCCEEDED)
+        succeeded = t.status.phase is Phase.SUCCEEDED
+        if not succeeded:
+            self.rt.metrics.job_failed(t.status.reason)
+        await self._tidy(spec, succeeded=succeeded)
         await self.apply(t)
 
     async def _tidy(self, spec: JobSpec, *, succeeded: bool | None = None) -> None:

@@ -6,6 +6,7 @@ Run with ``omoai operator`` or ``kopf run -m omoai_operator.handlers --all-names
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -49,6 +50,8 @@ async def configure(
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
     memo.controller = Controller(cfg, registry)
     memo.controller.start_discovery()
+    # Independent of jobs: proves the operator's loop runs (the OmoaiOperatorNotReconciling alert).
+    memo.heartbeat = asyncio.get_running_loop().create_task(memo.controller.runtime.metrics.beat(), name="heartbeat")
     logger.info("omoai operator %s: ASR %s, LLM %s (endpoint discovery %s)", __version__, cfg.asr_url, cfg.llm_url,
                 "on" if cfg.endpoint_discovery else "off")
 
@@ -63,6 +66,9 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    heartbeat = getattr(memo, "heartbeat", None)
+    if heartbeat is not None:
+        heartbeat.cancel()
     controller = getattr(memo, "controller", None)
     if controller is not None:
         await controller.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from omoai_core.metrics import DURATION_BUCKETS
@@ -12,6 +13,19 @@ from omoai_operator.status import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.
 WAIT_BUCKETS = DURATION_BUCKETS
+#: Label values created at registration (at 0), so that ``increase()`` and the alerts built on it
+#: count the very first event instead of seeing a series appear.
+STAGES = ("asr", "punctuate", "summarize", "topics", "write")
+STAGE_OUTCOMES = ("succeeded", "failed", "deadline")
+ERROR_KINDS = ("driver", "tidy")
+#: Seconds between heartbeats; the OmoaiOperatorNotReconciling alert allows several missed ones.
+HEARTBEAT_INTERVAL_S = 10.0
+#: The bounded ``reason`` label of failed jobs; any other reason is counted as Other.
+FAILURE_REASONS = (
+    "AudioNotFound", "AudioTooLarge", "BackoffLimitExceeded", "DeadlineExceeded", "InvalidAudio", "InvalidRequest",
+    "InvalidSecret", "InvalidSpec", "SecretForbidden", "SecretNotFound", "ServiceError", "UnsupportedMedia",
+    "UpstreamProtocolError", "VolumeNotShared", "Other",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,8 @@ class OperatorMetrics:
     slots_used: Gauge
     discovery: Gauge
     wakeups: Counter
+    failures: Counter
+    heartbeat: Gauge
     _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -65,9 +81,15 @@ class OperatorMetrics:
             wakeups=Counter("omoai_operator_replica_wakeups",
                             "Times a service went from no ready endpoint to one while stages waited (scale from zero).",
                             ["service"], registry=registry),
+            failures=Counter("omoai_operator_job_failures", "Jobs that ended Failed, by reason (bounded).",
+                             ["reason"], registry=registry),
+            heartbeat=Gauge("omoai_operator_heartbeat_timestamp_seconds",
+                            "Unix time of the operator loop's last heartbeat (every few seconds, jobs or not).",
+                            registry=registry),
         )
         for p in Phase:
             m.jobs.labels(phase=p.value).set(0)
+            m.transitions.labels(phase=p.value)
         for s in ("asr", "llm"):
             m.queue_depth.labels(service=s).set(0)
             m.in_flight.labels(service=s).set(0)
@@ -76,7 +98,30 @@ class OperatorMetrics:
             m.slots_used.labels(service=s).set(0)
             m.discovery.labels(service=s).set(0)
             m.wakeups.labels(service=s)
+        for stage in STAGES:
+            m.retries.labels(stage=stage)
+            for outcome in STAGE_OUTCOMES:
+                m.stage_duration.labels(stage=stage, outcome=outcome)
+        for outcome in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+            m.job_duration.labels(outcome=outcome)
+        for s in ("asr", "llm"):
+            m.queue_wait.labels(service=s)
+        for kind in ERROR_KINDS:
+            m.reconcile_errors.labels(kind=kind)
+        for reason in FAILURE_REASONS:
+            m.failures.labels(reason=reason)
+        m.heartbeat.set_to_current_time()
         return m
+
+    async def beat(self, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        """Stamp the heartbeat gauge forever (a task on the operator's event loop): a stalled or
+        wedged loop stops the stamps whether or not any job exists."""
+        while True:
+            self.heartbeat.set_to_current_time()
+            await asyncio.sleep(interval_s)
+
+    def job_failed(self, reason: str | None) -> None:
+        self.failures.labels(reason=reason if reason in FAILURE_REASONS else "Other").inc()
 
     def observe_capacity(self, pool: EndpointPool) -> None:
         s = pool.service

@@ -85,16 +85,100 @@ def test_dockerfile_copies_existing_unignored_sources_of_every_needed_package(im
     ins = instructions(REPO / dockerfile)
     copies = [args.split() for op, args in ins if op == "COPY" and not args.startswith("--from")]
     assert copies
-    sources = {src for parts in copies for src in parts[:-1] if not src.startswith("--")}
-    for src in sources:
+    every = {src for parts in copies for src in parts[:-1] if not src.startswith("--")}
+    for src in every:
         assert (REPO / src).exists(), f"{dockerfile}: COPY source {src} does not exist"
         assert not dockerignored(src), f"{dockerfile}: COPY source {src} is excluded by .dockerignore"
+    sources = {src for src in every if (REPO / src).is_dir()}
+    for src in sources:
         assert (REPO / src / "pyproject.toml").exists(), f"{dockerfile}: {src} is not a package"
+    files = every - sources
+    assert files <= {"constraints.txt", "scripts/image_requirements.py"} | {f"{d}/pyproject.toml" for d in sources}
     needed, _ = local_closure(package_dir)
     assert needed <= sources, f"{image} lacks packages {sorted(needed - sources)}"
     runs = " ".join(args for op, args in ins if op == "RUN")
     for src in sources:
         assert f"/src/{src}" in runs, f"{image} copies {src} but never installs it"
+
+
+def _expand(ref: str, args: dict[str, str]) -> str:
+    """Docker's ARG substitution in FROM: ${X}, and ${X:+word} (word only when X is set)."""
+    ref = re.sub(r"\$\{(\w+):\+([^{}]*(?:\$\{\w+\})?[^{}]*)\}",
+                 lambda m: m.group(2) if args.get(m.group(1)) else "", ref)
+    return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), ref)
+
+
+def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage (a FROM starts one)."""
+    out: list[list[tuple[str, str]]] = []
+    for op, rest in instructions(dockerfile):
+        if op == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((op, rest))
+    return out
+
+
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|make|build-essential|python3-dev|libc6-dev|cmake)\b")
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_final_image_installs_no_compiler_or_headers(image):
+    dockerfile, _ = IMAGES[image]
+    final = stages(REPO / dockerfile)[-1]
+    for op, rest in final:
+        if op == "RUN" and "apt-get install" in rest:
+            assert not COMPILERS.search(rest), f"{dockerfile}: the runtime stage installs a compiler: {rest}"
+    assert any(op == "COPY" and rest.startswith("--from=build") for op, rest in final)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_dependencies_install_in_a_layer_before_the_sources_pinned_by_constraints(image):
+    dockerfile, package_dir = IMAGES[image]
+    build = stages(REPO / dockerfile)[0]
+    first_source = next(i for i, (op, rest) in enumerate(build)
+                        if op == "COPY" and (REPO / rest.split()[0]).is_dir())
+    before = build[:first_source]
+    copied = [rest.split()[0] for op, rest in before if op == "COPY"]
+    assert copied and all(c.endswith("pyproject.toml") or c in ("constraints.txt", "scripts/image_requirements.py")
+                          for c in copied), copied
+    assert f"{package_dir}/pyproject.toml" in copied
+    deps = " ".join(rest for op, rest in before if op == "RUN")
+    assert "image_requirements.py" in deps and "pip install -c" in deps, "the dependency layer is not constrained"
+    after = " ".join(rest for op, rest in build[first_source:] if op == "RUN")
+    assert "pip install --no-deps" in after, "installing the sources must not resolve dependencies again"
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_base_images_can_be_pinned_by_digest(image):
+    dockerfile, _ = IMAGES[image]
+    ins = instructions(REPO / dockerfile)
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for op, a in ins if op == "ARG" and "=" in a}
+    digest_arg = next(k for k in args if k.endswith("_DIGEST"))
+    assert args[digest_arg] == '""'
+    digest = "sha256:" + "a" * 64
+    for f in (a for op, a in ins if op == "FROM"):
+        ref = f.split()[0]
+        assert "@" not in _expand(ref, {**args, digest_arg: ""}), "no digest unless asked"
+        assert _expand(ref, {**args, digest_arg: digest}).endswith("@" + digest)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_requirements_are_exactly_the_third_party_dependencies(image):
+    import subprocess
+    import sys
+
+    dockerfile, package_dir = IMAGES[image]
+    runs = " ".join(a for op, a in instructions(REPO / dockerfile) if op == "RUN")
+    call = re.search(r"image_requirements\.py ((?:[^\s>]+\s+)+)>", runs).group(1).split()
+    extras = {"services/asr": ("serve",), "services/llm": ("vllm", "transformers"), "operator": ("s3",)}[package_dir]
+    dirs = [REPO / c.strip('"').replace("${LLM_EXTRAS}", ",".join(extras)).removeprefix("/src/") for c in call]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "image_requirements.py"), *map(str, dirs)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    names = {re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower().replace("_", "-")
+             for line in proc.stdout.splitlines()}
+    _, third_party = local_closure(package_dir, extras)
+    assert names == {n.replace("_", "-") for n in third_party}
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -107,7 +191,7 @@ def test_dockerfile_is_multi_stage_non_root_and_pinned(image):
     assert any(" AS " in f.upper() for f in froms)
     for f in froms:
         ref = f.split()[0]
-        ref = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), ref)
+        ref = _expand(ref, args)
         assert ":" in ref and not ref.endswith(":latest"), f"{dockerfile}: base image {ref} is not pinned"
     users = [a for op, a in ins if op == "USER"]
     assert users, f"{dockerfile}: no USER (runs as root)"
@@ -161,19 +245,60 @@ def test_skaffold_builds_the_three_images_and_deploys_the_chart():
         assert templates[f"{component}.image.tag"] == f"{{{{.IMAGE_TAG_{var}}}}}"
 
 
-def test_skaffold_cpu_profile_renders_a_chart_without_gpus(helm):
+def _apply_patches(cfg: dict, patches: list[dict]) -> dict:
+    """skaffold's JSON patches (RFC 6902 `add`, the only op the profiles use) on a copy of cfg."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for patch in patches:
+        assert patch["op"] == "add", patch
+        *parents, leaf = [p.replace("~1", "/").replace("~0", "~") for p in patch["path"].split("/")[1:]]
+        node = out
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[leaf] = patch["value"]
+    return out
+
+
+def _profile(cfg: dict, name: str) -> dict:
+    return next(p for p in cfg["profiles"] if p["name"] == name)
+
+
+def test_skaffold_is_on_the_current_schema_with_cpu_and_gpu_profiles_that_patch():
+    cfg = yaml.safe_load((REPO / "skaffold.yaml").read_text(encoding="utf-8"))
+    assert cfg["apiVersion"] == "skaffold/v4beta13"
+    assert {p["name"] for p in cfg["profiles"]} >= {"cpu", "gpu", "monitoring"}
+    for profile in cfg["profiles"]:
+        assert set(profile) == {"name", "patches"}, f"profile {profile['name']} copies instead of patching"
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_skaffold_profiles_render_the_chart_they_promise(helm, name):
     from chart_render import helm_template
 
     cfg = yaml.safe_load((REPO / "skaffold.yaml").read_text(encoding="utf-8"))
-    profile = next(p for p in cfg["profiles"] if p["name"] == "cpu")
-    release = profile["deploy"]["helm"]["releases"][0]
+    patched = _apply_patches(cfg, _profile(cfg, name)["patches"])
+    release = patched["deploy"]["helm"]["releases"][0]
     proc = helm_template(helm, release["setValues"])
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    for d in docs:
-        if d["kind"] == "Deployment":
-            pod = d["spec"]["template"]["spec"]
-            assert "nvidia.com/gpu" not in str(pod), d["metadata"]["name"]
-    monitoring = next(p for p in cfg["profiles"] if p["name"] == "monitoring")
-    paths = [patch["path"] for patch in monitoring["patches"]]
-    assert all(p.startswith("/deploy/helm/releases/0/setValues/metrics.") for p in paths)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for svc in ("omoai-asr", "omoai-llm"):
+        pod = deployments[svc]["spec"]["template"]["spec"]
+        has_gpu = "nvidia.com/gpu" in str(pod)
+        assert has_gpu == (name == "gpu"), (name, svc)
+    if name == "cpu":
+        assert patched["build"]["artifacts"][1]["docker"]["buildArgs"] == {"LLM_EXTRAS": "transformers"}
+
+
+def test_skaffold_monitoring_profile_labels_objects_for_kube_prometheus_stack(helm):
+    from chart_render import helm_template
+
+    cfg = yaml.safe_load((REPO / "skaffold.yaml").read_text(encoding="utf-8"))
+    patched = _apply_patches(cfg, _profile(cfg, "cpu")["patches"] + _profile(cfg, "monitoring")["patches"])
+    proc = helm_template(helm, patched["deploy"]["helm"]["releases"][0]["setValues"])
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    monitoring = [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]
+    assert len(monitoring) == 4
+    assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack" for d in monitoring)

@@ -147,3 +147,19 @@ def test_metric_check_catches_a_made_up_name():
     patterns = _defined_metric_patterns()
     assert not any(p.fullmatch(b) for b in _base_names("omoai_asr_made_up_total") for p in patterns)
     assert any(p.fullmatch(b) for b in _base_names("omoai_llm_queue_depth") for p in patterns)
+
+
+def test_every_alert_links_a_runbook_section_that_says_what_to_check_and_do():
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    text = (REPO / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    sections = {m.group(1): m.group(2) for m in re.finditer(r"(?ms)^## (\w+)\n(.*?)(?=^## |\Z)", text)}
+    for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+        name = rule["alert"]
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"https://github.com/omoai/omoai/blob/main/docs/runbooks.md#{name.lower()}", name
+        assert name in sections, f"docs/runbooks.md has no section for {name}"
+        body = sections[name]
+        for part in ("**Means**", "**Check**", "**Do**"):
+            assert part in body, (name, part)
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
+    assert set(sections) == alerts, "runbook sections for alerts that do not exist"

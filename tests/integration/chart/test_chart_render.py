@@ -29,7 +29,10 @@ TOGGLES = {
     "metrics.prometheusRule.enabled": (False, True),
     "metrics.dashboards.enabled": (False, True),
     "asr.autoscaling.enabled": (False, True),
+    "tests.enabled": (True, False),
 }
+#: An autoscaled ASR needs a cache more than one pod can mount (a ReadWriteOnce one is refused).
+SCALABLE_CACHE = {"asr.modelCache.accessModes[0]": "ReadWriteMany"}
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
 
 
@@ -54,8 +57,8 @@ def test_default_values_render_every_component(render):
     docs = render()
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(
-        ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-         "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "RoleBinding", "Service", "ServiceAccount"]
+        ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy",
+         "PersistentVolumeClaim", "PodDisruptionBudget", "Pod", "Role", "RoleBinding", "Service", "ServiceAccount"]
     )
     assert {d["metadata"]["name"] for d in find(docs, "Deployment")} == {
         "omoai-asr", "omoai-llm", "omoai-operator"}
@@ -77,6 +80,8 @@ def test_every_toggle_combination_renders_valid_manifests(render):
     for asr, llm, op in itertools.product((True, False), repeat=3):
         combos.append({"asr.enabled": asr, "llm.enabled": llm, "operator.enabled": op})
     for values in combos:
+        if values.get("asr.autoscaling.enabled"):
+            values = {**values, **SCALABLE_CACHE}
         docs = render(values)
         assert _validate(docs, "1.29.0") == [], values
         names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
@@ -93,12 +98,17 @@ def test_monitoring_toggles_render_prometheus_operator_objects(render):
     docs = render({
         "metrics.serviceMonitor.enabled": True, "metrics.podMonitor.enabled": True,
         "metrics.prometheusRule.enabled": True, "metrics.dashboards.enabled": True,
+        "metrics.labels.release": "kube-prometheus-stack", "metrics.podMonitor.labels.team": "ml",
     })
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+        for doc in find(docs, kind):
+            assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack", (kind, "kube-prometheus-stack selects by release")
+    assert one(docs, "PodMonitor", "omoai-operator")["metadata"]["labels"]["team"] == "ml"
     monitors = find(docs, "ServiceMonitor")
     assert {m["metadata"]["name"] for m in monitors} == {"omoai-asr", "omoai-llm"}
     assert all(m["spec"]["endpoints"][0]["port"] == "http" for m in monitors)
     assert one(docs, "PodMonitor", "omoai-operator")["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
-    dashboards = find(docs, "ConfigMap")
+    dashboards = [c for c in find(docs, "ConfigMap") if "-dashboard-" in c["metadata"]["name"]]
     assert dashboards and all(d["metadata"]["labels"]["grafana_dashboard"] == "1" for d in dashboards)
 
 
@@ -147,8 +157,12 @@ def test_network_policies_admit_the_operator_and_prometheus_only(render):
     asr = one(docs, "NetworkPolicy", "omoai-asr")
     peers = asr["spec"]["ingress"][0]["from"]
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
-    assert peers[1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    assert len(peers) == 2
+    assert peers[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "helm-test"
+    assert peers[2]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert len(peers) == 3
+    without_tests = one(render({"tests.enabled": False}), "NetworkPolicy", "omoai-asr")["spec"]["ingress"][0]["from"]
+    assert [p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for p in without_tests] == [
+        "operator", None]
     op = one(docs, "NetworkPolicy", "omoai-operator")
     assert op["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
 
@@ -166,6 +180,7 @@ def test_gpu_services_request_gpus_tolerate_the_taint_and_probe_the_right_paths(
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         assert pod["nodeSelector"] == {"cloud.google.com/gke-nodepool": pool}
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["startupProbe"]["httpGet"]["path"] == "/readyz", "startup must cover the model load"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         startup = c["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 900, "model loads take minutes"
@@ -187,8 +202,8 @@ def test_big_numbers_reach_the_environment_as_whole_numbers(render):
     assert env["OMOAI_HOST"] == "0.0.0.0"
 
 
-def test_model_cache_can_be_a_claim_and_the_token_a_mounted_secret(render):
-    docs = render({"asr.modelCache.type": "pvc", "auth.enabled": True, "auth.token": "s3cret-token-of-24-chars"})
+def test_model_cache_is_a_claim_by_default_and_the_token_a_mounted_secret(render):
+    docs = render({"auth.enabled": True, "auth.token": "s3cret-token-of-24-chars"})
     claim = one(docs, "PersistentVolumeClaim", "omoai-asr-model-cache")
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     dep = one(docs, "Deployment", "omoai-asr")
@@ -282,8 +297,9 @@ OPERATOR_NEEDS = {
     ("omoai.io", "transcriptionjobs", v) for v in ("get", "list", "watch", "patch", "delete")
 } | {
     ("omoai.io", "transcriptionjobs/status", "get"), ("omoai.io", "transcriptionjobs/status", "patch"),
-    ("", "events", "create"), ("", "secrets", "get"),
+    ("", "events", "create"),
 }
+SECRETS = {("", "secrets", "get")}
 CLUSTER_SCANNING = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -295,22 +311,32 @@ def test_cluster_wide_operator_rbac_is_exactly_what_it_needs(render):
     docs = render()
     role = one(docs, "ClusterRole", "omoai-operator")
     peering = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
-    assert _rules(role) == OPERATOR_NEEDS | CLUSTER_SCANNING | peering
+    assert _rules(role) == OPERATOR_NEEDS | CLUSTER_SCANNING | peering, "Secrets are not readable cluster-wide"
     binding = one(docs, "ClusterRoleBinding", "omoai-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "omoai-operator", "namespace": "omoai"}]
+    secrets = one(docs, "Role", "omoai-operator-secrets")
+    assert secrets["metadata"]["namespace"] == "omoai" and _rules(secrets) == SECRETS
+    assert one(docs, "RoleBinding", "omoai-operator-secrets")["subjects"] == binding["subjects"]
     assert one(docs, "ClusterKopfPeering", "omoai")["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    assert {c["metadata"]["name"] for c in find(docs, "CustomResourceDefinition")} == {
-        "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+
+
+def test_operator_reads_secrets_in_more_namespaces_or_cluster_wide_only_when_asked(render):
+    docs = render(operator__rbac__secretNamespaces=["media"])
+    assert {r["metadata"]["namespace"] for r in find(docs, "Role")} == {"omoai", "media"}
+    wide = render({"operator.rbac.clusterWideSecrets": True})
+    assert SECRETS <= _rules(one(wide, "ClusterRole", "omoai-operator"))
+    assert find(wide, "Role") == []
 
 
 def test_namespaced_operator_gets_a_role_per_watched_namespace(render):
     docs = render(operator__watchNamespaces=["team-a", "team-b"])
     assert _rules(one(docs, "ClusterRole", "omoai-operator")) == CLUSTER_SCANNING
-    roles = find(docs, "Role")
+    roles = [r for r in find(docs, "Role") if r["metadata"]["name"] == "omoai-operator"]
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    assert _rules(one(docs, "Role", "omoai-operator-secrets")) == SECRETS  # the release namespace
     peering = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
     for role in roles:
-        assert _rules(role) == OPERATOR_NEEDS | peering
+        assert _rules(role) == OPERATOR_NEEDS | peering | SECRETS
     assert {p["metadata"]["namespace"] for p in find(docs, "KopfPeering")} == {"team-a", "team-b"}
     env = env_of(one(docs, "Deployment", "omoai-operator"))
     assert env["OMOAI_NAMESPACES"] == '["team-a","team-b"]'
@@ -364,7 +390,8 @@ def test_schema_rejects_bad_values_with_a_message_naming_them(helm, values, mess
         ({"asr.gpu.enabled": False}, "asr.config.device is \"cuda\" but asr.gpu.enabled is false"),
         ({"llm.config.device": "cpu"}, "llm.config.device is cpu but llm.gpu.enabled"),
         ({"asr.modelCache.type": "pvc", "asr.replicaCount": 2}, "cannot share"),
-        ({"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5}, "minReplicas"),
+        ({"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5, "asr.modelCache.type": "emptyDir"},
+         "minReplicas"),
     ],
 )
 def test_contradictory_values_fail_with_a_clear_message(helm, values, message):

@@ -21,7 +21,9 @@ from tests.support import operator_crd  # the project's openAPIV3Schema -> JSON 
 pytestmark = pytest.mark.timeout(120)
 
 DATA = REPO / "tests" / "data"
-SCALED = {"autoscaling.asr.keda.enabled": True, "autoscaling.llm.keda.enabled": True}
+#: More than one replica needs a model cache more than one pod can mount (a ReadWriteOnce claim is refused).
+SHARED_CACHE = {"asr.modelCache.accessModes[0]": "ReadWriteMany", "llm.modelCache.accessModes[0]": "ReadWriteMany"}
+SCALED = {"autoscaling.asr.keda.enabled": True, "autoscaling.llm.keda.enabled": True, **SHARED_CACHE}
 
 
 def keda_validator() -> jsonschema.Draft202012Validator:
@@ -118,6 +120,7 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
             "autoscaling.prometheusAdapter.rules": True,
             "autoscaling.asr.hpa.enabled": True,
             "autoscaling.llm.hpa.enabled": True,
+            **SHARED_CACHE,
         }
     )
     config = _adapter_config(docs)
@@ -186,7 +189,7 @@ def test_operator_may_list_and_watch_endpointslices_in_the_release_namespace_onl
     ],
 )
 def test_contradictory_scaling_values_fail_with_a_clear_message(helm, values, message):
-    proc = helm_template(helm, values)
+    proc = helm_template(helm, {**values, **SHARED_CACHE})
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 
@@ -194,7 +197,7 @@ def test_every_scaling_combination_renders_valid_kubernetes(render, tmp_path: Pa
     for values in (
         {},
         SCALED,
-        {"autoscaling.asr.hpa.enabled": True, "autoscaling.prometheusAdapter.rules": True},
+        {"autoscaling.asr.hpa.enabled": True, "autoscaling.prometheusAdapter.rules": True, **SHARED_CACHE},
         {**SCALED, "autoscaling.prometheusAdapter.rules": True, "auth.enabled": True},
     ):
         for doc in render(values):

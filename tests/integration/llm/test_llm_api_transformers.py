@@ -147,8 +147,8 @@ def test_metrics_count_inference_tokens_and_no_cache_clears(server: httpx.Client
     server.post("/v1/punctuate", json={"segments": _segments(VI[:1])})
     text = httpx.get(f"{_root(server)}/metrics").text
     assert re.search(r'omoai_inference_duration_seconds_count\{model="[^"]+",task="punctuate"\} [1-9]', text)
-    assert re.search(r'omoai_llm_tokens_total\{direction="prompt",model="[^"]+"\} [1-9]', text)
-    assert re.search(r'omoai_llm_tokens_total\{direction="completion",model="[^"]+"\} [1-9]', text)
+    assert re.search(r'omoai_llm_tokens_total\{direction="prompt",model="[^"]+",task="[a-z]+"\} [1-9]', text)
+    assert re.search(r'omoai_llm_tokens_total\{direction="completion",model="[^"]+",task="[a-z]+"\} [1-9]', text)
     assert "omoai_llm_requests_in_flight" in text
     assert 'omoai_llm_alignment_words_total{outcome="restored"}' in text
     # Every reason's series exists from the start; no switch, no clear.

@@ -231,6 +231,8 @@ def test_the_service_on_the_openai_backend_survives_a_sloppy_model(upstream: Fak
         metrics = httpx.get(f"{url}/metrics").text
     assert body["usage"]["punctuate"]["calls"] >= 2  # 16-token chunks: several calls
     assert upstream.auth and all(a == "Bearer sk-upstream-key" for a in upstream.auth)
-    assert re.search(r'omoai_llm_tokens_total\{direction="prompt",model="upstream-model"\} [1-9]', metrics)
+    assert re.search(
+        r'omoai_llm_tokens_total\{direction="prompt",model="upstream-model",task="[a-z]+"\} [1-9]', metrics
+    )
     sent = [json.dumps(r) for r in upstream.requests]
     assert all('"stream": false' in s for s in sent)

@@ -98,6 +98,12 @@ class ServerSettings(OmoaiSettings):
     api_docs: Switch = Field(
         default=True, description="Serve /docs, /redoc and /openapi.json (behind the token when one is set)."
     )
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="After SIGTERM: longest wait for in-flight requests (new ones get 503); the chart "
+        "derives it from terminationGracePeriodSeconds.",
+    )
 
     @field_validator("cors_origins")
     @classmethod

@@ -258,7 +258,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
 
     import uvicorn
-    from omoai_http.server import check_bindable, uvicorn_config
+    from omoai_http.server import check_bindable
+    from omoai_http.shutdown import build_server
 
     from omoai_asr.app import create_app
 
@@ -270,7 +271,7 @@ def _serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = build_server(app, settings)  # SIGTERM: drain, then stop
     try:
         server.run()
     except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)

@@ -32,6 +32,7 @@ class AsrMetrics:
         self.registry = registry
         self.model = model
         self._inference = inference_duration_histogram(registry)
+        self._inference.labels(task="transcribe", model=model)  # exists from the start: rate() sees the first call
         self.audio_seconds = Counter(
             "omoai_asr_audio_seconds", "Seconds of audio transcribed.", ["model"], registry=registry
         ).labels(model=model)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from omoai_core.errors import OmoaiError
-from omoai_core.metrics import build_info
+from omoai_core.metrics import build_info, gpu_memory_gauges
 from omoai_gpu.memory import MemoryPolicy
 from omoai_http.admission import Admission
 from omoai_http.app import docs_options, install_common
@@ -25,6 +25,7 @@ from omoai_llm.backends.base import Backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
 from omoai_llm.models import Loader, ModelManager
 from omoai_llm.prompts import load_prompts
+from omoai_llm.protocol import ALL_TASKS
 from omoai_llm.routes import build_router
 from omoai_llm.service import LlmService
 from omoai_llm.settings import LlmSettings
@@ -93,9 +94,14 @@ def create_app(
     policy = MemoryPolicy.from_settings(
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
     )
-    metrics = LlmMetrics.create(registry)
+    models = [m for m in (settings.model, settings.summary_model) if m]
+    metrics = LlmMetrics.create(registry).initialise(ALL_TASKS, models)
     if settings.backend == "vllm":
-        registry.register(ForeignMetrics("vllm:"))
+        registry.register(ForeignMetrics("vllm:"))  # vLLM's engine (own process) reports its memory there
+    elif policy.device.type == "cuda":  # the transformers backend allocates in this process
+        allocated, reserved = gpu_memory_gauges(registry)
+        allocated.labels(device=str(policy.device)).set_function(lambda: policy.memory_stats().get("allocated", 0))
+        reserved.labels(device=str(policy.device)).set_function(lambda: policy.memory_stats().get("reserved", 0))
     token = settings.resolved_token()
     runtime: dict[str, Runtime] = {}
 

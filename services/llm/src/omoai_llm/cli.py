@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: LlmSettings) -> int:
     import uvicorn
     from omoai_core.errors import ConfigError
-    from omoai_http.server import check_bindable, uvicorn_config
+    from omoai_http.server import check_bindable
+    from omoai_http.shutdown import build_server
 
     from omoai_llm.app import create_app
 
@@ -146,7 +147,8 @@ def _serve(settings: LlmSettings) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = uvicorn.Server(uvicorn_config(app, settings, access_log=False))
+    # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
+    server = build_server(app, settings, access_log=False)
     try:
         server.run()
     except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)

@@ -1,6 +1,6 @@
 """The LLM service's Prometheus metrics, all on one injected registry.
 
-``omoai_inference_duration_seconds{task,model}``, ``omoai_llm_tokens_total{direction,model}``,
+``omoai_inference_duration_seconds{task,model}``, ``omoai_llm_tokens_total{direction,model,task}``,
 ``omoai_llm_model_switches_total{model}``, ``omoai_llm_alignment_words_total{outcome}``,
 ``omoai_llm_requests_total{task,outcome}``; cache clears and in-flight requests come from
 ``omoai_gpu`` and ``omoai_http``. With the vLLM backend, vLLM's own ``vllm:*`` metrics (which
@@ -19,6 +19,9 @@ from prometheus_client.metrics_core import Metric
 from omoai_llm.alignment import AlignmentStats
 from omoai_llm.backends.base import Completion
 
+#: Outcomes of ``omoai_llm_requests_total`` (service.py counts each finished task call as one).
+REQUEST_OUTCOMES = ("ok", "error")
+
 
 @dataclass
 class LlmMetrics:
@@ -33,7 +36,10 @@ class LlmMetrics:
         return cls(
             duration=inference_duration_histogram(registry),
             tokens=Counter(
-                "omoai_llm_tokens", "Tokens processed by the model.", ["direction", "model"], registry=registry
+                "omoai_llm_tokens",
+                "Tokens processed by the model, by task.",
+                ["direction", "model", "task"],
+                registry=registry,
             ),
             switches=Counter(
                 "omoai_llm_model_switches",
@@ -52,9 +58,21 @@ class LlmMetrics:
             ),
         )
 
-    def completion(self, model: str, c: Completion) -> None:
-        self.tokens.labels(direction="prompt", model=model).inc(c.prompt_tokens)
-        self.tokens.labels(direction="completion", model=model).inc(c.completion_tokens)
+    def initialise(self, tasks: Iterable[str], models: Iterable[str]) -> LlmMetrics:
+        """Create the series alerts and panels read at 0 (every task's ok/error outcome, every
+        model's switches and latency), so that ``increase()`` and ``rate()`` count the first event."""
+        for task in tasks:
+            for outcome in REQUEST_OUTCOMES:
+                self.requests.labels(task=task, outcome=outcome)
+        for model in models:
+            self.switches.labels(model=model)
+            for task in tasks:
+                self.duration.labels(task=task, model=model)
+        return self
+
+    def completion(self, model: str, c: Completion, *, task: str = "unknown") -> None:
+        self.tokens.labels(direction="prompt", model=model, task=task).inc(c.prompt_tokens)
+        self.tokens.labels(direction="completion", model=model, task=task).inc(c.completion_tokens)
 
     def alignment(self, s: AlignmentStats) -> None:
         for outcome, n in (

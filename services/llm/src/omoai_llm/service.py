@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -114,7 +115,7 @@ class LlmService:
                 backend,
                 temperature=self.settings.temperature,
                 concurrency=self.settings.concurrency,
-                on_completion=self.metrics.completion,
+                on_completion=functools.partial(self.metrics.completion, task=task),
             )
             started = time.perf_counter()
             outcome = "error"
