@@ -126,13 +126,37 @@ def synthesize(voice: Voice, text: str) -> np.ndarray:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         subprocess.run(
             ["text2wave", "-eval", f"({voice.festival})", "-o", str(raw)],
-            input=text.encode("latin-1"), check=True, capture_output=True, timeout=120,
+            input=text.encode("latin-1"),
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         # Resample to 16 kHz mono (some voices are 32 kHz); trim silence at both ends.
         subprocess.run(
-            ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out),
-             "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"],
-            check=True, capture_output=True, timeout=120,
+            [
+                "sox",
+                str(raw),
+                "-r",
+                str(SAMPLE_RATE),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                str(out),
+                "silence",
+                "1",
+                "0.02",
+                "0.5%",
+                "reverse",
+                "silence",
+                "1",
+                "0.02",
+                "0.5%",
+                "reverse",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         samples = read_wav(out)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -178,7 +202,9 @@ class Conversation:
         )
 
 
-def conversation(seed: int, n_speakers: int, condition: str, *, n_turns: int = 10, name: str | None = None) -> Conversation:
+def conversation(
+    seed: int, n_speakers: int, condition: str, *, n_turns: int = 10, name: str | None = None
+) -> Conversation:
     """One mixed conversation; the same arguments give the same audio and RTTM."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}")

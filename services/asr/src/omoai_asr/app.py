@@ -43,6 +43,8 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 #: Builds the engine on the memory policy the app made (tests pass a fake here).
 EngineFactory = Callable[["MemoryPolicy"], Engine]  # noqa: F821 - torch-free annotation
+#: Builds the diarization backend (None: diarization off); default: ``OMOAI_DIARIZATION_BACKEND``.
+DiarizerFactory = Callable[["MemoryPolicy"], "DiarizationBackend | None"]  # noqa: F821
 
 
 def default_engine_factory(settings: AsrSettings) -> EngineFactory:
@@ -50,6 +52,15 @@ def default_engine_factory(settings: AsrSettings) -> EngineFactory:
         from omoai_asr.engine import ChunkFormerEngine
 
         return ChunkFormerEngine.load(settings.model, policy)
+
+    return load
+
+
+def _default_diarizer_factory(settings: AsrSettings) -> DiarizerFactory:
+    def load(policy):
+        from omoai_asr.diarization.loading import load_backend
+
+        return load_backend(settings, policy)
 
     return load
 
@@ -65,9 +76,11 @@ def create_app(
     registry: CollectorRegistry | None = None,
     on_fatal: Callable[[BaseException], None] = _terminate,
     resolver: Resolver = system_resolver,
+    diarizer_factory: DiarizerFactory | None = None,
 ) -> FastAPI:
     registry = registry if registry is not None else CollectorRegistry()
     factory = engine_factory or default_engine_factory(settings)
+    diarizer_factory = diarizer_factory or _default_diarizer_factory(settings)
     model_name = settings.served_name()
     metrics = AsrMetrics(registry, model_name)
     admission = Admission(settings.max_concurrency, settings.max_queue, registry=registry, service="asr")
@@ -113,6 +126,7 @@ def create_app(
             )
             batcher.start()
             app.state.serving.batcher = batcher
+            app.state.serving.diarizer = await asyncio.to_thread(diarizer_factory, policy)
             metrics.build_info(__version__, str(policy.device), str(policy.dtype).removeprefix("torch."))
             if policy.device.type == "cuda":
                 metrics.gpu_memory(str(policy.device), policy.memory_stats)

@@ -36,7 +36,9 @@ class PackagedAsset:
 SPEAKER_ENCODER = PackagedAsset("resemblyzer", "resemblyzer/pretrained.pt", "GE2E speaker encoder")
 SILERO_VAD = PackagedAsset("faster-whisper", "faster_whisper/assets/silero_vad_v6.onnx", "Silero VAD v6")
 
-_INSTALL_HINT = "install it with: pip install --no-deps resemblyzer==0.1.4 faster-whisper==1.2.1 (scripts/setup.sh does)"
+_INSTALL_HINT = (
+    "install it with: pip install --no-deps resemblyzer==0.1.4 faster-whisper==1.2.1 (scripts/setup.sh does)"
+)
 
 
 def locate(asset: PackagedAsset, override: Path | None = None, *, verify: bool = True) -> Path:
@@ -55,12 +57,10 @@ def locate(asset: PackagedAsset, override: Path | None = None, *, verify: bool =
     record = next((f for f in dist.files or () if str(f) == asset.path), None)
     path = Path(str(dist.locate_file(asset.path)))
     if record is None or not path.is_file():
-        raise ConfigError(
-            f"{asset.distribution} {dist.version} does not carry {asset.path}; {_INSTALL_HINT}"
-        )
-    if verify and record.hash is not None and record.hash.mode == "sha256":
-        if _sha256_b64(path) != record.hash.value:
-            raise ConfigError(f"{path} does not match the sha256 its wheel recorded (a damaged install?)")
+        raise ConfigError(f"{asset.distribution} {dist.version} does not carry {asset.path}; {_INSTALL_HINT}")
+    hashed = verify and record.hash is not None and record.hash.mode == "sha256"
+    if hashed and _sha256_b64(path) != record.hash.value:  # type: ignore[union-attr]
+        raise ConfigError(f"{path} does not match the sha256 its wheel recorded (a damaged install?)")
     return path
 
 

@@ -41,7 +41,7 @@ class SpeakerEncoder(nn.Module):
         """Read ``pretrained.pt`` (tensors only: ``weights_only``) into a fresh encoder, eval mode."""
         try:
             checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is one config error
+        except Exception as e:
             raise ConfigError(f"cannot read the speaker encoder weights {path}: {e}") from e
         state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):

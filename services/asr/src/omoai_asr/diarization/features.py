@@ -70,8 +70,14 @@ def mel_spectrogram(wav: torch.Tensor) -> torch.Tensor:
     """
     window = torch.hann_window(N_FFT, periodic=True, device=wav.device, dtype=torch.float32)
     spec = torch.stft(
-        wav.float(), N_FFT, hop_length=HOP, win_length=N_FFT, window=window, center=True,
-        pad_mode="constant", return_complex=True,
+        wav.float(),
+        N_FFT,
+        hop_length=HOP,
+        win_length=N_FFT,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
     )  # (201, frames)
     power = spec.real.square() + spec.imag.square()
     banks = torch.from_numpy(mel_filters()).to(wav.device)

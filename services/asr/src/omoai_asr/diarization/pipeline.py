@@ -16,6 +16,7 @@ inside speech -> clustering -> frame-level resegmentation -> speaker turns.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from omoai_asr.diarization import assets
 from omoai_asr.diarization.clustering import ClusteringOptions, SpeakerCount, centroids, cluster
 from omoai_asr.diarization.encoder import SpeakerEncoder
 from omoai_asr.diarization.features import HOP, SAMPLE_RATE, mel_spectrogram, normalise_volume
-from omoai_asr.diarization.types import Diarization, DiarizationOptions, SpeakerTurn
+from omoai_asr.diarization.types import Diarization, DiarizationOptions, labelled
 from omoai_asr.diarization.vad import SileroVad, VadOptions, speech_regions
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class EmbeddingDiarizer:
         frames = self._resegment(windows, labels, cents, regions)
         turns = self._turns(frames, regions)
         names = self._names(cents, options)
-        return _labelled(turns, names, duration, self.name)
+        return labelled(turns, names, duration, self.name)
 
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """One unit-length voice embedding of a clip (the mean of its windows), (256,)."""
@@ -118,7 +119,7 @@ class EmbeddingDiarizer:
         step = round(cfg.step_s / FRAME_S)
         region_ids, starts, lengths, mels = [], [], [], []
         for r, (s, e) in enumerate(regions):
-            lo, hi = int(s * SAMPLE_RATE), int(math.ceil(e * SAMPLE_RATE))
+            lo, hi = int(s * SAMPLE_RATE), math.ceil(e * SAMPLE_RATE)
             mel = mel_spectrogram(torch.from_numpy(wav[lo:hi]))  # (frames, 40)
             n = len(mel)
             if n <= win:
@@ -201,7 +202,7 @@ class EmbeddingDiarizer:
         for ids, (s, e) in zip(frames, regions, strict=True):
             change = np.flatnonzero(np.diff(ids)) + 1
             bounds = [0, *change.tolist(), len(ids)]
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            for a, b in itertools.pairwise(bounds):
                 start = s + a * FRAME_S
                 end = e if b == len(ids) else s + b * FRAME_S
                 spk = int(ids[a])
@@ -234,7 +235,7 @@ def _smooth_runs(ids: np.ndarray, scores: np.ndarray, min_run: int) -> np.ndarra
     for _ in range(len(ids)):  # bounded: every pass removes one run
         change = np.flatnonzero(np.diff(ids)) + 1
         bounds = [0, *change.tolist(), len(ids)]
-        runs = list(zip(bounds[:-1], bounds[1:], strict=True))
+        runs = list(itertools.pairwise(bounds))
         if len(runs) <= 1:
             break
         short = [(b - a, a, b) for a, b in runs if b - a < min_run]
@@ -247,21 +248,3 @@ def _smooth_runs(ids: np.ndarray, scores: np.ndarray, min_run: int) -> np.ndarra
         best = max(options, key=lambda c: scores[a:b, c].sum())
         ids[a:b] = best
     return ids
-
-
-def _labelled(turns: list[tuple[int, float, float]], names: dict[int, str], duration: float, backend: str) -> Diarization:
-    order: dict[int, str] = {}
-    taken = set(names.values())
-    n = 0
-    for spk, _, _ in sorted(turns, key=lambda t: t[1]):
-        if spk in order:
-            continue
-        if spk in names:
-            order[spk] = names[spk]
-            continue
-        n += 1
-        while f"S{n}" in taken:
-            n += 1
-        order[spk] = f"S{n}"
-    out = tuple(SpeakerTurn(order[spk], round(s, 3), round(e, 3)) for spk, s, e in sorted(turns, key=lambda t: t[1]))
-    return Diarization(out, tuple(dict.fromkeys(t.speaker for t in out)), duration, backend)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,3 +75,24 @@ class DiarizationBackend(Protocol):
         ...
 
 
+def labelled(
+    turns: Sequence[tuple[Hashable, float, float]], names: Mapping[Hashable, str], duration: float, backend: str
+) -> Diarization:
+    """Backend-internal speaker keys to labels: a matched reference's name, else ``S1``, ``S2``...
+    in order of first appearance (skipping labels a name already took)."""
+    ordered = sorted(turns, key=lambda t: (t[1], t[2]))
+    label: dict[Hashable, str] = {}
+    taken = set(names.values())
+    n = 0
+    for key, _, _ in ordered:
+        if key in label:
+            continue
+        if key in names:
+            label[key] = names[key]
+            continue
+        n += 1
+        while f"S{n}" in taken:
+            n += 1
+        label[key] = f"S{n}"
+    out = tuple(SpeakerTurn(label[key], round(s, 3), round(e, 3)) for key, s, e in ordered)
+    return Diarization(out, tuple(dict.fromkeys(t.speaker for t in out)), duration, backend)

@@ -44,8 +44,10 @@ class SileroVad:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self._session = onnxruntime.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            self._session = onnxruntime.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
             raise ConfigError(f"cannot load the VAD model {path}: {e}") from e
         names = {i.name for i in self._session.get_inputs()}
         if names != {"input", "h", "c"}:

@@ -13,12 +13,23 @@ from omoai_core.errors import InvalidInputError, NotFoundError
 from omoai_formats import render
 from starlette.datastructures import UploadFile
 
-from omoai_asr.protocol import MEDIA_TYPES, ModelCard, ModelList, OpenAIOptions, TranscriptionOptions, verbose_json
+from omoai_asr.diarization.types import DiarizationOptions
+from omoai_asr.protocol import (
+    MEDIA_TYPES,
+    ModelCard,
+    ModelList,
+    OpenAIOptions,
+    TranscriptionOptions,
+    diarized_json,
+    verbose_json,
+)
 from omoai_asr.routes import ServingDep, validate
+from omoai_asr.speaker_references import decode_references
 
 router = APIRouter(tags=["openai"])
 
 _IGNORED = frozenset({"chunking_strategy"})  # accepted for compatibility; long-form decoding always chunks
+_SPEAKER_LISTS = frozenset({"known_speaker_names", "known_speaker_references"})  # repeated form fields
 _OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -56,6 +67,8 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
             raise InvalidInputError(f"the form field {key!r} must not be a file")
         if key in ("timestamp_granularities[]", "timestamp_granularities"):
             granularities.append(value)
+        elif key.removesuffix("[]") in _SPEAKER_LISTS:
+            fields.setdefault(key.removesuffix("[]"), []).append(value)
         else:
             fields[key] = value
     fields["timestamp_granularities"] = granularities
@@ -70,10 +83,13 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
     decode = dataclasses.replace(
         TranscriptionOptions().decode_options(settings), word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities
     )
+    diarization = await _diarization(opts)
     data = await upload.read()
     await upload.close()
-    transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
+    transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode, diarization))
     fmt = opts.response_format
+    if fmt == "diarized_json":
+        return JSONResponse(diarized_json(transcript).model_dump())
     if fmt == "json":
         return JSONResponse({"text": transcript.text})
     if fmt == "text":
@@ -83,6 +99,15 @@ async def audio_transcriptions(request: Request, serving: ServingDep) -> Respons
     language = opts.language or settings.language
     body = verbose_json(transcript, language, list(opts.timestamp_granularities))
     return JSONResponse(body.model_dump(exclude_none=True))
+
+
+async def _diarization(opts: OpenAIOptions) -> DiarizationOptions | None:
+    """Diarization for ``diarized_json`` (or ``diarize=true``), with the known speakers' clips decoded."""
+    diarization = opts.openai_diarization()
+    if diarization is None or not opts.known_speaker_names:
+        return diarization
+    references = await decode_references(opts.known_speaker_names, opts.known_speaker_references)
+    return dataclasses.replace(diarization, references=references)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")

@@ -66,17 +66,19 @@ async def transcriptions(request: Request, serving: ServingDep) -> Response:
             raise InvalidInputError("send either a 'file' upload or 'audio_url', not both")
         options = validate(TranscriptionOptions, fields)
         decode = options.decode_options(serving.settings)
+        speakers = options.diarization_options()
         data = await upload.read()
         await upload.close()
-        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
+        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode, speakers))
         return render_transcript(transcript, options.format)
     if ctype.startswith(_RAW_TYPES):
         options = validate(TranscriptionOptions, dict(request.query_params))
         decode = options.decode_options(serving.settings)
+        speakers = options.diarization_options()
         data = await request.body()
         if not data:
             raise EmptyAudioError("the request body is empty (0 bytes of audio)")
-        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode))
+        transcript = await serving.run(request, lambda: serving.transcribe_bytes(data, decode, speakers))
         return render_transcript(transcript, options.format)
     if ctype in ("application/json", ""):
         body = await request.body()
@@ -94,7 +96,8 @@ async def transcriptions(request: Request, serving: ServingDep) -> Response:
 
 async def _from_url(request: Request, serving: ServingDep, req: UrlTranscriptionRequest) -> Response:
     decode = req.decode_options(serving.settings)
-    transcript = await serving.run(request, lambda: serving.transcribe_url(req.audio_url, decode))
+    speakers = req.diarization_options()
+    transcript = await serving.run(request, lambda: serving.transcribe_url(req.audio_url, decode, speakers))
     return render_transcript(transcript, req.format)
 
 
