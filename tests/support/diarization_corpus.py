@@ -269,13 +269,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--flac", action="store_true", help="write FLAC (smaller; for committed fixtures)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for condition in args.conditions:
         for n in args.speakers:
             for i in range(args.count):
                 conv = conversation(args.seed + i, n, condition, n_turns=args.turns)
-                write_wav(args.out / f"{conv.name}.wav", conv.samples)
+                wav = args.out / f"{conv.name}.wav"
+                write_wav(wav, conv.samples)
+                if args.flac:
+                    subprocess.run(["sox", str(wav), str(wav.with_suffix(".flac"))], check=True, timeout=120)
+                    wav.unlink()
                 (args.out / f"{conv.name}.rttm").write_text(conv.rttm())
                 print(f"{conv.name}: {len(conv.samples) / SAMPLE_RATE:.1f} s, speakers {conv.speakers}")
 

@@ -33,6 +33,7 @@ class ClusteringOptions:
     distinct_similarity: float = 0.86  # two centroids at least this similar are one voice (estimated counts)
     min_cluster_fraction: float = 0.04  # an estimated speaker holds at least this share of the windows
     refine_iterations: int = 5
+    over_partition: int = 0  # also try k+1.. k+n splits merged back to k (measured: no better on the corpus)
 
 
 def cluster(
@@ -56,7 +57,7 @@ def cluster(
     if n < 3:
         return _two_or_fewer(embeddings, hi, options)
     x = embeddings.astype(np.float64)
-    spectral = _spectral_embedding(x, hi, options.prune_fraction)
+    spectral = _spectral_embedding(x, hi + options.over_partition, options.prune_fraction)
     if lo == hi:
         return _compact(_partition(x, spectral, hi, options))
     for k in range(hi, lo, -1):
@@ -72,10 +73,38 @@ def cluster(
 
 
 def _partition(x: np.ndarray, spectral: _Spectral, k: int, options: ClusteringOptions) -> np.ndarray:
-    """k-means on the first k spectral coordinates, refined by spherical k-means on the embeddings."""
-    vecs = spectral.vectors[:, :k]
-    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    return _refine(x, _kmeans(vecs, k), k, options.refine_iterations)
+    """The best separated of: k-means into k, k+1 or k+2 clusters on the spectral coordinates
+    (refined by spherical k-means on the embeddings), merged down to k by closest centroids.
+
+    Over-partitioning first lets a speaker with few windows keep a cluster of its own, where a
+    direct k-way split would rather halve the talkative speaker."""
+    best: tuple[float, np.ndarray] | None = None
+    for extra in range(options.over_partition + 1):
+        m = k + extra
+        if m > spectral.vectors.shape[1] or m > len(x):
+            break
+        vecs = spectral.vectors[:, :m]
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        labels = _merge_to(x, _compact(_refine(x, _kmeans(vecs, m), m, options.refine_iterations)), k)
+        c = centroids(x, labels, int(labels.max()) + 1)
+        sim = c @ c.T
+        np.fill_diagonal(sim, -1.0)
+        score = float(sim.max()) if len(c) > 1 else -1.0
+        if best is None or score < best[0]:
+            best = (score, labels)
+    assert best is not None
+    return best[1]
+
+
+def _merge_to(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Join the two clusters with the most similar centroids until ``k`` remain."""
+    while int(labels.max()) + 1 > k:
+        c = centroids(x, labels, int(labels.max()) + 1)
+        sim = c @ c.T
+        np.fill_diagonal(sim, -np.inf)
+        i, j = np.unravel_index(np.argmax(sim), sim.shape)
+        labels = _compact(np.where(labels == j, i, labels))
+    return labels
 
 
 @dataclass(frozen=True)
@@ -99,8 +128,8 @@ def _spectral_embedding(x: np.ndarray, hi: int, prune_fraction: float) -> _Spect
     inv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
     lap = np.eye(n) - inv[:, None] * aff * inv[None, :]
     values, vectors = np.linalg.eigh(lap)
-    m = min(hi + 1, n)
-    return _Spectral(values[:m], vectors[:, :hi])
+    m = min(hi, n)
+    return _Spectral(values[:m], vectors[:, :m])
 
 
 def _kmeans(x: np.ndarray, k: int, *, iterations: int = 50, seed: int = 0) -> np.ndarray:
