@@ -37,7 +37,7 @@ def test_count_bounds_limit_the_estimate(diarizer):
 
 
 def test_labels_are_s1_s2_in_order_of_first_appearance(diarizer):
-    samples, ref = conversation("quick-2spk-100")
+    samples, _ = conversation("quick-2spk-100")
     result = diarizer.diarize(samples, DiarizationOptions())
     assert result.speakers == ("S1", "S2")
     assert result.turns[0].speaker == "S1"
