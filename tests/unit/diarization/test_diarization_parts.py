@@ -6,15 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from omoai_core.errors import ConfigError
-from omoai_core.schemas import Segment, Transcript, Word
-
 from omoai_asr.diarization import assets
 from omoai_asr.diarization.alignment import assign_speakers, speaker_of
 from omoai_asr.diarization.clustering import SpeakerCount, cluster
 from omoai_asr.diarization.features import mel_filters, mel_spectrogram, normalise_volume
 from omoai_asr.diarization.types import Diarization, DiarizationOptions, SpeakerTurn, labelled
 from omoai_asr.diarization.vad import CHUNK_SECONDS, VadOptions, speech_regions
+from omoai_core.errors import ConfigError
+from omoai_core.schemas import Segment, Transcript, Word
 
 
 def test_packaged_weights_are_found_and_match_their_wheel_record():

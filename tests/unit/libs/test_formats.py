@@ -74,8 +74,6 @@ def test_write_creates_every_format_atomically(tmp_path, transcript):
 
 
 def _diarized() -> Transcript:
-    from omoai_core.schemas import Segment, Word
-
     segs = [
         Segment(
             text="xin chào",
