@@ -171,7 +171,11 @@ class AsrClient:
 
 
 def _segments_payload(segments: Sequence[Segment]) -> list[dict[str, Any]]:
-    return [{"text": s.text, "start": s.start, "end": s.end} for s in segments]
+    # The speaker (diarization) goes along: summaries and topics may attribute ideas to speakers.
+    return [
+        {"text": s.text, "start": s.start, "end": s.end, **({"speaker": s.speaker} if s.speaker else {})}
+        for s in segments
+    ]
 
 
 class LlmClient:
@@ -183,7 +187,7 @@ class LlmClient:
         data = await self.client.post_json(path, {"segments": _segments_payload(segments), "language": language})
         if not isinstance(data, dict) or "segments" not in data:
             raise StageError.permanent("UpstreamProtocolError", f"LLM service {path} answered without segments")
-        out = [_parse("LLM", path, Segment, {k: v for k, v in s.items() if k in ("text", "start", "end", "words")})
+        out = [_parse("LLM", path, Segment, {k: v for k, v in s.items() if k in ("text", "start", "end", "words", "speaker")})
                for s in data["segments"]]
         quality = _parse("LLM", path, Quality, data["quality"]) if data.get("quality") else None
         return out, quality
