@@ -47,7 +47,7 @@ class PipelineConfig:
     merge_gap_s: float = 0.3
     reference_similarity: float = 0.7  # a cluster takes a reference's name at least this similar
     max_cluster_windows: int = 3000  # longer recordings cluster an even subsample, then assign all
-    batch_windows: int = 256
+    batch_windows: int = 512  # windows per LSTM call: the 150 sequential steps are amortised over the batch
     vad: VadOptions = field(default_factory=VadOptions)
     clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
 
