@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from tests.support import diarization_corpus as corpus  # noqa: E402
+from tests.support import diarization_corpus as corpus
 
 
 def _annotation(turns):
@@ -42,14 +42,15 @@ def _annotation(turns):
 
 
 def quality(diarizer, conditions: list[str], speakers: list[int], count: int, turns: int) -> list[str]:
+    from omoai_asr.diarization.types import DiarizationOptions
     from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from omoai_asr.diarization.types import DiarizationOptions
-
     rows = [
-        "| condition | speakers | conversations | audio (s) | DER estimated | missed / false alarm / confusion "
-        "| DER count given | count right |",
+        (
+            "| condition | speakers | conversations | audio (s) | DER estimated | missed / false alarm / confusion "
+            "| DER count given | count right |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for condition in conditions:
@@ -69,7 +70,9 @@ def quality(diarizer, conditions: list[str], speakers: list[int], count: int, tu
                 given(ref, _annotation(g.turns), uem=uem)
                 print(f"  {conv.name}: found {len(r.speakers)}", file=sys.stderr, flush=True)
             total = est["total"]
-            parts = " / ".join(f"{100 * est[k] / total:.1f} %" for k in ("missed detection", "false alarm", "confusion"))
+            parts = " / ".join(
+                f"{100 * est[k] / total:.1f} %" for k in ("missed detection", "false alarm", "confusion")
+            )
             rows.append(
                 f"| {condition} | {n} | {count} | {audio:.0f} | {100 * abs(est):.1f} % | {parts} "
                 f"| {100 * abs(given):.1f} % | {right}/{count} |"
@@ -81,11 +84,10 @@ def quality(diarizer, conditions: list[str], speakers: list[int], count: int, tu
 def cost(diarizer, seconds: float, repeats: int) -> list[str]:
     import torch
     from asr_engine_vs_reference import CACHE, ensure_audio, ensure_checkpoint
+    from omoai_asr.diarization.types import DiarizationOptions
     from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
     from omoai_gpu.memory import MemoryPolicy
     from prometheus_client import CollectorRegistry
-
-    from omoai_asr.diarization.types import DiarizationOptions
 
     model_dir = ensure_checkpoint(CACHE / "chunkformer-large-vie-random", ensure_audio(60.0, CACHE / "audio"))
     engine = ChunkFormerEngine.load(
@@ -111,11 +113,15 @@ def cost(diarizer, seconds: float, repeats: int) -> list[str]:
         diar_t.append(time.perf_counter() - t)
     a, d = min(asr_t), min(diar_t)
     return [
-        "| audio (s) | torch threads | ASR large-vie (s) | ASR RTF | diarization (s) | diarization RTF "
-        "| diarization / ASR |",
+        (
+            "| audio (s) | torch threads | ASR large-vie (s) | ASR RTF | diarization (s) | diarization RTF "
+            "| diarization / ASR |"
+        ),
         "|---|---|---|---|---|---|---|",
-        f"| {duration:.0f} | {torch.get_num_threads()} | {a:.1f} | {a / duration:.4f} | {d:.1f} | {d / duration:.4f} "
-        f"| {d / a:.3f} |",
+        (
+            f"| {duration:.0f} | {torch.get_num_threads()} | {a:.1f} | {a / duration:.4f} | {d:.1f} | {d / duration:.4f} "
+            f"| {d / a:.3f} |"
+        ),
     ]
 
 
@@ -135,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.filterwarnings("ignore", message=".*'uem' was approximated.*")
     import torch
-    from omoai_gpu.memory import MemoryPolicy
-
     from omoai_asr.diarization.pipeline import EmbeddingDiarizer
+    from omoai_gpu.memory import MemoryPolicy
 
     torch.set_num_threads(args.threads)
     diarizer = EmbeddingDiarizer.load(MemoryPolicy(torch.device("cpu"), torch.float32))
