@@ -97,7 +97,7 @@ async def _post(app, query: str):
 
 async def test_speakers_land_on_words_and_the_segment_is_split_at_the_change():
     backend = HalvesBackend()
-    app, engine = _app(backend)
+    app, _ = _app(backend)
     r, metrics = await _post(app, "diarize=true&min_speakers=2&max_speakers=3")
     assert r.status_code == 200, r.text
     body = r.json()
