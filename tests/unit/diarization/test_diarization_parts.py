@@ -166,3 +166,16 @@ def test_rttm_lines_carry_every_turn():
     assert d.rttm("rec") == (
         "SPEAKER rec 1 0.500 0.750 <NA> <NA> S1 <NA> <NA>\nSPEAKER rec 1 1.500 1.500 <NA> <NA> S2 <NA> <NA>\n"
     )
+
+
+def test_mel_front_end_matches_the_encoders_training_features():
+    # librosa 0.11 melspectrogram(sr=16000, n_fft=400, hop_length=160, n_mels=40) of second 1-2 of a
+    # committed conversation, computed once in a separate environment (librosa is not a dependency).
+    from tests.unit.diarization.conftest import DATA, conversation
+
+    want = np.load(DATA / "librosa-mel-quick-2spk-100-1s.npy")
+    samples, _ = conversation("quick-2spk-100")
+    wav = samples[16000:32000].astype(np.float32) / 32767
+    got = mel_spectrogram(torch.from_numpy(wav)).numpy()
+    assert got.shape == want.shape == (101, 40)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(want.max()))
