@@ -125,6 +125,34 @@ def cost(diarizer, seconds: float, repeats: int) -> list[str]:
     ]
 
 
+def scale(diarizer, seconds: float) -> list[str]:
+    """One long recording (corpus conversations back to back): time and peak memory of diarizing it."""
+    import resource
+
+    from omoai_asr.diarization.types import DiarizationOptions
+
+    pieces, total, seed = [], 0, 0
+    while total < seconds * corpus.SAMPLE_RATE:
+        conv = corpus.conversation(2000 + seed % 40, 2 + seed % 3, corpus.CONDITIONS[seed % 2], n_turns=10)
+        pieces.append(conv.samples)
+        total += len(conv.samples)
+        seed += 1
+    samples = np.concatenate(pieces)[: int(seconds * corpus.SAMPLE_RATE)]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    result = diarizer.diarize(samples, DiarizationOptions(max_speakers=20))
+    elapsed = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [
+        "| audio (s) | diarization (s) | RTF | peak RSS before / after (MiB) | speakers found |",
+        "|---|---|---|---|---|",
+        (
+            f"| {len(samples) / corpus.SAMPLE_RATE:.0f} | {elapsed:.1f} | {elapsed / seconds:.4f} "
+            f"| {before:.0f} / {peak:.0f} | {len(result.speakers)} |"
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10, help="conversations per condition and speaker count")
@@ -135,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--scale-seconds", type=float, default=0.0, help="also diarize one recording this long")
     args = parser.parse_args(argv)
     if not corpus.available():
         print("Festival (text2wave) is not installed: run scripts/setup.sh", file=sys.stderr)
@@ -151,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if args.cost_seconds > 0:
         print("\n".join(cost(diarizer, args.cost_seconds, args.repeats)))
+    if args.scale_seconds > 0:
+        print()
+        print("\n".join(scale(diarizer, args.scale_seconds)))
     return 0
 
 
