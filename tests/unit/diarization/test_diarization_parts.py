@@ -179,3 +179,15 @@ def test_mel_front_end_matches_the_encoders_training_features():
     got = mel_spectrogram(torch.from_numpy(wav)).numpy()
     assert got.shape == want.shape == (101, 40)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(want.max()))
+
+
+def test_vad_blocks_carry_context_and_state_so_any_block_size_gives_the_same_probabilities(diarizer, monkeypatch):
+    from omoai_asr.diarization import vad as vad_module
+    from tests.unit.diarization.conftest import conversation
+
+    samples, _ = conversation("quick-2spk-100")
+    wav = normalise_volume(samples[: 16000 * 12])
+    whole = diarizer.vad.probabilities(wav)
+    monkeypatch.setattr(vad_module, "_ROWS_PER_CALL", 37)
+    np.testing.assert_array_equal(diarizer.vad.probabilities(wav), whole)
+    assert len(whole) == -(-len(wav) // 512) and 0.2 < float((whole > 0.5).mean()) < 0.95

@@ -59,18 +59,20 @@ class SileroVad:
         n_chunks = -(-len(wav) // CHUNK)
         if n_chunks == 0:
             return np.zeros(0, dtype=np.float32)
-        padded = np.zeros(n_chunks * CHUNK, dtype=np.float32)
-        padded[: len(wav)] = wav
-        rows = padded.reshape(n_chunks, CHUNK)
-        context = np.zeros((n_chunks, CONTEXT), dtype=np.float32)
-        context[1:] = rows[:-1, -CONTEXT:]
-        batched = np.concatenate([context, rows], axis=1)  # (chunks, 576)
         h = np.zeros((1, 1, 128), dtype=np.float32)
         c = np.zeros((1, 1, 128), dtype=np.float32)
         out = []
         with self._lock:
-            for i in range(0, n_chunks, _ROWS_PER_CALL):
-                probs, h, c = self._session.run(None, {"input": batched[i : i + _ROWS_PER_CALL], "h": h, "c": c})
+            # Block by block (bounded memory): rows of 64 context samples + 512 new ones.
+            for first in range(0, n_chunks, _ROWS_PER_CALL):
+                rows_n = min(_ROWS_PER_CALL, n_chunks - first)
+                lo = first * CHUNK
+                block = np.zeros(rows_n * CHUNK + CONTEXT, dtype=np.float32)
+                start = max(0, lo - CONTEXT)
+                piece = wav[start : lo + rows_n * CHUNK]
+                block[CONTEXT - (lo - start) : CONTEXT - (lo - start) + len(piece)] = piece
+                idx = np.arange(rows_n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None, :]
+                probs, h, c = self._session.run(None, {"input": block[idx], "h": h, "c": c})
                 out.append(np.asarray(probs, dtype=np.float32).reshape(-1))
         return np.concatenate(out)
 
