@@ -138,7 +138,9 @@ def test_each_word_takes_the_speaker_covering_most_of_it_and_is_never_split():
 
 
 def test_a_segment_is_split_where_its_words_change_speaker():
-    t = _transcript([("a", 0.0, 0.4), ("b", 0.5, 0.9), ("c", 1.2, 1.6), ("d", 1.7, 2.0), ("e", 3.0, 3.5)], [(0, 4), (4, 5)])
+    t = _transcript(
+        [("a", 0.0, 0.4), ("b", 0.5, 0.9), ("c", 1.2, 1.6), ("d", 1.7, 2.0), ("e", 3.0, 3.5)], [(0, 4), (4, 5)]
+    )
     d = Diarization((SpeakerTurn("S1", 0.0, 1.0), SpeakerTurn("S2", 1.1, 4.0)), ("S1", "S2"), 10.0, "t")
     out = assign_speakers(t, d)
     assert [(s.text, s.speaker, s.start, s.end) for s in out.segments] == [
@@ -183,6 +185,7 @@ def test_mel_front_end_matches_the_encoders_training_features():
 
 def test_vad_blocks_carry_context_and_state_so_any_block_size_gives_the_same_probabilities(diarizer, monkeypatch):
     from omoai_asr.diarization import vad as vad_module
+
     from tests.unit.diarization.conftest import conversation
 
     samples, _ = conversation("quick-2spk-100")
