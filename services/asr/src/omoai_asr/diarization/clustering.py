@@ -114,20 +114,29 @@ class _Spectral:
 
 
 def _spectral_embedding(x: np.ndarray, hi: int, prune_fraction: float) -> _Spectral:
+    """Eigenvectors of the normalised Laplacian of the pruned affinity. One (n, n) matrix is
+    rewritten in place (plus one temporary at a time): 3000 windows stay within a few 72 MB arrays."""
     n = len(x)
-    sim = x @ x.T
+    sim = x @ x.T  # (n, n) cosine similarities
     np.fill_diagonal(sim, 1.0)
     keep = max(2, int(np.ceil(prune_fraction * n)))
-    # Keep each row's `keep` strongest affinities (binarised), symmetrise: robust to the global
-    # offset of cosine similarities between recordings.
-    idx = np.argpartition(-sim, kth=min(keep, n - 1), axis=1)[:, :keep]
-    aff = np.zeros_like(sim)
-    np.put_along_axis(aff, idx, 1.0, axis=1)
-    aff = np.maximum(aff, aff.T) * np.clip(sim, 0.0, None)
-    deg = aff.sum(axis=1)
-    inv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
-    lap = np.eye(n) - inv[:, None] * aff * inv[None, :]
-    values, vectors = np.linalg.eigh(lap)
+    # Keep each row's `keep` strongest affinities, symmetrise: robust to the global offset of
+    # cosine similarities between recordings.
+    if keep < n:
+        kth = -np.partition(-sim, keep - 1, axis=1)[:, keep - 1]  # each row's keep-th largest
+        mask = sim >= kth[:, None]
+        mask |= mask.T
+    else:
+        mask = np.ones_like(sim, dtype=bool)
+    np.clip(sim, 0.0, None, out=sim)
+    sim *= mask
+    del mask
+    inv = 1.0 / np.sqrt(np.maximum(sim.sum(axis=1), 1e-12))
+    sim *= inv[:, None]
+    sim *= inv[None, :]
+    np.negative(sim, out=sim)
+    sim[np.diag_indices(n)] += 1.0  # L = I - D^-1/2 A D^-1/2
+    values, vectors = np.linalg.eigh(sim)
     m = min(hi, n)
     return _Spectral(values[:m], vectors[:, :m])
 
