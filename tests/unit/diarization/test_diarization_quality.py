@@ -67,3 +67,15 @@ def test_silence_has_no_speakers_and_one_voice_has_one(diarizer):
     first = ref[0]
     one = samples[int(first.start * 16000) : int(first.end * 16000)]
     assert len(diarizer.diarize(one, DiarizationOptions()).speakers) == 1
+
+
+def test_one_short_voice_is_one_speaker_and_two_short_turns_are_two(diarizer):
+    from pathlib import Path
+
+    from omoai_audio import decode_audio
+
+    sample = Path(__file__).resolve().parents[3] / "samples" / "xin-chao.wav"  # 7 s, one espeak-ng voice
+    assert diarizer.diarize(decode_audio(sample).samples, DiarizationOptions()).speakers == ("S1",)
+    samples, ref = conversation("pauses-3spk-101")
+    first_two = samples[: int((ref[1].end + 0.3) * 16000)]  # 8 s: two voices, one turn each
+    assert len(diarizer.diarize(first_two, DiarizationOptions()).speakers) == 2

@@ -32,6 +32,7 @@ class ClusteringOptions:
     prune_fraction: float = 0.15  # neighbours each window keeps in the affinity graph
     distinct_similarity: float = 0.86  # two centroids at least this similar are one voice (estimated counts)
     min_cluster_fraction: float = 0.04  # an estimated speaker holds at least this share of the windows
+    min_cluster_windows: int = 4  # ... and at least this many (~3 s of speech): fewer make a noisy centroid
     refine_iterations: int = 5
     over_partition: int = 0  # also try k+1.. k+n splits merged back to k (measured: no better on the corpus)
 
@@ -67,7 +68,9 @@ def cluster(
         c = centroids(x, labels, k)
         sim = c @ c.T
         np.fill_diagonal(sim, -1.0)
-        if sim.max() < options.distinct_similarity and np.bincount(labels).min() >= options.min_cluster_fraction * n:
+        smallest = np.bincount(labels).min()
+        big_enough = smallest >= max(options.min_cluster_windows, options.min_cluster_fraction * n)
+        if sim.max() < options.distinct_similarity and big_enough:
             return labels
     return _compact(_partition(x, spectral, lo, options)) if lo > 1 else np.zeros(n, dtype=np.int64)
 
