@@ -53,14 +53,26 @@ def mel_filters(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int 
 
 
 def normalise_volume(samples: np.ndarray) -> np.ndarray:
-    """int16 (or float in [-1, 1]) samples to float32 in [-1, 1], raised to -30 dBFS if quieter."""
+    """int16 (or float in [-1, 1]) samples to float32 in [-1, 1], raised to -30 dBFS if quieter.
+
+    One float32 copy; the loudness is summed in float64 blocks (no float64 copy of an hour)."""
     x = np.asarray(samples)
-    wav = x.astype(np.float32) / _INT16_MAX if x.dtype == np.int16 else x.astype(np.float32)
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if wav.size else 0.0
+    wav = x.astype(np.float32)  # a copy either way
+    if x.dtype == np.int16:
+        wav /= _INT16_MAX
+    if not wav.size:
+        return wav
+    block = 1 << 20
+    energy = sum(
+        float(np.dot(b, b)) for b in (wav[i : i + block].astype(np.float64) for i in range(0, wav.size, block))
+    )
+    rms = (energy / wav.size) ** 0.5
     if rms <= 1e-9:
         return wav
     change_db = TARGET_DBFS - 20.0 * np.log10(rms)
-    return wav * np.float32(10 ** (change_db / 20.0)) if change_db > 0 else wav
+    if change_db > 0:
+        wav *= np.float32(10 ** (change_db / 20.0))
+    return wav
 
 
 def mel_spectrogram(wav: torch.Tensor) -> torch.Tensor:
