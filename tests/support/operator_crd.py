@@ -103,7 +103,24 @@ def _relative(self: dict[str, Any], old: Any) -> bool:
 def _immutable(self: dict[str, Any], old: Any) -> bool:
     if old is None:
         return True  # transition rules only run on updates
-    return all(self.get(k) == old.get(k) for k in ("source", "output", "language", "asr", "postprocess"))
+    return all(
+        self.get(k) == old.get(k) for k in ("source", "output", "language", "asr", "postprocess", "diarization")
+    )
+
+
+def _counts_need_enabled(self: dict[str, Any], old: Any) -> bool:
+    return bool(self.get("enabled")) or not any(k in self for k in ("numSpeakers", "minSpeakers", "maxSpeakers"))
+
+
+def _min_le_max(self: dict[str, Any], old: Any) -> bool:
+    return "minSpeakers" not in self or "maxSpeakers" not in self or self["minSpeakers"] <= self["maxSpeakers"]
+
+
+def _num_within(self: dict[str, Any], old: Any) -> bool:
+    if "numSpeakers" not in self:
+        return True
+    n = self["numSpeakers"]
+    return self.get("minSpeakers", n) <= n <= self.get("maxSpeakers", n)
 
 
 CEL: dict[str, Callable[[dict[str, Any], Any], bool]] = {
@@ -111,7 +128,12 @@ CEL: dict[str, Callable[[dict[str, Any], Any], bool]] = {
     "[has(self.pvc), has(self.s3)].filter(x, x).size() == 1": _exactly_one("pvc", "s3"),
     "!self.path.startsWith('/') && !self.path.split('/').exists(p, p == '..')": _relative,
     "self.source == oldSelf.source && self.output == oldSelf.output && self.language == oldSelf.language "
-    "&& self.asr == oldSelf.asr && self.postprocess == oldSelf.postprocess": _immutable,
+    "&& self.asr == oldSelf.asr && self.postprocess == oldSelf.postprocess "
+    "&& self.diarization == oldSelf.diarization": _immutable,
+    "self.enabled || (!has(self.numSpeakers) && !has(self.minSpeakers) && !has(self.maxSpeakers))": _counts_need_enabled,
+    "!has(self.minSpeakers) || !has(self.maxSpeakers) || self.minSpeakers <= self.maxSpeakers": _min_le_max,
+    "!has(self.numSpeakers) || ((!has(self.minSpeakers) || self.minSpeakers <= self.numSpeakers) "
+    "&& (!has(self.maxSpeakers) || self.numSpeakers <= self.maxSpeakers))": _num_within,
 }
 
 

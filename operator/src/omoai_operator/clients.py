@@ -157,8 +157,9 @@ class AsrClient:
 
 
 def _for_llm(segments: Sequence[Segment]) -> list[Segment]:
-    """The segments without their word timings: the LLM service works on text."""
-    return [Segment(text=s.text, start=s.start, end=s.end) for s in segments]
+    """The segments without their word timings: the LLM service works on text. The speaker
+    (diarization) goes along: summaries and topics may attribute ideas to speakers."""
+    return [Segment(text=s.text, start=s.start, end=s.end, speaker=s.speaker) for s in segments]
 
 
 def _body(request: BaseModel) -> dict[str, Any]:

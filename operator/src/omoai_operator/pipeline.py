@@ -116,6 +116,7 @@ class Pipeline:
                 right_context=a.right_context,
                 total_batch_duration=a.total_batch_duration,
                 word_timestamps=a.word_timestamps,
+                **ctx.spec.diarization.asr_fields(),  # speakers on segments and words when enabled
             )
             if ctx.audio_path is not None:
                 staged = await self.asr.transcribe_file(ctx.audio_path, options)
@@ -202,8 +203,11 @@ class Pipeline:
 
 def _with_segments(t: Transcript, segments: list[Segment]) -> Transcript:
     if len(segments) == len(t.segments):
-        # Punctuation keeps segment times; keep the word timings the ASR gave.
-        segments = [s if s.words else s.model_copy(update={"words": o.words}) for s, o in zip(segments, t.segments, strict=True)]
+        # Punctuation keeps segment times; keep the word timings (and speakers) the ASR gave.
+        segments = [
+            s if s.words and s.speaker == o.speaker else s.model_copy(update={"words": s.words or o.words, "speaker": o.speaker})
+            for s, o in zip(segments, t.segments, strict=True)
+        ]
     text = " ".join(s.text.strip() for s in segments if s.text.strip())
     return t.model_copy(update={"segments": segments, "text": text})
 

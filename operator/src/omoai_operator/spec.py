@@ -98,6 +98,40 @@ class AsrOptions(_Model):
     word_timestamps: StrictBool = DECODE_DEFAULTS.word_timestamps
 
 
+SpeakerCount = Annotated[StrictInt, Field(ge=1, le=20)]
+
+
+class Diarization(_Model):
+    """Who spoke when: every segment and word gets a speaker label (S1, S2...)."""
+
+    enabled: StrictBool = False
+    num_speakers: SpeakerCount | None = None
+    min_speakers: SpeakerCount | None = None
+    max_speakers: SpeakerCount | None = None
+
+    @model_validator(mode="after")
+    def _counts(self) -> Diarization:
+        # The CRD's CEL rules on spec.diarization say the same.
+        lo, hi, num = self.min_speakers, self.max_speakers, self.num_speakers
+        if not self.enabled and (lo is not None or hi is not None or num is not None):
+            raise ValueError("speaker counts require diarization.enabled: true")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("diarization.minSpeakers must not exceed diarization.maxSpeakers")
+        if num is not None and ((lo is not None and num < lo) or (hi is not None and num > hi)):
+            raise ValueError("diarization.numSpeakers must lie within [minSpeakers, maxSpeakers]")
+        return self
+
+    def asr_fields(self) -> dict[str, Any]:
+        """The ASR service's request fields (``diarize``, ``num_speakers``...); empty when off."""
+        if not self.enabled:
+            return {}
+        fields: dict[str, Any] = {"diarize": True}
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
+        return fields
+
+
 class PostProcess(_Model):
     punctuation: StrictBool = True
     summary: Literal["none", "abstract", "full"] = "full"
@@ -146,6 +180,7 @@ class JobSpec(_Model):
     source: Source
     language: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] = "vi"
     asr: AsrOptions = Field(default_factory=AsrOptions)
+    diarization: Diarization = Field(default_factory=Diarization)
     postprocess: PostProcess = Field(default_factory=PostProcess)
     output: Output
     backoff_limit: Annotated[StrictInt, Field(ge=0, le=100)] = 3

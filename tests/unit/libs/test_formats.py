@@ -70,3 +70,45 @@ def test_write_creates_every_format_atomically(tmp_path, transcript):
     paths = [write(transcript, fmt, tmp_path / "out", "talk") for fmt in FORMATS]
     assert sorted(p.name for p in paths) == sorted(f"talk.{f}" for f in FORMATS)
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def _diarized() -> Transcript:
+    segs = [
+        Segment(
+            text="xin chào",
+            start=0.0,
+            end=1.0,
+            speaker="S1",
+            words=[
+                Word(word="xin", start=0.0, end=0.4, speaker="S1"),
+                Word(word="chào", start=0.5, end=1.0, speaker="S1"),
+            ],
+        ),
+        Segment(text="các bạn", start=1.2, end=2.0, speaker="S1"),
+        Segment(text="a <b> & c", start=2.5, end=3.0, speaker="S2"),
+    ]
+    return Transcript(text="xin chào các bạn a <b> & c", segments=segs, duration=3.0, model="m", speakers=["S1", "S2"])
+
+
+def test_srt_and_vtt_carry_speakers():
+    srt = render(_diarized(), "srt")
+    assert "00:00:00,000 --> 00:00:01,000\nS1: xin chào\n" in srt
+    assert "S2: a <b> & c" in srt
+    vtt = render(_diarized(), "vtt")
+    assert "00:00:00.000 --> 00:00:01.000\n<v S1>xin chào\n" in vtt
+    assert "<v S2>a &lt;b&gt; &amp; c\n" in vtt
+
+
+def test_txt_and_md_show_speaker_turns():
+    assert render(_diarized(), "txt") == "S1: xin chào các bạn\nS2: a <b> & c\n"
+    md = render(_diarized(), "md")
+    assert "*Speakers:* S1, S2" in md
+    assert "**[0:00] S1:** xin chào các bạn" in md
+    assert "**[0:02] S2:** a <b> & c" in md
+
+
+def test_json_keeps_speakers_on_segments_and_words():
+    payload = json.loads(render(_diarized(), "json"))
+    assert payload["speakers"] == ["S1", "S2"]
+    assert payload["segments"][0]["speaker"] == "S1"
+    assert payload["segments"][0]["words"][1]["speaker"] == "S1"

@@ -70,6 +70,13 @@ INVALID: dict[str, dict[str, Any]] = {
     "unknown field": with_spec(colour="blue"),
     "suspend not bool": with_spec(suspend="yes"),
     "missing output": with_spec(output=None),
+    "speaker counts without diarization": with_spec(diarization={"numSpeakers": 2}),
+    "min above max speakers": with_spec(diarization={"enabled": True, "minSpeakers": 4, "maxSpeakers": 2}),
+    "num outside bounds": with_spec(diarization={"enabled": True, "numSpeakers": 5, "maxSpeakers": 3}),
+    "num below min": with_spec(diarization={"enabled": True, "numSpeakers": 1, "minSpeakers": 2}),
+    "zero speakers": with_spec(diarization={"enabled": True, "numSpeakers": 0}),
+    "too many speakers": with_spec(diarization={"enabled": True, "maxSpeakers": 21}),
+    "diarization flag not bool": with_spec(diarization={"enabled": "yes"}),
 }
 
 VALID: dict[str, dict[str, Any]] = {
@@ -82,6 +89,9 @@ VALID: dict[str, dict[str, Any]] = {
                            postprocess={"punctuation": False, "summary": "none", "topics": False},
                            backoffLimit=0, activeDeadlineSeconds=60, ttlSecondsAfterFinished=0, suspend=True,
                            priority=-1000),
+    "diarization estimated": with_spec(diarization={"enabled": True}),
+    "diarization bounded": with_spec(diarization={"enabled": True, "minSpeakers": 2, "maxSpeakers": 4}),
+    "diarization given": with_spec(diarization={"enabled": True, "numSpeakers": 3, "minSpeakers": 3, "maxSpeakers": 3}),
 }
 
 
@@ -140,7 +150,7 @@ def test_valid_specs_are_accepted_by_both_with_the_same_defaults(case: str) -> N
     defaulted = operator_crd.apply_defaults(copy.deepcopy(obj))["spec"]
     model = parse_spec(obj["spec"]).model_dump(by_alias=True, exclude_none=True)
     assert model == parse_spec(defaulted).model_dump(by_alias=True, exclude_none=True)
-    for key in ("language", "asr", "postprocess", "backoffLimit", "suspend", "priority"):
+    for key in ("language", "asr", "diarization", "postprocess", "backoffLimit", "suspend", "priority"):
         assert model[key] == defaulted[key], key
 
 
@@ -164,6 +174,9 @@ def test_spec_is_immutable_except_the_job_controls() -> None:
     controls = copy.deepcopy(old)
     controls["spec"].update(suspend=True, priority=9, backoffLimit=1, activeDeadlineSeconds=5, ttlSecondsAfterFinished=1)
     assert operator_crd.validate(controls, old) == []
+    changed_speakers = copy.deepcopy(old)
+    changed_speakers["spec"]["diarization"] = {"enabled": True}
+    assert operator_crd.validate(changed_speakers, old)
 
 
 def test_manifest_of_another_kind_is_refused_with_a_clear_message() -> None:

@@ -17,6 +17,7 @@ class Word(_Model):
     word: str
     start: float = Field(ge=0)
     end: float = Field(ge=0)
+    speaker: str | None = Field(default=None, max_length=256, description="Speaker label (diarization).")
 
 
 class Segment(_Model):
@@ -24,6 +25,9 @@ class Segment(_Model):
     start: float = Field(ge=0)
     end: float = Field(ge=0)
     words: list[Word] = Field(default_factory=list)
+    speaker: str | None = Field(
+        default=None, max_length=256, description="Speaker label (diarization): S1, S2... or a known speaker's name."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Segment:
@@ -41,6 +45,9 @@ class Transcript(_Model):
     model: str
     language: str | None = None
     frames: list[int] | None = Field(default=None, description="Argmax token id of every encoder frame.")
+    speakers: list[str] | None = Field(
+        default=None, description="Speakers found by diarization, in order of first appearance (absent without it)."
+    )
 
 
 class Summary(_Model):

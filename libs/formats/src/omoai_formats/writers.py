@@ -1,5 +1,9 @@
 """Render a :class:`~omoai_core.schemas.Transcript` or :class:`~omoai_core.schemas.Document` in one
 of the output formats. Every writer is a pure function of the document.
+
+Diarized transcripts (segments with a ``speaker``) show who speaks: SRT cues start ``S1: ``, VTT
+cues are voice spans (``<v S1>...``), txt and md print one paragraph per speaker turn
+(consecutive segments of one speaker), led by the speaker's label.
 """
 
 from __future__ import annotations
@@ -26,6 +30,28 @@ def _cue_text(seg: Segment) -> str:
     return " ".join(seg.text.split()).replace("-->", "→")
 
 
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _turns(segments: list[Segment]) -> list[tuple[str | None, float, str]]:
+    """(speaker, start, text) per run of consecutive non-empty segments of one speaker."""
+    out: list[tuple[str | None, float, str]] = []
+    for seg in segments:
+        text = seg.text.strip()
+        if not text:
+            continue
+        if out and seg.speaker is not None and out[-1][0] == seg.speaker:
+            out[-1] = (seg.speaker, out[-1][1], f"{out[-1][2]} {text}")
+        else:
+            out.append((seg.speaker, seg.start, text))
+    return out
+
+
+def _diarized(doc: Document) -> bool:
+    return any(s.speaker is not None for s in doc.transcript.segments)
+
+
 def to_json(doc: Document) -> str:
     if doc.summary is None and doc.topics is None and doc.quality is None:
         payload = doc.transcript.model_dump(exclude_none=True)
@@ -35,6 +61,9 @@ def to_json(doc: Document) -> str:
 
 
 def to_txt(doc: Document) -> str:
+    if _diarized(doc):
+        turns = _turns(doc.transcript.segments)
+        return "".join(f"{spk}: {text}\n" if spk else f"{text}\n" for spk, _, text in turns)
     lines = [s.text.strip() for s in doc.transcript.segments if s.text.strip()]
     return ("\n".join(lines) + "\n") if lines else ""
 
@@ -42,7 +71,8 @@ def to_txt(doc: Document) -> str:
 def to_srt(doc: Document) -> str:
     cues = []
     for i, seg in enumerate((s for s in doc.transcript.segments if s.text.strip()), start=1):
-        cues.append(f"{i}\n{timestamp(seg.start, ',')} --> {timestamp(seg.end, ',')}\n{_cue_text(seg)}\n")
+        label = f"{seg.speaker}: " if seg.speaker else ""
+        cues.append(f"{i}\n{timestamp(seg.start, ',')} --> {timestamp(seg.end, ',')}\n{label}{_cue_text(seg)}\n")
     return "\n".join(cues)
 
 
@@ -50,7 +80,10 @@ def to_vtt(doc: Document) -> str:
     cues = ["WEBVTT\n"]
     for seg in doc.transcript.segments:
         if seg.text.strip():
-            cues.append(f"{timestamp(seg.start, '.')} --> {timestamp(seg.end, '.')}\n{_cue_text(seg)}\n")
+            text = _cue_text(seg)
+            if seg.speaker:
+                text = f"<v {_vtt_escape(seg.speaker)}>{_vtt_escape(text)}"
+            cues.append(f"{timestamp(seg.start, '.')} --> {timestamp(seg.end, '.')}\n{text}\n")
     return "\n".join(cues)
 
 
@@ -58,6 +91,8 @@ def to_md(doc: Document) -> str:
     t = doc.transcript
     title = doc.summary.title if doc.summary else "Transcript"
     out = [f"# {title}", "", f"*Model:* `{t.model}` · *Duration:* {clock(t.duration)}", ""]
+    if t.speakers:
+        out += [f"*Speakers:* {', '.join(t.speakers)}", ""]
     if doc.summary:
         out += ["## Summary", "", doc.summary.abstract.strip(), ""]
         out += [f"- {b.strip()}" for b in doc.summary.bullets] + ([""] if doc.summary.bullets else [])
@@ -65,9 +100,13 @@ def to_md(doc: Document) -> str:
         out += ["## Topics", ""]
         out += [f"- **[{clock(tp.start)}]** {tp.title}" for tp in doc.topics] + [""]
     out += ["## Transcript", ""]
-    for seg in t.segments:
-        if seg.text.strip():
-            out += [f"**[{clock(seg.start)}]** {seg.text.strip()}", ""]
+    if _diarized(doc):
+        for spk, start, text in _turns(t.segments):
+            out += [f"**[{clock(start)}] {spk}:** {text}" if spk else f"**[{clock(start)}]** {text}", ""]
+    else:
+        for seg in t.segments:
+            if seg.text.strip():
+                out += [f"**[{clock(seg.start)}]** {seg.text.strip()}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -28,7 +28,13 @@ from omoai_asr.fetch import Resolver, system_resolver
 from omoai_asr.metrics import AsrMetrics
 from omoai_asr.routes import openai as openai_routes
 from omoai_asr.routes import transcriptions
-from omoai_asr.runtime import EngineFactory, asr_runtime, default_engine_factory
+from omoai_asr.runtime import (
+    DiarizerFactory,
+    EngineFactory,
+    asr_runtime,
+    default_diarizer_factory,
+    default_engine_factory,
+)
 from omoai_asr.serving import AsrServing
 from omoai_asr.settings import AsrSettings
 
@@ -52,9 +58,11 @@ def create_app(
     registry: CollectorRegistry | None = None,
     on_fatal: Callable[[BaseException], None] = _terminate,
     resolver: Resolver = system_resolver,
+    diarizer_factory: DiarizerFactory | None = None,
 ) -> FastAPI:
     registry = registry if registry is not None else CollectorRegistry()
     factory = engine_factory or default_engine_factory(settings)
+    diarizer_factory = diarizer_factory or default_diarizer_factory(settings)
     model_name = settings.served_name()
     metrics = AsrMetrics(registry, model_name)
     admission = Admission(settings.max_concurrency, settings.max_queue, registry=registry, service="asr")
@@ -65,7 +73,14 @@ def create_app(
         """Own the runtime: load it, serve with it until ``stop``, then close it."""
         loaded = False
         try:
-            async with asr_runtime(settings, factory, registry=registry, metrics=metrics, version=__version__) as rt:
+            async with asr_runtime(
+                settings,
+                factory,
+                diarizer_factory=diarizer_factory,
+                registry=registry,
+                metrics=metrics,
+                version=__version__,
+            ) as rt:
                 loaded = True
                 serving.attach(rt)
                 try:

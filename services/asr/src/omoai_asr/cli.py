@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--include-frames", action="store_true", help="add the per-frame token ids (json)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--verbose", "-v", action="store_true", help="log progress details on stderr")
+    t.add_argument("--diarize", action="store_true", help="label segments and words with speakers (S1, S2...)")
+    t.add_argument("--num-speakers", type=int, default=None, help="speakers in the recording (with --diarize)")
+    t.add_argument("--min-speakers", type=int, default=None, help="fewest speakers to find (default 1)")
+    t.add_argument("--max-speakers", type=int, default=None, help="most speakers to find (default 8)")
 
     s = sub.add_parser(
         "serve",
@@ -128,6 +132,11 @@ def _transcribe(args: argparse.Namespace) -> int:
         include_frames=args.include_frames,
         word_timestamps=args.word_timestamps,
     )
+    speakers = _speaker_options(args)
+    if speakers is not None:
+        import dataclasses
+
+        options = dataclasses.replace(options, word_timestamps=True)  # words carry the speakers
     if args.audio.count("-") > 1:
         raise _usage("'-' (stdin) can be given once")
     missing = [a for a in args.audio if a != "-" and not Path(a).exists()]
@@ -148,6 +157,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=CollectorRegistry()
     )
     engine = ChunkFormerEngine.load(args.model, policy)
+    diarizer = _load_diarizer(settings, policy) if speakers is not None else None
 
     failed = 0
     results: list[tuple[str, Any]] = []
@@ -158,6 +168,8 @@ def _transcribe(args: argparse.Namespace) -> int:
             audio = decode_audio(data, max_duration_s=settings.max_audio_duration_s)
             with _progress(source) as bar:
                 transcript = engine.transcribe(audio.samples, options, progress=bar)
+            if diarizer is not None and speakers is not None:
+                transcript = _with_speakers(transcript, diarizer.diarize(audio.samples, speakers), args.word_timestamps)
         except OmoaiError as e:
             failed += 1
             print(f"omoai-asr: error: {source}: {e.message}", file=sys.stderr)
@@ -173,6 +185,41 @@ def _transcribe(args: argparse.Namespace) -> int:
     if args.output_dir is None and results:
         _print_results(results, args.format, len(args.audio) > 1, sys.stdout)
     return EXIT_INPUT if failed else EXIT_OK
+
+
+def _speaker_options(args: argparse.Namespace) -> Any:
+    """DiarizationOptions for --diarize (None without it); inconsistent counts are a usage error."""
+    counts = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
+    if not args.diarize:
+        if any(v is not None for v in counts.values()):
+            raise _usage("--num-speakers/--min-speakers/--max-speakers need --diarize")
+        return None
+    from omoai_asr.diarization.types import DiarizationOptions
+
+    lo = args.min_speakers or 1
+    hi = args.max_speakers or max(8, lo, args.num_speakers or 0)
+    try:
+        return DiarizationOptions(num_speakers=args.num_speakers, min_speakers=lo, max_speakers=hi)
+    except ValueError as e:
+        raise _usage(str(e)) from None
+
+
+def _load_diarizer(settings: Any, policy: Any) -> Any:
+    from omoai_asr.diarization.loading import load_backend
+
+    backend = load_backend(settings, policy)
+    if backend is None:
+        raise _usage("--diarize: no diarization backend (OMOAI_DIARIZATION_BACKEND=off or its weights are missing)")
+    return backend
+
+
+def _with_speakers(transcript: Any, diarization: Any, keep_words: bool) -> Any:
+    from omoai_asr.diarization.alignment import assign_speakers
+
+    out = assign_speakers(transcript, diarization)
+    if not keep_words:
+        out = out.model_copy(update={"segments": [s.model_copy(update={"words": []}) for s in out.segments]})
+    return out
 
 
 def _print_results(results: list[tuple[str, Any]], fmt: str, several: bool, out: TextIO) -> None:

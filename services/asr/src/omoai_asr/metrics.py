@@ -92,3 +92,46 @@ def outcome_of(code: str, status: int) -> Outcome:
     if 400 <= status < 500:
         return "invalid_input"
     return "error"
+
+
+# -- speaker diarization -------------------------------------------------------------------------
+
+RTF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+SPEAKER_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
+
+
+class DiarizationMetrics:
+    """``omoai_asr_diarization_duration_seconds{backend}`` (latency; its ``_sum`` over
+    ``omoai_asr_diarized_audio_seconds_total`` is the real-time factor), the per-recording real-time
+    factor and the number of speakers found per recording (a job is one recording)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "omoai_asr_diarization_duration_seconds",
+            "Wall time of diarizing one recording (VAD, embeddings, clustering).",
+            ["backend"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.audio_seconds = Counter(
+            "omoai_asr_diarized_audio_seconds", "Seconds of audio diarized.", registry=registry
+        )
+        self.rtf = Histogram(
+            "omoai_asr_diarization_real_time_factor",
+            "Diarization wall time over audio duration, per recording.",
+            buckets=RTF_BUCKETS,
+            registry=registry,
+        )
+        self.speakers = Histogram(
+            "omoai_asr_diarization_speakers",
+            "Speakers found in one recording.",
+            buckets=SPEAKER_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, backend: str, seconds: float, audio_seconds: float, speakers: int) -> None:
+        self.duration.labels(backend=backend).observe(seconds)
+        self.audio_seconds.inc(audio_seconds)
+        if audio_seconds > 0:
+            self.rtf.observe(seconds / audio_seconds)
+        self.speakers.observe(speakers)

@@ -15,10 +15,11 @@ from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Transcript
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from omoai_asr.diarization.types import DiarizationOptions
 from omoai_asr.geometry import DecodeOptions
 from omoai_asr.settings import AsrSettings
 
-OpenAIFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+OpenAIFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 Granularity = Literal["word", "segment"]
 
 MEDIA_TYPES: dict[str, str] = {
@@ -35,8 +36,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TranscriptionOptions(contract.TranscriptionOptions):
-    """Decode and output options (the contract's fields); unset fields take the server's defaults."""
+class SpeakerOptions(contract.SpeakerFields):
+    """The contract's speaker switches (both APIs), checked into the engine's options."""
+
+    def diarization_options(self, *, force: bool = False) -> DiarizationOptions | None:
+        """None unless diarization is on; speaker counts without it, or inconsistent ones, are a 400."""
+        counts = {"num_speakers": self.num_speakers, "min_speakers": self.min_speakers, "max_speakers": self.max_speakers}
+        if not (self.diarize or force):
+            given = [k for k, v in counts.items() if v is not None]
+            if given:
+                raise InvalidInputError(f"{', '.join(given)} requires diarize=true")
+            return None
+        lo = self.min_speakers or 1
+        hi = self.max_speakers or max(8, lo, self.num_speakers or 0)
+        try:
+            return DiarizationOptions(num_speakers=self.num_speakers, min_speakers=lo, max_speakers=hi)
+        except ValueError as e:
+            raise InvalidInputError(str(e)) from None
+
+
+class TranscriptionOptions(contract.TranscriptionOptions, SpeakerOptions):
+    """Decode, speaker and output options (the contract's fields); unset fields take the server's defaults."""
 
     def decode_options(self, settings: AsrSettings) -> DecodeOptions:
         """The engine's options; combinations the model cannot run raise ``InvalidInputError`` (400)."""
@@ -56,7 +76,7 @@ class UrlTranscriptionRequest(contract.UrlTranscriptionRequest, TranscriptionOpt
     """``POST /v1/transcriptions`` with a JSON body."""
 
 
-class OpenAIOptions(_Strict):
+class OpenAIOptions(SpeakerOptions):
     """The form fields of ``POST /v1/audio/transcriptions`` besides ``file``."""
 
     model: str = Field(min_length=1, max_length=256)
@@ -66,6 +86,12 @@ class OpenAIOptions(_Strict):
     temperature: float = Field(default=0.0, ge=0, le=1, description="Accepted and ignored (greedy CTC).")
     timestamp_granularities: list[Granularity] = Field(default_factory=list)
     stream: bool = False
+    known_speaker_names: list[str] = Field(
+        default_factory=list, max_length=8, description="Names of the voices in known_speaker_references[]."
+    )
+    known_speaker_references: list[str] = Field(
+        default_factory=list, max_length=8, description="Audio data URLs (2-10 s of each known speaker)."
+    )
 
     @field_validator("stream")
     @classmethod
@@ -77,6 +103,19 @@ class OpenAIOptions(_Strict):
     def check_granularities(self) -> None:
         if self.timestamp_granularities and self.response_format != "verbose_json":
             raise InvalidInputError("timestamp_granularities requires response_format=verbose_json")
+
+    def openai_diarization(self) -> DiarizationOptions | None:
+        """``diarized_json`` (or ``diarize=true``) turns diarization on; known speakers need both lists, paired."""
+        if len(self.known_speaker_names) != len(self.known_speaker_references):
+            raise InvalidInputError(
+                f"known_speaker_names[] ({len(self.known_speaker_names)}) and known_speaker_references[] "
+                f"({len(self.known_speaker_references)}) must pair up one to one"
+            )
+        names = [n.strip() for n in self.known_speaker_names]
+        if any(not n or len(n) > 64 for n in names) or len(set(names)) != len(names):
+            raise InvalidInputError("known_speaker_names[] must be distinct, non-empty names of at most 64 characters")
+        force = self.response_format == "diarized_json" or bool(names)
+        return self.diarization_options(force=force)
 
 
 # -- responses -----------------------------------------------------------------------------------
@@ -114,6 +153,24 @@ class OpenAIVerboseTranscription(BaseModel):
     words: list[OpenAIWord] | None = None
 
 
+class OpenAIDiarizedSegment(BaseModel):
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class OpenAIDiarizedTranscription(BaseModel):
+    """OpenAI's ``diarized_json`` (the shape of ``gpt-4o-transcribe-diarize``)."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[OpenAIDiarizedSegment]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -143,4 +200,16 @@ def verbose_json(transcript: Transcript, language: str, granularities: list[Gran
         words = [OpenAIWord(word=w.word, start=w.start, end=w.end) for s in transcript.segments for w in s.words]
     return OpenAIVerboseTranscription(
         language=language, duration=transcript.duration, text=transcript.text, segments=segments, words=words
+    )
+
+
+def diarized_json(transcript: Transcript) -> OpenAIDiarizedTranscription:
+    """Segments with their speaker; labels are S1, S2... (or the known speakers' names)."""
+    return OpenAIDiarizedTranscription(
+        duration=transcript.duration,
+        text=transcript.text,
+        segments=[
+            OpenAIDiarizedSegment(id=f"seg_{i}", start=s.start, end=s.end, text=s.text, speaker=s.speaker or "S1")
+            for i, s in enumerate(transcript.segments)
+        ],
     )

@@ -30,6 +30,8 @@ from omoai_asr.settings import AsrSettings
 if TYPE_CHECKING:
     from omoai_gpu.memory import MemoryPolicy
 
+    from omoai_asr.diarization.types import DiarizationBackend
+
 log = logging.getLogger(__name__)
 
 #: Builds the engine on the memory policy the runtime made (tests pass a fake here).
@@ -45,11 +47,25 @@ def default_engine_factory(settings: AsrSettings) -> EngineFactory:
     return load
 
 
+#: Builds the diarization backend (None: diarization off); default: ``OMOAI_DIARIZATION_BACKEND``.
+DiarizerFactory = Callable[["MemoryPolicy"], "DiarizationBackend | None"]
+
+
+def default_diarizer_factory(settings: AsrSettings) -> DiarizerFactory:
+    def load(policy: MemoryPolicy) -> DiarizationBackend | None:
+        from omoai_asr.diarization.loading import load_backend
+
+        return load_backend(settings, policy)
+
+    return load
+
+
 @dataclass(frozen=True)
 class AsrRuntime:
     policy: MemoryPolicy
     engine: Engine
     batcher: Batcher
+    diarizer: DiarizationBackend | None = None
 
 
 @contextlib.asynccontextmanager
@@ -57,6 +73,7 @@ async def asr_runtime(
     settings: AsrSettings,
     factory: EngineFactory,
     *,
+    diarizer_factory: DiarizerFactory | None = None,
     registry: CollectorRegistry,
     metrics: AsrMetrics,
     version: str,
@@ -83,12 +100,13 @@ async def asr_runtime(
     )
     batcher.start()
     try:
+        diarizer = await asyncio.to_thread(diarizer_factory, policy) if diarizer_factory is not None else None
         if policy.device.type == "cuda":
             metrics.gpu_memory(str(policy.device), policy.memory_stats)
         if settings.warmup:
             await batcher.run_in_engine_thread(lambda: _warm_up(engine, settings))
         log.info("model %s ready in %.1f s", settings.served_name(), time.perf_counter() - started)
-        yield AsrRuntime(policy, engine, batcher)
+        yield AsrRuntime(policy, engine, batcher, diarizer)
     finally:
         await batcher.stop()
         if policy.device.type == "cuda":

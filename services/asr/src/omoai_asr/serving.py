@@ -8,12 +8,15 @@ given into options and a source and calls the ``transcribe_*`` methods.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
 from fastapi import Request
 from omoai_audio import decode_audio_async
 from omoai_core.errors import AudioTooShortError, OmoaiError, UnavailableError
@@ -22,9 +25,11 @@ from omoai_http.admission import Admission
 from omoai_http.lifecycle import Body, BodyLimits, ClientClosedError, RequestLifecycle
 
 from omoai_asr.batcher import Batcher
+from omoai_asr.diarization.alignment import assign_speakers
+from omoai_asr.diarization.types import Diarization, DiarizationBackend, DiarizationOptions
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
 from omoai_asr.geometry import DecodeOptions
-from omoai_asr.metrics import AsrMetrics, outcome_of
+from omoai_asr.metrics import AsrMetrics, DiarizationMetrics, outcome_of
 from omoai_asr.settings import AsrSettings
 
 if TYPE_CHECKING:
@@ -35,6 +40,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = ["AsrServing", "ClientClosedError"]
+
+
+class DiarizationUnavailableError(OmoaiError):
+    """Diarization was asked for but this server runs without a diarization backend."""
+
+    code = "diarization_unavailable"
+    http_status = 501
 
 
 class AsrServing:
@@ -57,6 +69,8 @@ class AsrServing:
         self.model_name = model_name
         self.fetch_policy = FetchPolicy.from_settings(settings)
         self.resolver = resolver
+        self.diarization_metrics = DiarizationMetrics(metrics.registry)
+        self._diarize_slots = asyncio.Semaphore(settings.diarization_max_concurrency)
 
     # -- the engine --------------------------------------------------------------------------------
 
@@ -75,6 +89,11 @@ class AsrServing:
         if self.runtime is None:
             raise UnavailableError("the model is still loading; retry shortly")
         return self.runtime.batcher
+
+    @property
+    def diarizer(self) -> DiarizationBackend | None:
+        """The diarization backend the runtime loaded (None: diarization off or not loaded)."""
+        return None if self.runtime is None else self.runtime.diarizer
 
     # -- the request lifecycle ---------------------------------------------------------------------
 
@@ -98,14 +117,22 @@ class AsrServing:
 
     # -- transcription -----------------------------------------------------------------------------
 
-    async def transcribe_path(self, path: Path, options: DecodeOptions) -> Transcript:
-        return await self._transcribe(path, options)
+    async def transcribe_path(
+        self, path: Path, options: DecodeOptions, diarization: DiarizationOptions | None = None
+    ) -> Transcript:
+        return await self._transcribe(path, options, diarization)
 
-    async def transcribe_url(self, url: str, options: DecodeOptions) -> Transcript:
+    async def transcribe_url(
+        self, url: str, options: DecodeOptions, diarization: DiarizationOptions | None = None
+    ) -> Transcript:
         async with open_url(url, self.fetch_policy, resolver=self.resolver) as path:
-            return await self._transcribe(path, options)
+            return await self._transcribe(path, options, diarization)
 
-    async def _transcribe(self, source: Path, options: DecodeOptions) -> Transcript:
+    async def _transcribe(
+        self, source: Path, options: DecodeOptions, diarization: DiarizationOptions | None = None
+    ) -> Transcript:
+        if diarization is not None:
+            self.require_diarizer()
         audio = await decode_audio_async(
             source, max_duration_s=self.settings.max_audio_duration_s, timeout_s=self.settings.decode_timeout_s
         )
@@ -116,5 +143,47 @@ class AsrServing:
                 details={"duration_s": audio.duration, "min_duration_s": self.settings.min_audio_duration_s},
             )
         self.metrics.request_audio.observe(audio.duration)
+        if diarization is not None:
+            return await self._transcribe_diarized(audio.samples, options, diarization)
         transcript = await self.batcher.submit(audio.samples, options)
         return transcript.model_copy(update={"model": self.model_name})
+
+    # -- speaker diarization -----------------------------------------------------------------------
+
+    def require_diarizer(self) -> DiarizationBackend:
+        if self.diarizer is None:
+            raise DiarizationUnavailableError(
+                "speaker diarization is not available on this server (OMOAI_DIARIZATION_BACKEND=off, or the "
+                "default backend's weights are not installed: see docs/asr-service.md)"
+            )
+        return self.diarizer
+
+    async def diarize(self, samples: np.ndarray, options: DiarizationOptions) -> Diarization:
+        """Who spoke when, in a worker thread, at most ``diarization_max_concurrency`` at once."""
+        backend = self.require_diarizer()
+        async with self._diarize_slots:
+            started = time.perf_counter()
+            result = await asyncio.to_thread(backend.diarize, samples, options)
+            self.diarization_metrics.observe(
+                backend.name, time.perf_counter() - started, len(samples) / 16000, len(result.speakers)
+            )
+        return result
+
+    async def _transcribe_diarized(
+        self, samples: np.ndarray, options: DecodeOptions, diarization: DiarizationOptions
+    ) -> Transcript:
+        """ASR and diarization side by side; every word then gets the speaker of its turn. Words are
+        needed to split segments at speaker changes, so they are decoded even when not returned."""
+        asr = asyncio.ensure_future(self.batcher.submit(samples, dataclasses.replace(options, word_timestamps=True)))
+        try:
+            turns = await self.diarize(samples, diarization)
+            transcript = await asr
+        finally:
+            if not asr.done():
+                asr.cancel()
+        aligned = assign_speakers(transcript, turns)
+        if not options.word_timestamps:
+            aligned = aligned.model_copy(
+                update={"segments": [s.model_copy(update={"words": []}) for s in aligned.segments]}
+            )
+        return aligned.model_copy(update={"model": self.model_name})

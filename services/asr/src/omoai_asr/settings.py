@@ -88,6 +88,26 @@ class AsrSettings(InferenceSettings, ServerSettings):
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
     s3_session_token: SecretStr | None = Field(default=None, description="S3 session token (optional).")
 
+    # -- speaker diarization (omoai_asr.diarization) -----------------------------------------------
+    diarization_backend: Literal["auto", "omoai", "pyannote", "off"] = Field(
+        default="auto",
+        description=(
+            "Who-spoke-when backend: omoai (Silero VAD + GE2E, weights from the resemblyzer and faster-whisper "
+            "wheels), pyannote (community-1, needs HF_TOKEN and the [pyannote] extra), off, or auto (omoai when "
+            "its weights are installed, else off with a warning)."
+        ),
+    )
+    diarization_encoder_path: Path | None = Field(
+        default=None, description="Speaker encoder weights (pretrained.pt); unset = the resemblyzer wheel's."
+    )
+    diarization_vad_path: Path | None = Field(
+        default=None, description="Silero VAD ONNX file; unset = the faster-whisper wheel's."
+    )
+    diarization_pyannote_model: str = Field(
+        default="pyannote/speaker-diarization-community-1", description="Hub id or directory of the pyannote pipeline."
+    )
+    diarization_max_concurrency: int = Field(default=1, ge=1, description="Recordings diarized at once.")
+
     @field_validator("url_allowed_schemes", "url_allowed_networks", mode="before")
     @classmethod
     def _list_from_env(cls, v: Any) -> Any:

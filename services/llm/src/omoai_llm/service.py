@@ -36,6 +36,7 @@ from omoai_llm.serving.punctuation import punctuate
 from omoai_llm.serving.summary import SummaryPrompts, summarize
 from omoai_llm.serving.topics import find_topics
 from omoai_llm.settings import LlmSettings
+from omoai_llm.speakers import clean_summary, clean_topics, note, speakers_of, tagged
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,23 @@ class LlmService:
         texts = [s.text for s in req.segments] if req.segments is not None else (req.text or "").split("\n")
         if not any(t.strip() for t in texts):
             raise InvalidInputError("there is no text to summarise")
-        async with self._task("summarize") as ctx:
-            result = await summarize(
-                texts, ctx, prompts=self._summary_prompts(lang), max_tokens=self.settings.summary_max_tokens
+        speakers = speakers_of(req.segments or [])
+        prompts = self._summary_prompts(lang)
+        if speakers:  # speaker-tagged lines, and the labels the model may use
+            texts = [s.text for s in tagged(req.segments or [])]
+            extra = " " + note(lang, speakers)
+            prompts = SummaryPrompts(
+                single=prompts.single + extra, map=prompts.map + extra, reduce=prompts.reduce + extra
             )
+        async with self._task("summarize") as ctx:
+            result = await summarize(texts, ctx, prompts=prompts, max_tokens=self.settings.summary_max_tokens)
+        summary = result.summary
+        if speakers:
+            summary, dropped = clean_summary(summary, speakers)
+            if dropped:
+                log.info("summary: dropped %d sentences naming speakers not in the transcript", dropped)
         return SummarizeResponse(
-            summary=result.summary,
+            summary=summary,
             strategy=result.strategy,
             chunks=result.chunks,
             structured=result.structured,
@@ -186,17 +198,22 @@ class LlmService:
         lang = self.language(req.language)
         if not any(s.text.strip() for s in req.segments):
             raise InvalidInputError("there is no text to find topics in")
+        speakers = speakers_of(req.segments)
+        prompt = self.prompts.get(lang, "topics") + (" " + note(lang, speakers) if speakers else "")
         async with self._task("topics") as ctx:
             result = await find_topics(
-                req.segments,
+                tagged(req.segments),
                 ctx,
-                prompt=self.prompts.get(lang, "topics"),
+                prompt=prompt,
                 max_topics=req.max_topics or self.settings.max_topics,
                 max_tokens=self.settings.topics_max_tokens,
             )
-        return TopicsResponse(
-            topics=result.topics, chunks=result.chunks, warnings=result.warnings, usage=self._usage(ctx)
-        )
+        topics = result.topics
+        if speakers:
+            topics, dropped = clean_topics(topics, speakers)
+            if dropped:
+                log.info("topics: removed %d mentions of speakers not in the transcript", dropped)
+        return TopicsResponse(topics=topics, chunks=result.chunks, warnings=result.warnings, usage=self._usage(ctx))
 
     async def postprocess(self, req: PostprocessRequest) -> PostprocessResponse:
         """Punctuation first; summary and topics then run concurrently on the punctuated text."""

@@ -36,8 +36,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TranscriptionOptions(_Strict):
-    """Decode and output options; unset fields take the server's defaults."""
+#: The most speakers a diarization request may ask for or bound its estimate by.
+MAX_SPEAKERS = 20
+
+
+class SpeakerFields(_Strict):
+    """Speaker diarization switches; ``num_speakers`` fixes the count, min/max bound its estimate."""
+
+    diarize: bool = Field(default=False, description="Label every segment and word with its speaker (S1, S2...).")
+    num_speakers: int | None = Field(default=None, ge=1, le=MAX_SPEAKERS, description="Speakers in the recording.")
+    min_speakers: int | None = Field(default=None, ge=1, le=MAX_SPEAKERS, description="Fewest speakers to find.")
+    max_speakers: int | None = Field(default=None, ge=1, le=MAX_SPEAKERS, description="Most speakers to find.")
+
+
+class TranscriptionOptions(SpeakerFields):
+    """Decode, speaker and output options; unset fields take the server's defaults."""
 
     chunk_size: int | None = Field(default=None, ge=1, le=4999, description="Encoder frames per chunk (80 ms each).")
     left_context: int | None = Field(default=None, ge=0, le=4999, description="Left context, encoder frames.")

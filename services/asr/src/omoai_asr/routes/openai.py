@@ -14,13 +14,24 @@ from omoai_formats import render
 from omoai_http.lifecycle import Body
 from starlette.datastructures import UploadFile
 
-from omoai_asr.protocol import MEDIA_TYPES, ModelCard, ModelList, OpenAIOptions, TranscriptionOptions, verbose_json
+from omoai_asr.diarization.types import DiarizationOptions
+from omoai_asr.protocol import (
+    MEDIA_TYPES,
+    ModelCard,
+    ModelList,
+    OpenAIOptions,
+    TranscriptionOptions,
+    diarized_json,
+    verbose_json,
+)
 from omoai_asr.routes import ServingDep, validate
 from omoai_asr.serving import AsrServing
+from omoai_asr.speaker_references import decode_references
 
 router = APIRouter(tags=["openai"])
 
 _IGNORED = frozenset({"chunking_strategy"})  # accepted for compatibility; long-form decoding always chunks
+_SPEAKER_LISTS = frozenset({"known_speaker_names", "known_speaker_references"})  # repeated form fields
 _OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -62,6 +73,8 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
             raise InvalidInputError(f"the form field {key!r} must not be a file")
         if key in ("timestamp_granularities[]", "timestamp_granularities"):
             granularities.append(value)
+        elif key.removesuffix("[]") in _SPEAKER_LISTS:
+            fields.setdefault(key.removesuffix("[]"), []).append(value)
         else:
             fields[key] = value
     fields["timestamp_granularities"] = granularities
@@ -76,11 +89,14 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
     decode = dataclasses.replace(
         TranscriptionOptions().decode_options(settings), word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities
     )
+    diarization = await _diarization(opts)
     path = await body.upload_to_file(upload)
     if path.stat().st_size == 0:
         raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
-    transcript = await serving.transcribe_path(path, decode)
+    transcript = await serving.transcribe_path(path, decode, diarization)
     fmt = opts.response_format
+    if fmt == "diarized_json":
+        return JSONResponse(diarized_json(transcript).model_dump())
     if fmt == "json":
         return JSONResponse({"text": transcript.text})
     if fmt == "text":
@@ -90,6 +106,15 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
     language = opts.language or settings.language
     body_out = verbose_json(transcript, language, list(opts.timestamp_granularities))
     return JSONResponse(body_out.model_dump(exclude_none=True))
+
+
+async def _diarization(opts: OpenAIOptions) -> DiarizationOptions | None:
+    """Diarization for ``diarized_json`` (or ``diarize=true``), with the known speakers' clips decoded."""
+    diarization = opts.openai_diarization()
+    if diarization is None or not opts.known_speaker_names:
+        return diarization
+    references = await decode_references(opts.known_speaker_names, opts.known_speaker_references)
+    return dataclasses.replace(diarization, references=references)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")

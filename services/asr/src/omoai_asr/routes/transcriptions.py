@@ -81,19 +81,21 @@ async def _from_form(body: Body, serving: AsrServing) -> Response:
         raise InvalidInputError("send either a 'file' upload or 'audio_url', not both")
     options = validate(TranscriptionOptions, fields)
     decode = options.decode_options(serving.settings)
+    speakers = options.diarization_options()
     path = await body.upload_to_file(upload)
     if path.stat().st_size == 0:
         raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
-    transcript = await serving.transcribe_path(path, decode)
+    transcript = await serving.transcribe_path(path, decode, speakers)
     return render_transcript(transcript, options.format)
 
 
 async def _from_raw(body: Body, serving: AsrServing, options: TranscriptionOptions) -> Response:
     decode = options.decode_options(serving.settings)
+    speakers = options.diarization_options()
     path = await body.to_file()
     if path.stat().st_size == 0:
         raise EmptyAudioError("the request body is empty (0 bytes of audio)")
-    transcript = await serving.transcribe_path(path, decode)
+    transcript = await serving.transcribe_path(path, decode, speakers)
     return render_transcript(transcript, options.format)
 
 
@@ -107,7 +109,8 @@ async def _from_json(body: Body, serving: AsrServing) -> Response:
 
 async def _from_url(serving: AsrServing, req: UrlTranscriptionRequest) -> Response:
     decode = req.decode_options(serving.settings)
-    transcript = await serving.transcribe_url(req.audio_url, decode)
+    speakers = req.diarization_options()
+    transcript = await serving.transcribe_url(req.audio_url, decode, speakers)
     return render_transcript(transcript, req.format)
 
 
