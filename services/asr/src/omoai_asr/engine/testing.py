@@ -232,7 +232,12 @@ def synthetic_speech(seconds: float = 20.0, *, seed: int = 0, sample_rate: int =
 
 
 def random_state_dict(
-    dims: ModelDimensions, *, seed: int = 0, blank_fraction: float = 0.6, ctc_scale: float = 8.0
+    dims: ModelDimensions,
+    *,
+    seed: int = 0,
+    blank_fraction: float = 0.6,
+    ctc_scale: float = 8.0,
+    construct_joint: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Random weights with the official key names, including ``encoder.global_cmvn`` buffers.
 
@@ -258,7 +263,7 @@ def random_state_dict(
     mean = feats.mean(0)
     istd = 1.0 / feats.std(0).clamp(min=1e-3)
     _calibrate_ctc_head(ctc_model, (feats - mean) * istd, blank_fraction, ctc_scale)
-    if dims.is_transducer:
+    if dims.is_transducer and construct_joint:
         _construct_joint(model, (feats - mean) * istd, blank_fraction, seed)
     state = model.state_dict()
     if dims.is_transducer:
@@ -408,11 +413,12 @@ def write_random_checkpoint(
     cmvn_in_weights: bool = True,
     blank_fraction: float = 0.6,
     config_overrides: dict[str, Any] | None = None,
+    construct_joint: bool = True,
 ) -> Path:
     """Write a random checkpoint directory in the official layout and return its path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction)
+    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction, construct_joint=construct_joint)
     mean = state["encoder.global_cmvn.mean"].double()
     istd = state["encoder.global_cmvn.istd"].double()
     if not cmvn_in_weights:
