@@ -626,7 +626,7 @@ class RnnPredictor(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """tokens (B,) int64, state (h, c) -> output (B, P) and the next state."""
         out, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), state)  # out (B, 1, H)
-        return linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
+        return F.linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
 
 
 class TransducerJoint(nn.Module):
@@ -667,7 +667,7 @@ class TransducerJoint(nn.Module):
         """(..., P) predictor outputs -> (..., J)."""
         if self.pred_ffn is None:
             return pred
-        return linear(pred, self.pred_ffn.weight, self.pred_ffn.bias)
+        return F.linear(pred, self.pred_ffn.weight, self.pred_ffn.bias)
 
     def combine(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
         """Projected encoder (..., J) plus projected predictor (broadcast) -> (..., V) scores.
@@ -677,9 +677,11 @@ class TransducerJoint(nn.Module):
         """
         x = enc_proj + pred_proj
         if self.post_ffn is not None:
-            x = linear(x, self.post_ffn.weight, self.post_ffn.bias)
+            x = F.linear(x, self.post_ffn.weight, self.post_ffn.bias)
         if self.ffn_out is not None:
-            return linear(self.activation(x), self.ffn_out.weight, self.ffn_out.bias)
+            # Plain F.linear: for the search's few rows per step oneDNN's fused path (used by
+            # the encoder's large GEMMs) is several times slower than MKL's GEMV/GEMM.
+            return F.linear(self.activation(x), self.ffn_out.weight, self.ffn_out.bias)
         assert self.blank_pred is not None and self.token_pred is not None
         blank = F.logsigmoid(self.blank_pred(x))  # (..., 1)
         scale = torch.clamp(1 - torch.exp(blank), min=1e-6)
