@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("omoai_operator.cli")
 
 #: The ASR checkpoint ``omoai run`` serves when none is named (the ChunkFormer release for Vietnamese).
-DEFAULT_ASR_MODEL = "khanhld/chunkformer-large-vie"
+DEFAULT_ASR_MODEL = "khanhld/chunkformer-rnnt-large-vie"  # CC-BY-4.0; the CTC checkpoints are CC-BY-NC-4.0
 
 
 def _parser() -> argparse.ArgumentParser:

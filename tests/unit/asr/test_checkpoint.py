@@ -76,7 +76,8 @@ def test_missing_directory_says_what_to_pass(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"encoder": "conformer"}, "only the chunkformer encoder"),
-        ({"model": "transducer"}, "only CTC ASR models"),
+        ({"model": "classification"}, "only CTC \\(asr_model\\) and transducer"),
+        ({"model": "transducer"}, "predictor_conf is missing"),
         ({"encoder_conf.input_layer": "conv2d"}, "input_layer"),
         ({"encoder_conf.activation_type": "mish"}, "activation_type"),
         ({"encoder_conf.cnn_module_norm": "group_norm"}, "cnn_module_norm"),

@@ -145,3 +145,30 @@ def test_the_console_script_keeps_stdout_clean_and_prints_no_traceback(tiny_mode
     assert proc.stdout.startswith(f"==> {speech[0]} <==\n")
     assert "bad.mp3" in proc.stderr and "Traceback" not in proc.stderr
     assert "\x1b[" not in proc.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_transcribe_help_names_the_default_checkpoint_and_every_license(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "khanhld/chunkformer-rnnt-large-vie (transducer, CC-BY-4.0)" in out
+    assert "khanhld/chunkformer-large-vie (ctc, CC-BY-NC-4.0, non-commercial)" in out
+    assert "khanhld/chunkformer-ctc-large-vie (ctc, CC-BY-NC-4.0, non-commercial)" in out
+
+
+def test_a_transducer_checkpoint_transcribes_through_the_cli(
+    tmp_path: Path, speech: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omoai_asr.engine.testing import TINY_RNNT, write_random_checkpoint
+
+    model = write_random_checkpoint(tmp_path / "tiny-rnnt", TINY_RNNT)
+    assert main(["transcribe", str(model), str(speech[1]), "--include-frames"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    policy = MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry())
+    expected = ChunkFormerEngine.load(model, policy).transcribe(
+        decode_audio(speech[1]).samples, DecodeOptions(include_frames=True)
+    )
+    assert doc == expected.model_dump(exclude_none=True)
+    assert doc["model"] == "tiny-rnnt" and doc["duration"] == pytest.approx(4.0)
+    assert doc["text"] == " ".join(s["text"] for s in doc["segments"])
+    assert len(doc["frames"]) == 48  # (400 fbank frames - 7) // 8

@@ -19,6 +19,8 @@ from omoai_core.contracts import FORMATS
 from omoai_core.contracts.asr import DECODE_DEFAULTS as DEFAULTS
 from omoai_core.errors import OmoaiError
 
+from omoai_asr.checkpoints import DEFAULT_MODEL, describe_known_checkpoints
+
 log = logging.getLogger("omoai_asr")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout unless --output-dir is given: one document per input, a JSON array for several inputs in "
         "json, '==> FILE <==' headers for several inputs in the text formats.",
     )
-    t.add_argument("model", help="checkpoint directory or hub id (e.g. khanhld/chunkformer-large-vie)")
+    t.epilog = "known checkpoints: " + describe_known_checkpoints()
+    t.add_argument("model", help=f"checkpoint directory or hub id (e.g. {DEFAULT_MODEL}, the recommended one)")
     t.add_argument("audio", nargs="+", help="audio or video files; '-' reads stdin")
     _decode_flags(t)
     t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto; env OMOAI_DEVICE)")

@@ -5,8 +5,10 @@ Layout: ``config.yaml`` (reference key names), the first of ``pytorch_model.bin`
 (JSON stats, or Kaldi text when ``is_json_cmvn: false``) and ``vocab.txt``.
 
 Every failure is a :class:`ModelLoadError` that says what to do. The configuration is checked
-against what the reference can actually decode with (a ChunkFormer encoder with a CTC head);
-options it only uses for training are ignored.
+against what the reference can actually decode with: a ChunkFormer encoder with a CTC head
+(``model: asr_model``), or with an LSTM predictor and a ``transducer_joint`` (``model:
+transducer``); options it only uses for training are ignored, options it cannot decode with
+are refused by name. A transducer checkpoint's CTC head and attention decoder are not loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from omoai_core.errors import ModelLoadError
 
 from omoai_asr.engine.decoding import Vocabulary
 from omoai_asr.engine.features import Cmvn, load_cmvn
-from omoai_asr.engine.model import ACTIVATIONS, ChunkFormer, ModelDimensions
+from omoai_asr.engine.model import ACTIVATIONS, ChunkFormer, ModelDimensions, TransducerDimensions
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,8 @@ def dims_from_config(config: dict[str, Any], source: str = CONFIG_NAME) -> Model
         return ModelLoadError(f"{source}: {msg}")
 
     model_type = config.get("model", "asr_model")
-    if model_type != "asr_model":
-        raise bad(f"model type {model_type!r} is not supported; only CTC ASR models (asr_model) are")
+    if model_type not in ("asr_model", "transducer"):
+        raise bad(f"model type {model_type!r} is not supported; only CTC (asr_model) and transducer models are")
     encoder = config.get("encoder", "chunkformer")
     if encoder != "chunkformer":
         raise bad(f"encoder {encoder!r} is not supported; only the chunkformer encoder is")
@@ -208,7 +210,9 @@ def dims_from_config(config: dict[str, Any], source: str = CONFIG_NAME) -> Model
             f"features of {framing[0]} ms / {framing[1]} ms at {rate} Hz are not supported; "
             "only 25 ms / 10 ms frames at 16000 Hz are"
         )
+    transducer = transducer_dims_from_config(config, n_state, source) if model_type == "transducer" else None
     return ModelDimensions(
+        transducer=transducer,
         n_mels=n_mels,
         n_state=n_state,
         n_head=n_head,
@@ -224,6 +228,153 @@ def dims_from_config(config: dict[str, Any], source: str = CONFIG_NAME) -> Model
         final_norm_type=final_norm_type,
         norm_eps=float(conf.get("norm_eps", 1e-5)),
     )
+
+
+# predictor_conf / joint_conf keys the reference's constructors accept (any other key makes
+# them raise TypeError); dropouts have no effect at inference.
+_PREDICTOR_OPTIONS = {
+    "embed_size",
+    "output_size",
+    "embed_dropout",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "rnn_type",
+    "dropout",
+}
+_JOINT_OPTIONS = {
+    "enc_output_size",
+    "pred_output_size",
+    "join_dim",
+    "prejoin_linear",
+    "postjoin_linear",
+    "joint_mode",
+    "activation",
+    "hat_joint",
+    "dropout_rate",
+    "hat_activation",
+}
+# model_conf keys of the reference's Transducer (training weights and loss options).
+_TRANSDUCER_MODEL_OPTIONS = {
+    "ctc_weight",
+    "ignore_id",
+    "reverse_weight",
+    "lsm_weight",
+    "length_normalized_loss",
+    "transducer_weight",
+    "attention_weight",
+    "enable_k2",
+    "delay_penalty",
+    "warmup_steps",
+    "lm_only_scale",
+    "am_only_scale",
+    "special_tokens",
+}
+
+
+def transducer_dims_from_config(
+    config: dict[str, Any], enc_size: int, source: str = CONFIG_NAME
+) -> TransducerDimensions:
+    """Check the predictor, joint and model options of a ``model: transducer`` config.
+
+    Accepted is what the reference's greedy transducer search runs: ``predictor: rnn`` with
+    ``rnn_type: lstm`` (any number of layers, with or without bias) and ``transducer_joint`` in
+    ``add`` mode with any activation, pre-/post-join linears and HAT. The reference builds
+    ``rnn_type`` gru/rnn and the ``embedding``/``conv`` predictors but its search crashes on
+    them; they, unknown options and model weights that do not sum to 1.0 are refused.
+    """
+
+    def bad(msg: str) -> ModelLoadError:
+        return ModelLoadError(f"{source}: {msg}")
+
+    predictor = config.get("predictor", "rnn")
+    if predictor != "rnn":
+        raise bad(
+            f"predictor {predictor!r} is not supported: the reference's transducer search only runs "
+            "the 'rnn' predictor (its embedding and conv predictors crash it)"
+        )
+    joint = config.get("joint", "transducer_joint")
+    if joint != "transducer_joint":
+        raise bad(f"joint {joint!r} is not supported; expected 'transducer_joint'")
+    pconf = config.get("predictor_conf")
+    if not isinstance(pconf, dict):
+        raise bad("predictor_conf is missing; a transducer checkpoint needs its predictor sizes")
+    jconf = config.get("joint_conf")
+    if not isinstance(jconf, dict):
+        raise bad("joint_conf is missing; a transducer checkpoint needs its joint network sizes")
+    for name, conf, known in (("predictor_conf", pconf, _PREDICTOR_OPTIONS), ("joint_conf", jconf, _JOINT_OPTIONS)):
+        unknown = sorted(set(conf) - known)
+        if unknown:
+            raise bad(f"{name} has options the reference does not know: {', '.join(unknown)}")
+
+    def integer(conf: dict[str, Any], name: str, key: str, default: int | None = None) -> int:
+        value = conf.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(f"{name}.{key} must be an integer >= 1, got {value!r}")
+        return value
+
+    def flag(conf: dict[str, Any], name: str, key: str, default: bool) -> bool:
+        value = conf.get(key, default)
+        if not isinstance(value, bool):
+            raise bad(f"{name}.{key} must be true or false, got {value!r}")
+        return value
+
+    rnn_type = pconf.get("rnn_type", "lstm")
+    if rnn_type != "lstm":
+        raise bad(
+            f"predictor_conf.rnn_type {rnn_type!r} is not supported: the reference's transducer search "
+            "passes an LSTM (h, c) state, so only 'lstm' decodes"
+        )
+    joint_mode = jconf.get("joint_mode", "add")
+    if joint_mode != "add":
+        raise bad(f"joint_conf.joint_mode {joint_mode!r} is not supported; only 'add' exists in the reference")
+    for key in ("activation", "hat_activation"):
+        act = jconf.get(key, "tanh")
+        if act not in ACTIVATIONS:
+            raise bad(f"joint_conf.{key} {act!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+    dims = TransducerDimensions(
+        embed_size=integer(pconf, "predictor_conf", "embed_size"),
+        hidden_size=integer(pconf, "predictor_conf", "hidden_size"),
+        pred_output_size=integer(pconf, "predictor_conf", "output_size"),
+        num_layers=integer(pconf, "predictor_conf", "num_layers"),
+        rnn_bias=flag(pconf, "predictor_conf", "bias", True),
+        join_dim=integer(jconf, "joint_conf", "join_dim"),
+        prejoin_linear=flag(jconf, "joint_conf", "prejoin_linear", True),
+        postjoin_linear=flag(jconf, "joint_conf", "postjoin_linear", False),
+        activation=jconf.get("activation", "tanh"),
+        hat_joint=flag(jconf, "joint_conf", "hat_joint", False),
+        hat_activation=jconf.get("hat_activation", "tanh"),
+    )
+    enc_out = integer(jconf, "joint_conf", "enc_output_size")
+    pred_out = integer(jconf, "joint_conf", "pred_output_size")
+    if enc_out != enc_size:
+        raise bad(f"joint_conf.enc_output_size {enc_out} differs from encoder_conf.output_size {enc_size}")
+    if pred_out != dims.pred_output_size:
+        raise bad(
+            f"joint_conf.pred_output_size {pred_out} differs from predictor_conf.output_size {dims.pred_output_size}"
+        )
+    if not dims.prejoin_linear and not (enc_out == pred_out == dims.join_dim):
+        raise bad(
+            "joint_conf.prejoin_linear false needs enc_output_size == pred_output_size == join_dim, "
+            f"got {enc_out}, {pred_out}, {dims.join_dim}"
+        )
+    mconf = config.get("model_conf") or {}
+    if not isinstance(mconf, dict):
+        raise bad("model_conf must be a mapping")
+    unknown = sorted(set(mconf) - _TRANSDUCER_MODEL_OPTIONS)
+    if unknown:
+        raise bad(f"model_conf has options the reference's transducer does not know: {', '.join(unknown)}")
+    weights = (mconf.get("attention_weight", 0.0), mconf.get("ctc_weight", 0), mconf.get("transducer_weight", 1.0))
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights) or (
+        weights[0] + weights[1] + weights[2] != 1.0
+    ):
+        raise bad(
+            "model_conf attention_weight + ctc_weight + transducer_weight must be exactly 1.0 (the reference "
+            f"asserts it), got {weights[0]!r} + {weights[1]!r} + {weights[2]!r}"
+        )
+    if mconf.get("delay_penalty", 0.0) != 0.0 and not mconf.get("enable_k2", False):
+        raise bad("model_conf.delay_penalty needs enable_k2: true (the reference asserts it)")
+    return dims
 
 
 def find_checkpoint_file(directory: Path) -> Path:

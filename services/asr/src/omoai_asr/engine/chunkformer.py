@@ -18,7 +18,13 @@ from omoai_core.schemas import Transcript
 from omoai_gpu.memory import MemoryPolicy
 
 from omoai_asr.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from omoai_asr.engine.decoding import Vocabulary, ctc_text, segments_from_path
+from omoai_asr.engine.decoding import (
+    Vocabulary,
+    ctc_text,
+    segments_from_path,
+    transducer_segments,
+    transducer_text,
+)
 from omoai_asr.engine.features import SAMPLE_RATE, Cmvn, fbank, samples_to_tensor
 from omoai_asr.engine.model import ChunkFormer, ModelDimensions
 from omoai_asr.engine.options import DecodeOptions
@@ -27,6 +33,7 @@ from omoai_asr.engine.transcribe import (
     batch_decode,
     endless_decode,
     max_batch_frames,
+    reference_batches,
     window_keep_frames,
 )
 
@@ -36,7 +43,7 @@ DEFAULT_OPTIONS = DecodeOptions()  # frozen: safe to share as a default
 
 
 class ChunkFormerEngine:
-    """A loaded ChunkFormer CTC model bound to one :class:`MemoryPolicy`."""
+    """A loaded ChunkFormer model (CTC or transducer) bound to one :class:`MemoryPolicy`."""
 
     sample_rate: int = SAMPLE_RATE
 
@@ -60,7 +67,8 @@ class ChunkFormerEngine:
         ckpt: LoadedCheckpoint = load_checkpoint(model)
         name = str(model) if not Path(model).expanduser().is_dir() else ckpt.directory.name
         log.info(
-            "loaded ChunkFormer %s: %d layers, width %d, vocab %d, on %s (%s)",
+            "loaded ChunkFormer %s %s: %d layers, width %d, vocab %d, on %s (%s)",
+            "transducer" if ckpt.dims.is_transducer else "CTC",
             name,
             ckpt.dims.n_layer,
             ckpt.dims.n_state,
@@ -112,15 +120,25 @@ class ChunkFormerEngine:
         keep_encoder_out: bool = False,
         keep_logprobs: bool = False,
     ) -> list[LongFormResult]:
-        """Masked-batch decoding of several recordings in one forward pass (no windows)."""
-        return batch_decode(
-            self.model,
-            [self.features(s) for s in batch],
-            options,
-            self.policy,
-            keep_encoder_out=keep_encoder_out,
-            keep_logprobs=keep_logprobs,
-        )
+        """Masked-batch decoding (no windows), grouped exactly as the reference's ``batch_decode``.
+
+        Recordings are taken in order and a masked forward pass runs once their fbank frames
+        reach the batch budget (``int(tbd // 0.01) // 2``), the one that crosses it included.
+        """
+        feats = [self.features(s) for s in batch]
+        results: list[LongFormResult] = []
+        for group in reference_batches([f.size(0) for f in feats], options):
+            results.extend(
+                batch_decode(
+                    self.model,
+                    [feats[i] for i in group],
+                    options,
+                    self.policy,
+                    keep_encoder_out=keep_encoder_out,
+                    keep_logprobs=keep_logprobs,
+                )
+            )
+        return results
 
     # -- transcripts ------------------------------------------------------------------------
 
@@ -132,7 +150,7 @@ class ChunkFormerEngine:
     ) -> Transcript:
         """One recording of any length, decoded in long-form windows."""
         result = self.decode_frames(samples, options, progress=progress)
-        return self._transcript(result.argmax, len(samples), options)
+        return self._transcript(result, len(samples), options)
 
     def transcribe_batch(
         self, batch: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
@@ -171,9 +189,26 @@ class ChunkFormerEngine:
         flush()
         done = [r for r in results if r is not None]
         assert len(done) == len(batch), "every recording is decoded by one of the two paths"
-        return [self._transcript(r.argmax, len(s), options) for r, s in zip(done, batch, strict=True)]
+        return [self._transcript(r, len(s), options) for r, s in zip(done, batch, strict=True)]
 
-    def _transcript(self, path: np.ndarray, n_samples: int, options: DecodeOptions) -> Transcript:
+    def _transcript(self, result: LongFormResult, n_samples: int, options: DecodeOptions) -> Transcript:
+        path = result.argmax
+        if result.emissions is not None:
+            segments = transducer_segments(
+                result.emissions.tokens,
+                result.emissions.frames,
+                result.n_frames,
+                self.vocab,
+                max_silence_frames=options.max_silence_frames,
+                word_timestamps=options.word_timestamps,
+            )
+            return Transcript(
+                text=transducer_text(segments),
+                segments=segments,
+                duration=n_samples / SAMPLE_RATE,
+                model=self.name,
+                frames=[int(t) for t in path.tolist()] if options.include_frames else None,
+            )
         return Transcript(
             text=ctc_text(path, self.vocab),
             segments=segments_from_path(

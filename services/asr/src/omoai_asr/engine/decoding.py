@@ -1,4 +1,7 @@
-"""CTC greedy decoding: token runs, text, silence-split segments and word timings.
+"""Greedy decoding output to text: token runs, silence-split segments and word timings.
+
+CTC: a frame-level argmax path. Transducer: every emitted token with the frame that emitted
+it (a frame can emit several); see :func:`transducer_segments`.
 
 Times: one encoder frame is 80 ms (10 ms fbank shift x 8 subsampling).
 
@@ -124,14 +127,20 @@ def frame_segments(path: np.ndarray, blank_id: int = 0, max_silence_frames: int 
     separated by blanks count as the reference counts them. Vectorised except for one step per
     segment.
     """
+    path = np.asarray(path, dtype=np.int64)
+    return _silence_segments(
+        np.flatnonzero(path != blank_id), path.size, token_runs(path, blank_id), max_silence_frames
+    )
+
+
+def _silence_segments(
+    voiced: np.ndarray, n_frames: int, runs: TokenRuns, max_silence_frames: int
+) -> list[FrameSegment]:
+    """Segments of ``n_frames`` frames of which ``voiced`` (sorted) hold tokens; ``runs`` in order."""
     if max_silence_frames < 1:
         raise ValueError("max_silence_frames must be at least 1")
-    path = np.asarray(path, dtype=np.int64)
-    n_frames = path.size
-    voiced = np.flatnonzero(path != blank_id)
     if voiced.size == 0:
         return []
-    runs = token_runs(path, blank_id)
     # A segment closes after voiced frame a when the next voiced frame is more than
     # max_silence_frames later; it ends on the max_silence_frames-th blank after a.
     gaps = np.diff(voiced) - 1
@@ -200,6 +209,67 @@ def segments_from_path(
         words = words_in(runs, seg.first_token, seg.stop_token, vocab, end) if word_timestamps else []
         out.append(Segment(text=text, start=start, end=end, words=words))
     return out
+
+
+def emission_runs(tokens: np.ndarray, frames: np.ndarray) -> TokenRuns:
+    """A transducer's emissions as runs: one per emitted token, first = last = its frame.
+
+    No CTC collapse: two identical consecutive emissions are two tokens.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    frames = np.asarray(frames, dtype=np.int64)
+    return TokenRuns(tokens, frames, frames)
+
+
+def transducer_frame_segments(
+    tokens: np.ndarray, frames: np.ndarray, n_frames: int, max_silence_frames: int = 6
+) -> list[FrameSegment]:
+    """The reference's segments over a transducer's output grid.
+
+    A frame is silent iff it emitted nothing; a frame with several tokens is one non-silent
+    frame whose tokens all join the current segment. Boundaries and times as for CTC.
+    """
+    runs = emission_runs(tokens, frames)
+    return _silence_segments(np.unique(runs.first), n_frames, runs, max_silence_frames)
+
+
+def transducer_segments(
+    tokens: np.ndarray,
+    frames: np.ndarray,
+    n_frames: int,
+    vocab: Vocabulary,
+    *,
+    max_silence_frames: int = 6,
+    word_timestamps: bool = True,
+) -> list[Segment]:
+    """Schema segments of a transducer's emissions: the reference's boundaries and text.
+
+    A segment's text is its tokens joined in emission order ("▁" -> space), repeats kept,
+    special tokens (``<unk>``, ``<sos/eos>``) dropped; a word runs from the frame of its first
+    token to the end of the frame of its last. Segments without text are left out.
+    """
+    runs = emission_runs(tokens, frames)
+    out: list[Segment] = []
+    for seg in transducer_frame_segments(runs.ids, runs.first, n_frames, max_silence_frames):
+        text = detokenize(runs.ids[seg.first_token : seg.stop_token], vocab)
+        if not text:
+            continue
+        start = round(seg.start_seconds, 3)
+        end = round(seg.end_seconds, 3)
+        words = words_in(runs, seg.first_token, seg.stop_token, vocab, end) if word_timestamps else []
+        out.append(Segment(text=text, start=start, end=end, words=words))
+    return out
+
+
+def transducer_text(segments: list[Segment]) -> str:
+    """A transducer transcript's text: its segment texts joined by a space.
+
+    The reference's long-form rule (``endless_decode``). Its ``batch_decode`` joins all tokens
+    without segment breaks instead (:func:`detokenize` of the tokens), which differs only in a
+    space at a segment boundary inside a word; we use the long-form rule everywhere so one
+    recording reads the same however it was batched.
+    """
+    return " ".join(seg.text for seg in segments)
 
 
 def format_timestamp(seconds: float) -> str:

@@ -1,10 +1,13 @@
 """The ChunkFormer network: depthwise-striding subsampling, chunked relative-position Conformer
-blocks with left/right context and carried caches, and the CTC head.
+blocks with left/right context and carried caches, and either the CTC head or the transducer's
+LSTM predictor and joint network.
 
 Module and parameter names follow the official checkpoints (``encoder.embed.conv.0.weight``,
-``encoder.encoders.3.self_attn.linear_q.weight``, ``ctc.ctc_lo.weight`` ...) so a state dict
-loads without renaming. Only the inference path of the reference's masked, overlapping-chunk
-forward ("parallel chunk") is implemented; training code, decoders and the transducer are not.
+``encoder.encoders.3.self_attn.linear_q.weight``, ``ctc.ctc_lo.weight``,
+``predictor.rnn.weight_ih_l0``, ``joint.ffn_out.weight`` ...) so a state dict loads without
+renaming. Only the inference path of the reference's masked, overlapping-chunk forward
+("parallel chunk") is implemented; training code and the attention decoder are not. The
+transducer search itself lives in ``engine/transducer.py``.
 
 Shapes: N chunks (of all utterances of a window or batch, flattened), c chunk size, l/r left and
 right attention context, L = kernel // 2 convolution context, D model width, h heads, dk = D / h.
@@ -28,8 +31,35 @@ MAX_RELATIVE_POSITION = 5000  # the reference's positional table; it bounds chun
 
 
 @dataclass(frozen=True)
+class TransducerDimensions:
+    """The predictor and joint network of a ``model: transducer`` checkpoint.
+
+    The predictor is the reference's ``RNNPredictor`` with an LSTM (the only kind its greedy
+    search can run): embedding, ``num_layers`` LSTM layers, a linear projection. The joint is
+    ``TransducerJoint`` in ``add`` mode: ``ffn_out(act(post_ffn(enc_ffn(e) + pred_ffn(p))))``,
+    or with ``hat_joint`` the HAT factorisation into a blank and a token distribution.
+    """
+
+    embed_size: int = 256  # predictor_conf.embed_size
+    hidden_size: int = 256  # predictor_conf.hidden_size
+    pred_output_size: int = 256  # predictor_conf.output_size (= joint_conf.pred_output_size)
+    num_layers: int = 1  # predictor_conf.num_layers
+    rnn_bias: bool = True  # predictor_conf.bias
+    join_dim: int = 512  # joint_conf.join_dim
+    prejoin_linear: bool = True  # joint_conf.prejoin_linear: enc_ffn and pred_ffn
+    postjoin_linear: bool = False  # joint_conf.postjoin_linear: post_ffn
+    activation: str = "tanh"  # joint_conf.activation
+    hat_joint: bool = False  # joint_conf.hat_joint
+    hat_activation: str = "tanh"  # joint_conf.hat_activation
+
+
+@dataclass(frozen=True)
 class ModelDimensions:
-    """Everything that shapes a ChunkFormer CTC model (from ``config.yaml``)."""
+    """Everything that shapes a ChunkFormer model (from ``config.yaml``).
+
+    ``transducer`` is None for CTC models (``model: asr_model``) and the predictor/joint
+    dimensions for ``model: transducer``.
+    """
 
     n_mels: int = 80  # input_dim
     n_state: int = 512  # encoder_conf.output_size
@@ -45,6 +75,11 @@ class ModelDimensions:
     use_cnn: bool = True  # encoder_conf.use_cnn_module
     final_norm_type: str = "layer_norm"  # encoder_conf.layer_norm_type: layer_norm | rms_norm
     norm_eps: float = 1e-5  # encoder_conf.norm_eps (final norm only)
+    transducer: TransducerDimensions | None = None
+
+    @property
+    def is_transducer(self) -> bool:
+        return self.transducer is not None
 
     @property
     def conv_context(self) -> int:
@@ -568,11 +603,109 @@ class CtcHead(nn.Module):
         return torch.cat([self.logits(part).argmax(dim=-1) for part in x.split(block)])
 
 
+class RnnPredictor(nn.Module):
+    """``predictor.*``: the label history as an LSTM state; (B,) last tokens -> (B, P) outputs.
+
+    The reference's ``RNNPredictor.forward_step`` (dropouts are inference no-ops). The state is
+    ``(h, c)``, each (num_layers, B, hidden), zeros at the start of an utterance.
+    """
+
+    def __init__(self, n_vocab: int, dims: TransducerDimensions) -> None:
+        super().__init__()
+        self.dims = dims
+        self.embed = nn.Embedding(n_vocab, dims.embed_size)
+        self.rnn = nn.LSTM(dims.embed_size, dims.hidden_size, dims.num_layers, bias=dims.rnn_bias, batch_first=True)
+        self.projection = nn.Linear(dims.hidden_size, dims.pred_output_size)
+
+    def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.dims.num_layers, batch, self.dims.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def step(
+        self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """tokens (B,) int64, state (h, c) -> output (B, P) and the next state."""
+        out, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), state)  # out (B, 1, H)
+        return F.linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
+
+
+class TransducerJoint(nn.Module):
+    """``joint.*``: encoder and predictor outputs -> (..., V) logits (log-probs with HAT).
+
+    Split in two so that the search never repeats work: :meth:`project_encoder` (``enc_ffn``)
+    runs once over all encoder frames and :meth:`project_predictor` (``pred_ffn``) once per
+    emitted token; :meth:`combine` then costs one activation and the output layer per step.
+    """
+
+    def __init__(self, n_vocab: int, enc_size: int, dims: TransducerDimensions) -> None:
+        super().__init__()
+        self.dims = dims
+        j = dims.join_dim
+        self.enc_ffn = nn.Linear(enc_size, j) if dims.prejoin_linear else None
+        self.pred_ffn = nn.Linear(dims.pred_output_size, j) if dims.prejoin_linear else None
+        self.post_ffn = nn.Linear(j, j) if dims.postjoin_linear else None
+        self.activation = ACTIVATIONS[dims.activation]()
+        if dims.hat_joint:
+            self.ffn_out = None
+            # nn.Sequential indices as in the reference (activation, dropout, linear[, logsigmoid]).
+            self.blank_pred: nn.Sequential | None = nn.Sequential(nn.Tanh(), nn.Identity(), nn.Linear(j, 1))
+            self.token_pred: nn.Sequential | None = nn.Sequential(
+                ACTIVATIONS[dims.hat_activation](), nn.Identity(), nn.Linear(j, n_vocab - 1)
+            )
+        else:
+            self.ffn_out = nn.Linear(j, n_vocab)
+            self.blank_pred = None
+            self.token_pred = None
+
+    def project_encoder(self, enc: torch.Tensor) -> torch.Tensor:
+        """(..., D) encoder frames -> (..., J)."""
+        if self.enc_ffn is None:
+            return enc
+        return linear(enc, self.enc_ffn.weight, self.enc_ffn.bias)
+
+    def project_predictor(self, pred: torch.Tensor) -> torch.Tensor:
+        """(..., P) predictor outputs -> (..., J)."""
+        if self.pred_ffn is None:
+            return pred
+        return F.linear(pred, self.pred_ffn.weight, self.pred_ffn.bias)
+
+    def combine(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
+        """Projected encoder (..., J) plus projected predictor (broadcast) -> (..., V) scores.
+
+        Without HAT these are logits (the reference takes log_softmax, which leaves the argmax
+        alone); with HAT they are already log-probabilities.
+        """
+        x = enc_proj + pred_proj
+        if self.post_ffn is not None:
+            x = F.linear(x, self.post_ffn.weight, self.post_ffn.bias)
+        if self.ffn_out is not None:
+            # Plain F.linear: for the search's few rows per step oneDNN's fused path (used by
+            # the encoder's large GEMMs) is several times slower than MKL's GEMV/GEMM.
+            return F.linear(self.activation(x), self.ffn_out.weight, self.ffn_out.bias)
+        assert self.blank_pred is not None and self.token_pred is not None
+        blank = F.logsigmoid(self.blank_pred(x))  # (..., 1)
+        scale = torch.clamp(1 - torch.exp(blank), min=1e-6)
+        labels = F.log_softmax(self.token_pred(x), dim=-1) + torch.log(scale)
+        return torch.cat([blank, labels], dim=-1)
+
+
 class ChunkFormer(nn.Module):
-    """Encoder plus CTC head; the state dict keys of the official checkpoints."""
+    """Encoder plus CTC head, or encoder plus predictor and joint (transducer).
+
+    The state dict keys of the official checkpoints. A transducer checkpoint also carries a CTC
+    head and an attention decoder; greedy transducer decoding uses neither, so they are not
+    built (and their weights are not loaded).
+    """
 
     def __init__(self, dims: ModelDimensions) -> None:
         super().__init__()
         self.dims = dims
         self.encoder = ChunkFormerEncoder(dims)
-        self.ctc = CtcHead(dims)
+        self.ctc: CtcHead | None = None
+        self.predictor: RnnPredictor | None = None
+        self.joint: TransducerJoint | None = None
+        if dims.transducer is None:
+            self.ctc = CtcHead(dims)
+        else:
+            self.predictor = RnnPredictor(dims.n_vocab, dims.transducer)
+            self.joint = TransducerJoint(dims.n_vocab, dims.n_state, dims.transducer)

@@ -5,6 +5,13 @@
 goes through the same loading path as ``khanhld/chunkformer-large-vie``. The weights are random:
 the text is gibberish, but shapes, speed and memory are those of a real model of these
 dimensions. The CTC head is calibrated so that output varies with the audio and has silences.
+
+``write_random_checkpoint(dir, TINY_RNNT)`` (any dims with ``transducer`` set) writes a
+``model: transducer`` checkpoint in the layout of ``khanhld/chunkformer-rnnt-large-vie``:
+predictor and joint, plus the CTC head that such checkpoints also carry (unused by greedy
+transducer decoding). A random predictor and joint emit one token 64 times per frame, so the
+joint is constructed (see :func:`_construct_joint`) to behave like a trained one: mostly blank,
+about one emission per voiced frame, the last emitted tokens suppressed.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 import yaml
 
 from omoai_asr.engine.features import fbank, samples_to_tensor
-from omoai_asr.engine.model import ChunkFormer, ModelDimensions
+from omoai_asr.engine.model import ChunkFormer, ModelDimensions, TransducerDimensions
 
 # The published khanhld/chunkformer-large-vie architecture (113,852,240 encoder+CTC parameters).
 LARGE_VIE = ModelDimensions(
@@ -28,6 +35,17 @@ LARGE_VIE = ModelDimensions(
 )
 # A model small enough for unit tests (about 0.5 M parameters).
 TINY = ModelDimensions(n_mels=80, n_state=64, n_head=4, n_ffn=128, n_layer=2, cnn_kernel=15, n_vocab=48)
+# khanhld/chunkformer-rnnt-large-vie's encoder family with a WeNet-recipe-sized LSTM predictor and
+# joint (the published checkpoint's predictor/joint sizes are not public): a benchmark stand-in.
+LARGE_VIE_RNNT = replace(
+    LARGE_VIE,
+    transducer=TransducerDimensions(embed_size=256, hidden_size=640, pred_output_size=512, num_layers=1, join_dim=512),
+)
+# A transducer small enough for unit and service tests.
+TINY_RNNT = replace(
+    TINY,
+    transducer=TransducerDimensions(embed_size=32, hidden_size=96, pred_output_size=64, num_layers=1, join_dim=128),
+)
 
 _ONSETS = (
     "",
@@ -145,6 +163,52 @@ def reference_config(dims: ModelDimensions, **encoder_overrides: Any) -> dict[st
     }
 
 
+def transducer_config(dims: ModelDimensions) -> dict[str, Any]:
+    """The predictor/joint/model keys of a ``model: transducer`` config.yaml (WeNet recipe names)."""
+    t = dims.transducer
+    assert t is not None
+    return {
+        "model": "transducer",
+        "decoder": "bitransformer",
+        "decoder_conf": {
+            "attention_heads": dims.n_head,
+            "linear_units": dims.n_ffn,
+            "num_blocks": 1,
+            "r_num_blocks": 1,
+        },
+        "predictor": "rnn",
+        "predictor_conf": {
+            "embed_size": t.embed_size,
+            "output_size": t.pred_output_size,
+            "embed_dropout": 0.1,
+            "hidden_size": t.hidden_size,
+            "num_layers": t.num_layers,
+            "bias": t.rnn_bias,
+            "rnn_type": "lstm",
+            "dropout": 0.1,
+        },
+        "joint": "transducer_joint",
+        "joint_conf": {
+            "enc_output_size": dims.n_state,
+            "pred_output_size": t.pred_output_size,
+            "join_dim": t.join_dim,
+            "prejoin_linear": t.prejoin_linear,
+            "postjoin_linear": t.postjoin_linear,
+            "joint_mode": "add",
+            "activation": t.activation,
+            **({"hat_joint": True, "hat_activation": t.hat_activation} if t.hat_joint else {}),
+        },
+        "model_conf": {
+            "transducer_weight": 0.75,
+            "ctc_weight": 0.1,
+            "attention_weight": 0.15,
+            "lsm_weight": 0.1,
+            "length_normalized_loss": False,
+            "reverse_weight": 0.3,
+        },
+    }
+
+
 def synthetic_speech(seconds: float = 20.0, *, seed: int = 0, sample_rate: int = 16000) -> np.ndarray:
     """Speech-like int16 audio: voiced syllables (gliding harmonics), noise bursts, pauses."""
     rng = np.random.default_rng(seed)
@@ -168,7 +232,12 @@ def synthetic_speech(seconds: float = 20.0, *, seed: int = 0, sample_rate: int =
 
 
 def random_state_dict(
-    dims: ModelDimensions, *, seed: int = 0, blank_fraction: float = 0.6, ctc_scale: float = 8.0
+    dims: ModelDimensions,
+    *,
+    seed: int = 0,
+    blank_fraction: float = 0.6,
+    ctc_scale: float = 8.0,
+    construct_joint: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Random weights with the official key names, including ``encoder.global_cmvn`` buffers.
 
@@ -182,6 +251,8 @@ def random_state_dict(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ChunkFormer(dims).eval()
+        ctc_model = ChunkFormer(replace(dims, transducer=None)).eval() if dims.is_transducer else model
+        ctc_model.encoder = model.encoder  # the CTC head a transducer checkpoint carries, on the same encoder
     state = model.state_dict()
     for key, value in state.items():
         if key.endswith(("pos_bias_u", "pos_bias_v", "running_mean")):
@@ -191,8 +262,12 @@ def random_state_dict(
     feats = fbank(samples_to_tensor(synthetic_speech(20.0, seed=seed)), dims.n_mels)
     mean = feats.mean(0)
     istd = 1.0 / feats.std(0).clamp(min=1e-3)
-    _calibrate_ctc_head(model, (feats - mean) * istd, blank_fraction, ctc_scale)
+    _calibrate_ctc_head(ctc_model, (feats - mean) * istd, blank_fraction, ctc_scale)
+    if dims.is_transducer and construct_joint:
+        _construct_joint(model, (feats - mean) * istd, blank_fraction, seed)
     state = model.state_dict()
+    if dims.is_transducer:
+        state.update({k: v for k, v in ctc_model.state_dict().items() if k.startswith("ctc.")})
     state["encoder.global_cmvn.mean"] = mean.float()
     state["encoder.global_cmvn.istd"] = istd.float()
     return {k: v.detach().clone() for k, v in state.items()}
@@ -204,12 +279,128 @@ def _calibrate_ctc_head(model: ChunkFormer, feats: torch.Tensor, blank_fraction:
 
     with torch.inference_mode():
         (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
+        assert model.ctc is not None
         lo = model.ctc.ctc_lo
         lo.weight.mul_(scale)
         lo.bias.copy_(-(enc @ lo.weight.T).mean(0))
         logits = enc @ lo.weight.T + lo.bias
         margin = logits[:, 1:].max(dim=-1).values - logits[:, 0]
         lo.bias[0] += torch.quantile(margin, blank_fraction).item()
+
+
+def _construct_joint(
+    model: ChunkFormer,
+    feats: torch.Tensor,
+    blank_fraction: float,
+    seed: int,
+    suppression: tuple[float, ...] = (20.0, 14.0),
+) -> None:
+    """Make a random predictor and joint decode like a trained transducer (in place).
+
+    Random predictor and joint weights emit one token 64 times per frame; this constructs
+    weights that decode like a trained model. The join space is split in two halves.
+
+    - Acoustic half: ``enc_ffn`` projects the encoder output on random directions, each
+      standardised on the calibration audio and thresholded through the joint's tanh, so a
+      dimension is "on" in the few frames where its feature is high (about
+      ``1 - blank_fraction`` of the frames have one on). Each dimension belongs to one
+      emitting token (a random subset of the ordinary tokens), whose logit is +8 while it is
+      on and -8 otherwise; blank's logit is 0; every other token sits at -30.
+    - Linguistic half: the LSTM is a shift register of the last ``len(suppression)`` tokens
+      (hidden units in slots; slot 0 a saturated sign pattern of the input token, slot k a copy
+      of slot k-1 through ``weight_hh``), read out linearly (``projection``, ``pred_ffn`` in
+      tanh's linear range); each emitting token's row is minus its own pattern in each slot.
+      So a token just emitted is pushed below blank: one emission per stretch of frames where
+      its dimension is on, and several tokens in a frame only where several dimensions are on.
+    """
+    from omoai_asr.engine.options import DecodeOptions
+    from omoai_asr.engine.transcribe import _encode
+
+    predictor, joint, dims = model.predictor, model.joint, model.dims.transducer
+    assert predictor is not None and joint is not None and dims is not None
+    assert joint.enc_ffn is not None and joint.pred_ffn is not None and joint.ffn_out is not None
+    g = torch.Generator().manual_seed(seed + 1)
+    half = dims.join_dim // 2
+    h = dims.hidden_size
+    slots = len(suppression)
+    q = h // slots
+    n_vocab = predictor.embed.num_embeddings
+    ordinary = torch.arange(2, n_vocab - 1)  # not <blank>, <unk> or <sos/eos>
+    emitting = ordinary[torch.randperm(ordinary.numel(), generator=g)[: half // (len(suppression) + 1)]]
+    n_emit = emitting.numel()
+    with torch.inference_mode():
+        rnn: Any = predictor.rnn  # nn.LSTM's per-layer parameters are not typed attributes
+        rnn.weight_ih_l0.zero_()
+        rnn.weight_hh_l0.zero_()
+        if dims.rnn_bias:
+            rnn.bias_hh_l0.zero_()
+            bias = rnn.bias_ih_l0
+            bias.zero_()
+            bias[:h] = 8.0  # input gate open
+            bias[h : 2 * h] = -8.0  # forget gate closed: the cell is this step's candidate
+            bias[3 * h :] = 8.0  # output gate open
+        predictor.embed.weight.normal_(0.0, 1.0, generator=g)
+        rnn.weight_ih_l0[2 * h : 2 * h + q] = torch.randn(q, dims.embed_size, generator=g) * 10.0
+        for k in range(1, slots):  # candidate slot k <- hidden slot k-1
+            rows = slice(2 * h + k * q, 2 * h + (k + 1) * q)
+            rnn.weight_hh_l0[rows, (k - 1) * q : k * q] = torch.eye(q) * 10.0
+        predictor.projection.weight.copy_(torch.randn(dims.pred_output_size, h, generator=g) / h**0.5)
+        predictor.projection.bias.zero_()
+        joint.pred_ffn.weight.zero_()
+        joint.pred_ffn.bias.zero_()
+        joint.pred_ffn.weight[half:] = torch.randn(half, dims.pred_output_size, generator=g) * (
+            0.15 / dims.pred_output_size**0.5
+        )
+        # Acoustic half: standardised random features, "on" above a per-dimension threshold.
+        (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
+        directions = torch.randn(half, enc.size(1), generator=g)
+        pre = enc @ directions.T  # (T, J/2)
+        mu, sigma = pre.mean(0), pre.std(0).clamp(min=1e-6)
+        z = (pre - mu) / sigma
+        on_rate = (1.0 - blank_fraction) / half  # per dimension and frame
+        threshold = torch.quantile(z, 1.0 - on_rate, dim=0)  # (J/2,)
+        gain = 6.0
+        joint.enc_ffn.weight.zero_()
+        joint.enc_ffn.bias.zero_()
+        joint.enc_ffn.weight[:half] = gain * directions / sigma[:, None]
+        joint.enc_ffn.bias[:half] = -gain * (mu / sigma + threshold)
+
+        def linguistic(tokens: torch.Tensor, blanks_after: int) -> torch.Tensor:
+            """(N, J/2) the linguistic half after start, token, then ``blanks_after`` blanks."""
+            n = tokens.numel()
+            state = predictor.initial_state(n, torch.device("cpu"))
+            zeros = torch.zeros(n, dtype=torch.long)
+            out, state = predictor.step(zeros, state)
+            out, state = predictor.step(tokens, state)
+            for _ in range(blanks_after):
+                out, state = predictor.step(zeros, state)
+            return torch.tanh(joint.project_predictor(out)[:, half:])
+
+        # In tanh's linear range the linguistic half is the start state's plus one term per
+        # slot and token. Rows are built from the terms centred over the emitting tokens, so
+        # the register's typical content shifts no token; the bias absorbs the typical content.
+        start = linguistic(torch.zeros(1, dtype=torch.long), 0)[0]
+        neutral = start.clone()
+        terms, targets = [], []
+        for k, strength in enumerate(suppression):
+            term = linguistic(emitting, k) - start  # (n, J/2): token u in slot k
+            mean = term.mean(0)
+            neutral += mean
+            terms.append(term - mean)
+            targets.append(-strength * torch.eye(n_emit))
+        # Rows that read exactly -strength off their own token in each slot and 0 off every
+        # other (minimum-norm solution; the slots' patterns are fewer than the dimensions).
+        d = torch.cat(terms).double()  # (slots * n, J/2)
+        t = torch.cat(targets, dim=1).double()  # (n, slots * n)
+        suppress = (t @ torch.linalg.solve(d @ d.T + 1e-6 * torch.eye(d.size(0), dtype=d.dtype), d)).float()
+        weight = torch.zeros(n_vocab, dims.join_dim)
+        out_bias = torch.full((n_vocab,), -30.0)
+        out_bias[0] = 0.0  # blank
+        weight[emitting, torch.arange(n_emit)] = 8.0  # +8 when on (tanh = 1), -8 when off
+        weight[emitting, half:] = suppress
+        out_bias[emitting] = -(suppress @ neutral)
+        joint.ffn_out.weight.copy_(weight)
+        joint.ffn_out.bias.copy_(out_bias)
 
 
 def write_random_checkpoint(
@@ -222,17 +413,20 @@ def write_random_checkpoint(
     cmvn_in_weights: bool = True,
     blank_fraction: float = 0.6,
     config_overrides: dict[str, Any] | None = None,
+    construct_joint: bool = True,
 ) -> Path:
     """Write a random checkpoint directory in the official layout and return its path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction)
+    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction, construct_joint=construct_joint)
     mean = state["encoder.global_cmvn.mean"].double()
     istd = state["encoder.global_cmvn.istd"].double()
     if not cmvn_in_weights:
         del state["encoder.global_cmvn.mean"], state["encoder.global_cmvn.istd"]
     torch.save(state, out / weights_name)
     config = reference_config(dims)
+    if dims.is_transducer:
+        config.update(transducer_config(dims))
     if config_overrides:
         config.update(config_overrides)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -13,6 +13,12 @@ hands the next one its attention and convolution caches and the number of frames
 far. ``keep = c * max(1, (int(tbd // 0.01) // 2) // c // 8)`` reproduces the reference for every
 ``total_batch_duration`` it accepts; the ``max(1, ...)`` is ours: below about 10.24 s (chunk 64)
 the reference computes a window of zero frames and crashes, we use one chunk per window.
+
+Transducer models (``model: transducer``) use the same windows, caches and offsets; the greedy
+search (``engine/transducer.py``) then runs over the kept frames of each window in turn with
+the predictor state carried from window to window, which is the reference's one search over
+the concatenation of all windows' outputs (the search is causal in the frames). Masked
+batches are searched as one batch of streams, each up to its own length.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch.nn import functional as F
 
 from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
 from omoai_asr.engine.options import DecodeOptions
+from omoai_asr.engine.transducer import SearchState, StreamEmissions, frame_path, greedy_search, project_encoder
 from omoai_asr.geometry import max_batch_frames as max_batch_frames  # the engine's window budget
 from omoai_asr.geometry import window_keep_frames as window_keep_frames
 
@@ -60,10 +67,36 @@ class WindowStats:
 class LongFormResult:
     """Frame-level outputs of one utterance."""
 
-    argmax: np.ndarray  # (T',) int64 token id per encoder frame
+    argmax: np.ndarray  # (T',) int64 token id per encoder frame (transducer: of its first search step)
     encoder_out: torch.Tensor | None = None  # (T', D) float32 on CPU, when asked for
-    logprobs: torch.Tensor | None = None  # (T', V) float32 on CPU, when asked for
+    logprobs: torch.Tensor | None = None  # (T', V) float32 on CPU, when asked for (CTC only)
     windows: list[WindowStats] = field(default_factory=list)
+    emissions: StreamEmissions | None = None  # transducer: every emitted token and its frame
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.argmax.size)
+
+
+def _transducer_result(emissions: StreamEmissions, n_frames: int) -> LongFormResult:
+    return LongFormResult(argmax=frame_path(emissions, n_frames), emissions=emissions)
+
+
+def reference_batches(frame_counts: Sequence[int], options: DecodeOptions) -> list[list[int]]:
+    """The reference's ``batch_decode`` grouping: in input order, an utterance joins the batch
+    and the batch is decoded once its fbank frames reach the budget (so the utterance that
+    crosses it is in the batch), and at the end."""
+    budget = max_batch_frames(options)
+    batches: list[list[int]] = []
+    group: list[int] = []
+    left = budget
+    for i, n in enumerate(frame_counts):
+        group.append(i)
+        left -= n
+        if left <= 0 or i == len(frame_counts) - 1:
+            batches.append(group)
+            group, left = [], budget
+    return batches
 
 
 def right_context_frames(options: DecodeOptions, n_layer: int, conv_context: int) -> int:
@@ -194,6 +227,11 @@ def endless_decode(
         enc_parts: list[torch.Tensor] = []
         logp_parts: list[torch.Tensor] = []
         stats: list[WindowStats] = []
+        transducer = dims.is_transducer
+        search_state: SearchState | None = None
+        tokens: list[np.ndarray] = []
+        token_frames: list[np.ndarray] = []
+        frames_done = 0
         for i, plan in enumerate(plans):
             (out,), (n_chunks,), att_cache, conv_cache = _encode(
                 model,
@@ -206,23 +244,39 @@ def endless_decode(
             produced = out.size(0)
             if not plan.final:
                 out = out[:keep]
-            if keep_logprobs:
+            if transducer:
+                lengths = torch.tensor([out.size(0)], device=device)
+                (found,), search_state = greedy_search(model, project_encoder(model, out)[None], lengths, search_state)
+                tokens.append(found.tokens)
+                token_frames.append(found.frames + frames_done)
+            elif keep_logprobs:
+                assert model.ctc is not None
                 logp = model.ctc(out)
                 paths.append(logp.argmax(dim=-1))
                 logp_parts.append(logp.float().cpu())
             else:
+                assert model.ctc is not None
                 paths.append(model.ctc.greedy(out))
+            frames_done += out.size(0)
             if keep_encoder_out:
                 enc_parts.append(out.float().cpu())
             stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + produced))
             policy.window_done()
             if progress is not None:
                 progress((i + 1) / len(plans))
-        argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
-    result = LongFormResult(argmax=argmax.astype(np.int64, copy=False), windows=stats)
+        if transducer:
+            empty = np.zeros(0, dtype=np.int64)
+            emissions = StreamEmissions(
+                np.concatenate(tokens) if tokens else empty, np.concatenate(token_frames) if token_frames else empty
+            )
+            result = _transducer_result(emissions, frames_done)
+            result.windows = stats
+        else:
+            argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
+            result = LongFormResult(argmax=argmax.astype(np.int64, copy=False), windows=stats)
     if keep_encoder_out:
         result.encoder_out = torch.cat(enc_parts) if enc_parts else torch.zeros(0, dims.n_state)
-    if keep_logprobs:
+    if keep_logprobs and not transducer:
         result.logprobs = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dims.n_vocab)
     return result
 
@@ -242,12 +296,17 @@ def batch_decode(
     short for one encoder frame get an empty result and take no part in the pass.
     """
     dims = model.dims
-    results = [LongFormResult(argmax=np.zeros(0, dtype=np.int64)) for _ in feats]
+    transducer = dims.is_transducer
+    empty = np.zeros(0, dtype=np.int64)
+    results = [
+        _transducer_result(StreamEmissions(empty, empty), 0) if transducer else LongFormResult(argmax=empty)
+        for _ in feats
+    ]
     active = [i for i, f in enumerate(feats) if subsampled_length(f.size(0)) > 0]
     if keep_encoder_out:
         for r in results:
             r.encoder_out = torch.zeros(0, dims.n_state)
-    if keep_logprobs:
+    if keep_logprobs and not transducer:
         for r in results:
             r.logprobs = torch.zeros(0, dims.n_vocab)
     if not active:
@@ -255,6 +314,20 @@ def batch_decode(
     with policy.inference():
         outs, n_chunks, _, _ = _encode(model, [(feats[i], 0) for i in active], options, None, None, 0)
         lengths = [o.size(0) for o in outs]
+        if transducer:
+            # The reference's batch_greedy_search: outputs zero-padded to the longest, one search
+            # over all streams, each up to its own length.
+            padded = torch.nn.utils.rnn.pad_sequence([project_encoder(model, o) for o in outs], batch_first=True)
+            found, _ = greedy_search(model, padded, torch.tensor(lengths, device=padded.device))
+            for j, i in enumerate(active):
+                r = _transducer_result(found[j], lengths[j])
+                r.windows = [WindowStats(feats[i].size(0), lengths[j], n_chunks[j], lengths[j], lengths[j])]
+                if keep_encoder_out:
+                    r.encoder_out = outs[j].float().cpu()
+                results[i] = r
+            policy.window_done()
+            return results
+        assert model.ctc is not None
         frames = torch.cat(outs)  # (sum T', D)
         logp_parts = None
         if keep_logprobs:
