@@ -24,7 +24,8 @@ def test_a_transducer_checkpoint_is_served_like_the_engine_decodes(
     from omoai_gpu.memory import MemoryPolicy
     from prometheus_client import CollectorRegistry
 
-    model = write_random_checkpoint(tmp_path_factory.mktemp("rnnt") / "tiny-rnnt", TINY_RNNT)
+    # A local copy named like the published checkpoint: /v1/models shows that checkpoint's license.
+    model = write_random_checkpoint(tmp_path_factory.mktemp("rnnt") / "chunkformer-rnnt-large-vie", TINY_RNNT)
     engine = ChunkFormerEngine.load(
         model, MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry())
     )
@@ -33,6 +34,9 @@ def test_a_transducer_checkpoint_is_served_like_the_engine_decodes(
         model, tmp_path_factory.mktemp("asr-rnnt"), OMOAI_BATCH_WINDOW_MS="200", OMOAI_SERVED_MODEL_NAME="rnnt-tiny"
     ) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        with server.client() as http:
+            cards = http.get("/v1/models").json()["data"]
+        assert [(c["id"], c["license"]) for c in cards] == [("rnnt-tiny", "CC-BY-4.0")]
         with clips[1].open("rb") as fh:
             verbose = client.audio.transcriptions.create(
                 model="rnnt-tiny", file=fh, response_format="verbose_json", timestamp_granularities=["word", "segment"]

@@ -176,6 +176,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "omoai"
+    license: str | None = None  # of a known published checkpoint (omoai_asr.checkpoints); None if unknown
 
 
 class ModelList(BaseModel):

@@ -14,6 +14,7 @@ from omoai_formats import render
 from omoai_http.lifecycle import Body
 from starlette.datastructures import UploadFile
 
+from omoai_asr.checkpoints import checkpoint_license
 from omoai_asr.diarization.types import DiarizationOptions
 from omoai_asr.protocol import (
     MEDIA_TYPES,
@@ -119,4 +120,9 @@ async def _diarization(opts: OpenAIOptions) -> DiarizationOptions | None:
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")
 async def models(request: Request, serving: ServingDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=serving.model_name, created=request.app.state.started_at)])
+    card = ModelCard(
+        id=serving.model_name,
+        created=request.app.state.started_at,
+        license=checkpoint_license(serving.settings.model),
+    )
+    return ModelList(data=[card])
