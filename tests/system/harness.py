@@ -824,13 +824,19 @@ def _check_no_outputs(plat: Platform, s3: Any, p: Planned, rep: Report) -> None:
         rep.fail(f"{p.name} ({p.expect}): outputs left: {sorted(found)}")
 
 
+#: Files a process keeps in its temp directory for its whole life, not per request: onnxruntime
+#: (the diarization VAD) writes its telemetry session id to ``$TMPDIR/.ses`` when imported and
+#: reuses that one 51-byte file on every later start.
+PROCESS_FILES = frozenset({".ses"})
+
+
 def check_leftovers(plat: Platform, rep: Report) -> None:
     for d in (plat.shared / "out").rglob("*") if (plat.shared / "out").exists() else []:
         if ".omoai-staging" in d.parts or d.name.endswith(".tmp"):
             rep.leftovers.append(f"staging/temp on the volume: {d.relative_to(plat.shared)}")
             break
     for d in sorted(plat.tmp_root.iterdir()):
-        files = [p.name for p in d.rglob("*") if p.is_file()]
+        files = [p.name for p in d.rglob("*") if p.is_file() and p.name not in PROCESS_FILES]
         if not files:
             continue
         if d in plat.killed_tmp:

@@ -32,7 +32,13 @@ SLOTS = 2
 def _rendered_queries() -> tuple[str, str]:
     if not HELM.exists():
         pytest.skip("Helm is not installed: run `npm install` (scripts/setup.sh does)")
-    proc = helm_template(HELM, {"autoscaling.asr.keda.enabled": True, "autoscaling.prometheusAdapter.rules": True})
+    # A scaled-out service needs a model cache every replica can mount (ReadWriteOnce is refused).
+    values = {
+        "autoscaling.asr.keda.enabled": True,
+        "autoscaling.prometheusAdapter.rules": True,
+        "asr.modelCache.accessModes[0]": "ReadWriteMany",
+    }
+    proc = helm_template(HELM, values)
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     keda = one(docs, "ScaledObject", "omoai-asr")["spec"]["triggers"][0]["metadata"]["query"]
