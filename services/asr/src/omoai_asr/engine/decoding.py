@@ -199,16 +199,7 @@ def segments_from_path(
     Segments whose text is empty (only special tokens or "▁") are left out.
     """
     runs = token_runs(path, vocab.blank_id)
-    out: list[Segment] = []
-    for seg in frame_segments(path, vocab.blank_id, max_silence_frames):
-        text = detokenize(runs.ids[seg.first_token : seg.stop_token], vocab)
-        if not text:
-            continue
-        start = round(seg.start_seconds, 3)
-        end = round(seg.end_seconds, 3)
-        words = words_in(runs, seg.first_token, seg.stop_token, vocab, end) if word_timestamps else []
-        out.append(Segment(text=text, start=start, end=end, words=words))
-    return out
+    return _schema_segments(runs, frame_segments(path, vocab.blank_id, max_silence_frames), vocab, word_timestamps)
 
 
 def emission_runs(tokens: np.ndarray, frames: np.ndarray) -> TokenRuns:
@@ -249,8 +240,16 @@ def transducer_segments(
     token to the end of the frame of its last. Segments without text are left out.
     """
     runs = emission_runs(tokens, frames)
+    segments = transducer_frame_segments(runs.ids, runs.first, n_frames, max_silence_frames)
+    return _schema_segments(runs, segments, vocab, word_timestamps)
+
+
+def _schema_segments(
+    runs: TokenRuns, segments: list[FrameSegment], vocab: Vocabulary, word_timestamps: bool
+) -> list[Segment]:
+    """Frame segments (CTC or transducer) as schema segments; those without text are left out."""
     out: list[Segment] = []
-    for seg in transducer_frame_segments(runs.ids, runs.first, n_frames, max_silence_frames):
+    for seg in segments:
         text = detokenize(runs.ids[seg.first_token : seg.stop_token], vocab)
         if not text:
             continue
