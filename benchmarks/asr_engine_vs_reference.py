@@ -147,10 +147,28 @@ def _espeak_sentences() -> np.ndarray | None:
             raw = Path(tmp) / f"{i}.wav"
             out = Path(tmp) / f"{i}.s16"
             speed = str(130 + 10 * (i % 4))
-            subprocess.run(["espeak-ng", "-v", "vi", "-s", speed, "-w", str(raw), text], check=True,
-                           capture_output=True)
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", str(SAMPLE_RATE),
-                            "-f", "s16le", str(out)], check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-v", "vi", "-s", speed, "-w", str(raw), text], check=True, capture_output=True
+            )
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(raw),
+                    "-ac",
+                    "1",
+                    "-ar",
+                    str(SAMPLE_RATE),
+                    "-f",
+                    "s16le",
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+            )
             parts.append(np.frombuffer(out.read_bytes(), dtype="<i2"))
             parts.append(np.zeros(int(SAMPLE_RATE * (0.3 + 0.25 * (i % 3))), dtype=np.int16))
     return np.concatenate(parts)
@@ -209,14 +227,40 @@ def run_worker(
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         result_path = Path(fh.name)
     cmd = [
-        str(python), str(WORKER), "--impl", impl, "--model-dir", str(model_dir), "--audio", str(audio),
-        "--warmup-audio", str(warmup), "--settings", settings.as_json(), "--repeats", str(args.runs_per_round),
-        "--encoder-repeats", str(args.encoder_repeats), "--device", args.device, "--dtype", args.dtype,
-        "--threads", str(args.threads), "--result", str(result_path),
+        str(python),
+        str(WORKER),
+        "--impl",
+        impl,
+        "--model-dir",
+        str(model_dir),
+        "--audio",
+        str(audio),
+        "--warmup-audio",
+        str(warmup),
+        "--settings",
+        settings.as_json(),
+        "--repeats",
+        str(args.runs_per_round),
+        "--encoder-repeats",
+        str(args.encoder_repeats),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--threads",
+        str(args.threads),
+        "--result",
+        str(result_path),
     ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
-               HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        TQDM_DISABLE="1",
+        TOKENIZERS_PARALLELISM="false",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_OFFLINE="1",
+    )
     loadavg = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -287,8 +331,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def summarise(rows: list[dict[str, Any]], cuda: bool) -> tuple[str, list[str]]:
     """The markdown table and the target verdicts."""
-    head = ["audio", "settings", "impl", "end-to-end s, median (best)", "RTF (median)", "RTF ours/ref", "peak RSS MiB",
-            "RSS ours/ref"]
+    head = [
+        "audio",
+        "settings",
+        "impl",
+        "end-to-end s, median (best)",
+        "RTF (median)",
+        "RTF ours/ref",
+        "peak RSS MiB",
+        "RSS ours/ref",
+    ]
     if any(r["ours"]["encoder_median_seconds"] is not None for r in rows):
         head += ["encoder-alone s", "encoder RTF", "encoder ours/ref"]
     if cuda:
@@ -301,8 +353,13 @@ def summarise(rows: list[dict[str, Any]], cuda: bool) -> tuple[str, list[str]]:
         audio_s = ours["audio_seconds"]
         for name, res, other in (("ours", ours, ref), ("reference", ref, ours)):
             rtf = audio_s / res["e2e_median_seconds"]
-            cells = [f"{audio_s:g} s", r["settings"].label, name,
-                     f"{_fmt_s(res['e2e_median_seconds'])} ({_fmt_s(res['e2e_min_seconds'])})", _fmt_rtf(rtf)]
+            cells = [
+                f"{audio_s:g} s",
+                r["settings"].label,
+                name,
+                f"{_fmt_s(res['e2e_median_seconds'])} ({_fmt_s(res['e2e_min_seconds'])})",
+                _fmt_rtf(rtf),
+            ]
             if other is None or name == "reference":
                 cells += ["", _fmt_mib(res["peak_rss_mib"]), ""]
             else:
@@ -339,12 +396,16 @@ def summarise(rows: list[dict[str, Any]], cuda: bool) -> tuple[str, list[str]]:
             parts = [f"{label}: peak GPU ours/ref {gpu_ratio:.2f} (target <= {MEMORY_RATIO_TARGET}: {gpu_ok})"]
             if ours["encoder_median_seconds"]:
                 enc_rtf = audio_s / ours["encoder_median_seconds"]
-                parts.append(f"encoder alone {enc_rtf:,.0f}x real time (target >= {GPU_ENCODER_RTF_TARGET:,.0f}x: "
-                             f"{'met' if enc_rtf >= GPU_ENCODER_RTF_TARGET else 'NOT met'})")
+                parts.append(
+                    f"encoder alone {enc_rtf:,.0f}x real time (target >= {GPU_ENCODER_RTF_TARGET:,.0f}x: "
+                    f"{'met' if enc_rtf >= GPU_ENCODER_RTF_TARGET else 'NOT met'})"
+                )
             if audio_s >= 3600:
                 per_hour = ours["e2e_median_seconds"] * 3600 / audio_s
-                parts.append(f"one hour end to end {per_hour:.3f} s (target <= {GPU_HOUR_E2E_TARGET_S} s: "
-                             f"{'met' if per_hour <= GPU_HOUR_E2E_TARGET_S else 'NOT met'})")
+                parts.append(
+                    f"one hour end to end {per_hour:.3f} s (target <= {GPU_HOUR_E2E_TARGET_S} s: "
+                    f"{'met' if per_hour <= GPU_HOUR_E2E_TARGET_S else 'NOT met'})"
+                )
             verdicts.append("; ".join(parts))
         if not r["fidelity"].startswith("identical"):
             verdicts.append(f"{label}: FIDELITY: argmax paths differ: {r['fidelity']}")
@@ -353,11 +414,15 @@ def summarise(rows: list[dict[str, Any]], cuda: bool) -> tuple[str, list[str]]:
 
 def _git_describe() -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "services/asr/src/omoai_asr/engine", "libs"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "services/asr/src/omoai_asr/engine", "libs"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return rev + (" (engine/libs with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -374,28 +439,53 @@ def _cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     p.add_argument("--durations", type=float, nargs="+", default=[60.0, 600.0], help="audio lengths in seconds")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="rounds per case: each starts one fresh process per implementation and times one "
-                        "end-to-end run (median reported)")
-    p.add_argument("--runs-per-round", type=int, default=None,
-                   help="timed end-to-end runs in each process (default: 1 on CPU; 3 on CUDA, after a warm-up "
-                        "on the same file)")
-    p.add_argument("--encoder-repeats", type=int, default=None,
-                   help="timed encoder-alone runs per round (default: 0 on CPU, 3 on CUDA)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="rounds per case: each starts one fresh process per implementation and times one "
+        "end-to-end run (median reported)",
+    )
+    p.add_argument(
+        "--runs-per-round",
+        type=int,
+        default=None,
+        help="timed end-to-end runs in each process (default: 1 on CPU; 3 on CUDA, after a warm-up on the same file)",
+    )
+    p.add_argument(
+        "--encoder-repeats",
+        type=int,
+        default=None,
+        help="timed encoder-alone runs per round (default: 0 on CPU, 3 on CUDA)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both implementations)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
-                   help="compute dtype; the reference gets it through torch.autocast")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="compute dtype; the reference gets it through torch.autocast",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both")
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--left-context", type=int, default=128)
     p.add_argument("--right-context", type=int, default=128)
-    p.add_argument("--total-batch-duration", type=float, nargs="+", default=[1800.0],
-                   help="one or more window budgets in seconds (1800: 600 s in one window)")
-    p.add_argument("--reference-python", type=Path, default=DEFAULT_REFERENCE_PYTHON,
-                   help="python of the reference virtualenv (benchmarks/setup_reference.sh)")
+    p.add_argument(
+        "--total-batch-duration",
+        type=float,
+        nargs="+",
+        default=[1800.0],
+        help="one or more window budgets in seconds (1800: 600 s in one window)",
+    )
+    p.add_argument(
+        "--reference-python",
+        type=Path,
+        default=DEFAULT_REFERENCE_PYTHON,
+        help="python of the reference virtualenv (benchmarks/setup_reference.sh)",
+    )
     p.add_argument("--ours-python", type=Path, default=Path(sys.executable))
     p.add_argument("--only", choices=("ours", "reference"), help="run one side only (no comparison)")
     p.add_argument("--json", type=Path, help="also write every raw result here")
@@ -406,15 +496,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs_per_round is None:
         args.runs_per_round = 3 if cuda else 1
     if args.only != "ours" and not args.reference_python.is_file():
-        p.error(f"no reference python at {args.reference_python}: run benchmarks/setup_reference.sh first "
-                "or pass --reference-python")
+        p.error(
+            f"no reference python at {args.reference_python}: run benchmarks/setup_reference.sh first "
+            "or pass --reference-python"
+        )
 
     speech_loop(CACHE / "audio")  # cached first, so that it can be carried elsewhere
     warmup = ensure_audio(8.0, CACHE / "audio")
     model_dir = ensure_checkpoint(CACHE / "chunkformer-large-vie-random", ensure_audio(60.0, CACHE / "audio"))
     audios = [ensure_audio(d, CACHE / "audio") for d in args.durations]
-    settings_list = [Settings(args.chunk_size, args.left_context, args.right_context, tbd)
-                     for tbd in args.total_batch_duration]
+    settings_list = [
+        Settings(args.chunk_size, args.left_context, args.right_context, tbd) for tbd in args.total_batch_duration
+    ]
 
     impls = [args.only] if args.only else ["reference", "ours"]
     pythons = {"ours": args.ours_python, "reference": args.reference_python}
@@ -426,14 +519,21 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
             for round_ in range(args.repeats):
                 for impl in impls if round_ % 2 == 0 else impls[::-1]:
-                    print(f"[{round_ + 1}/{args.repeats}] {impl} on {audio.name} [{settings.label}] ...",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{round_ + 1}/{args.repeats}] {impl} on {audio.name} [{settings.label}] ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     # CPU: an 8 s warm-up is enough. CUDA: warm up at the timed shapes (cuBLAS
                     # heuristics, allocator growth), which costs little there.
                     res = run_worker(impl, pythons[impl], model_dir, audio, audio if cuda else warmup, settings, args)
                     runs[impl].append(res)
-                    print(f"  {res['e2e_seconds'][0]:.2f} s, peak RSS {res['peak_rss_mib']:.0f} MiB, "
-                          f"load avg {res['loadavg_before']:.2f}", file=sys.stderr, flush=True)
+                    print(
+                        f"  {res['e2e_seconds'][0]:.2f} s, peak RSS {res['peak_rss_mib']:.0f} MiB, "
+                        f"load avg {res['loadavg_before']:.2f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             results = {impl: merge_runs(rs) for impl, rs in runs.items()}
             if len(results) == 2:
                 fidelity = compare_paths(results["ours"]["argmax_path"], results["reference"]["argmax_path"])
@@ -444,15 +544,19 @@ def main(argv: list[str] | None = None) -> int:
     first = rows[0][impls[0]]
     device_desc = first["device_name"] or f"{_cpu_name()}, {os.cpu_count()} logical CPUs"
     print(f"\nASR engine vs reference ChunkFormer, {dt.date.today().isoformat()}, commit {_git_describe()}")
-    print(f"device {args.device} ({device_desc}), dtype {args.dtype}, torch {first['torch']}, "
-          f"{args.threads} threads, {args.repeats} rounds x {args.runs_per_round} timed runs per case (median), "
-          f"model: random chunkformer-large-vie architecture")
+    print(
+        f"device {args.device} ({device_desc}), dtype {args.dtype}, torch {first['torch']}, "
+        f"{args.threads} threads, {args.repeats} rounds x {args.runs_per_round} timed runs per case (median), "
+        f"model: random chunkformer-large-vie architecture"
+    )
     if args.only:
         for r in rows:
             res = r[args.only]
             rtf = res["audio_seconds"] / res["e2e_median_seconds"]
-            print(f"- {res['audio_seconds']:g} s [{r['settings'].label}]: {res['e2e_median_seconds']:.3f} s "
-                  f"({rtf:.1f}x real time), peak RSS {res['peak_rss_mib']:.0f} MiB")
+            print(
+                f"- {res['audio_seconds']:g} s [{r['settings'].label}]: {res['e2e_median_seconds']:.3f} s "
+                f"({rtf:.1f}x real time), peak RSS {res['peak_rss_mib']:.0f} MiB"
+            )
     else:
         table, verdicts = summarise(rows, args.device.startswith("cuda"))
         print()
@@ -464,13 +568,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for impl in impls:
             res = r[impl]
-            print(f"- {res['audio_seconds']:g} s [{r['settings'].label}] {impl}: "
-                  f"{res['e2e_user_seconds_per_run']:.1f} s / {res['e2e_sys_seconds_per_run']:.1f} s, "
-                  f"{res['e2e_minor_faults_per_run'] / 1e3:,.0f}k minor faults; "
-                  f"1-min load average before each round: {', '.join(f'{x:.1f}' for x in res['loadavg'])}")
+            print(
+                f"- {res['audio_seconds']:g} s [{r['settings'].label}] {impl}: "
+                f"{res['e2e_user_seconds_per_run']:.1f} s / {res['e2e_sys_seconds_per_run']:.1f} s, "
+                f"{res['e2e_minor_faults_per_run'] / 1e3:,.0f}k minor faults; "
+                f"1-min load average before each round: {', '.join(f'{x:.1f}' for x in res['loadavg'])}"
+            )
     if args.json:
-        serialisable = [{**{k: v for k, v in r.items() if k != "settings"}, "settings": r["settings"].__dict__}
-                        for r in rows]
+        serialisable = [
+            {**{k: v for k, v in r.items() if k != "settings"}, "settings": r["settings"].__dict__} for r in rows
+        ]
         args.json.write_text(json.dumps(serialisable, indent=1), encoding="utf-8")
     return 0
 

@@ -184,9 +184,7 @@ class Ours:
 
     def encode(self, feats: torch.Tensor, s: dict[str, Any]) -> torch.Tensor:
         engine = self.engine
-        return torch.from_numpy(
-            self._endless_decode(engine.model, feats, self._options(s), engine.policy).argmax
-        )
+        return torch.from_numpy(self._endless_decode(engine.model, feats, self._options(s), engine.policy).argmax)
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
@@ -203,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--audio", required=True)
     p.add_argument("--warmup-audio", help="a short file decoded once before timing")
-    p.add_argument("--settings", required=True, help="JSON: chunk_size, left_context, right_context, total_batch_duration")
+    p.add_argument(
+        "--settings", required=True, help="JSON: chunk_size, left_context, right_context, total_batch_duration"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--encoder-repeats", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -219,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rss_before_load = _current_rss_mib()
     t_load, impl = _timed(
-        lambda: Reference(args.model_dir, device, _DTYPES[args.dtype])
-        if args.impl == "reference"
-        else Ours(args.model_dir, device, args.dtype),
+        lambda: (
+            Reference(args.model_dir, device, _DTYPES[args.dtype])
+            if args.impl == "reference"
+            else Ours(args.model_dir, device, args.dtype)
+        ),
         device,
     )
     rss_after_load = _current_rss_mib()

@@ -49,8 +49,11 @@ def percentile(values: list[float], q: float) -> float:
 def make_model(kind: str, directory: Path) -> Path:
     from omoai_asr.engine.testing import LARGE_VIE, TINY, with_dims, write_random_checkpoint
 
-    dims = {"tiny": TINY, "large": LARGE_VIE,
-            "small": with_dims(TINY, n_state=256, n_head=4, n_ffn=1024, n_layer=6, n_vocab=1024)}[kind]
+    dims = {
+        "tiny": TINY,
+        "large": LARGE_VIE,
+        "small": with_dims(TINY, n_state=256, n_head=4, n_ffn=1024, n_layer=6, n_vocab=1024),
+    }[kind]
     return write_random_checkpoint(directory / f"random-{kind}", dims)
 
 
@@ -61,8 +64,9 @@ def direct(model: Path, inputs: list[np.ndarray], device: str, threads: int) -> 
     from prometheus_client import CollectorRegistry
 
     torch.set_num_threads(threads)
-    engine = ChunkFormerEngine.load(model, MemoryPolicy.from_settings(device, "auto", debug_empty_cache=False,
-                                                                        registry=CollectorRegistry()))
+    engine = ChunkFormerEngine.load(
+        model, MemoryPolicy.from_settings(device, "auto", debug_empty_cache=False, registry=CollectorRegistry())
+    )
     engine.transcribe(inputs[0])  # warm-up
     times = []
     for x in inputs:
@@ -93,8 +97,12 @@ async def level(url: str, bodies: list[bytes], concurrency: int, n_requests: int
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     return {
-        "concurrency": concurrency, "requests": n_requests, "rps": n_requests / wall,
-        "audio_s_per_s": n_requests * seconds / wall, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "rps": n_requests / wall,
+        "audio_s_per_s": n_requests * seconds / wall,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
     }
 
 
@@ -120,10 +128,16 @@ def main() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "OMOAI_TORCH_THREADS": str(args.threads), "OMOAI_DEVICE": args.device,
-               "OMOAI_MAX_BATCH_SIZE": str(args.max_batch_size), "OMOAI_LOG_LEVEL": "WARNING"}
-        server = subprocess.Popen([sys.executable, "-m", "omoai_asr", "serve", "--model", str(model),
-                                   "--port", str(port)], env=env)
+        env = {
+            **os.environ,
+            "OMOAI_TORCH_THREADS": str(args.threads),
+            "OMOAI_DEVICE": args.device,
+            "OMOAI_MAX_BATCH_SIZE": str(args.max_batch_size),
+            "OMOAI_LOG_LEVEL": "WARNING",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port)], env=env
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 600
@@ -146,22 +160,27 @@ def main() -> int:
             server.wait(60)
 
     engine_p50 = statistics.median(compute)
-    print(f"model: {model.name if args.model else 'random ' + args.dims}, device {args.device}, "
-          f"{args.threads} torch threads, {args.seconds:.0f} s inputs, max batch {args.max_batch_size}")
-    print(f"engine.transcribe direct: p50 {engine_p50 * 1000:.0f} ms per input "
-          f"(RTF {engine_p50 / args.seconds:.4f})")
+    print(
+        f"model: {model.name if args.model else 'random ' + args.dims}, device {args.device}, "
+        f"{args.threads} torch threads, {args.seconds:.0f} s inputs, max batch {args.max_batch_size}"
+    )
+    print(f"engine.transcribe direct: p50 {engine_p50 * 1000:.0f} ms per input (RTF {engine_p50 / args.seconds:.4f})")
     print()
     print("| clients | requests | req/s | audio s/s | p50 latency | p99 latency |")
     print("|--:|--:|--:|--:|--:|--:|")
     for r in rows:
-        print(f"| {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | {r['audio_s_per_s']:.1f} "
-              f"| {r['p50'] * 1000:.0f} ms | {r['p99'] * 1000:.0f} ms |")
+        print(
+            f"| {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | {r['audio_s_per_s']:.1f} "
+            f"| {r['p50'] * 1000:.0f} ms | {r['p99'] * 1000:.0f} ms |"
+        )
     one = next((r for r in rows if r["concurrency"] == 1), None)
     if one is not None:
         overhead = one["p50"] - engine_p50
         print()
-        print(f"HTTP path overhead at 1 client: {overhead * 1000:.0f} ms per request = "
-              f"{100 * overhead / engine_p50:.1f} % of engine compute (target < 5 %)")
+        print(
+            f"HTTP path overhead at 1 client: {overhead * 1000:.0f} ms per request = "
+            f"{100 * overhead / engine_p50:.1f} % of engine compute (target < 5 %)"
+        )
     return 0
 
 

@@ -46,12 +46,22 @@ NS = "default"
 
 def _emulator() -> tuple[EmulatorThread, Kind]:
     crd = operator_crd.load_crd()
-    tj = Kind("omoai.io", "v1alpha1", "transcriptionjobs", "TranscriptionJob", status_subresource=True,
-              validate=operator_crd.validate, defaults=operator_crd.apply_defaults)
+    tj = Kind(
+        "omoai.io",
+        "v1alpha1",
+        "transcriptionjobs",
+        "TranscriptionJob",
+        status_subresource=True,
+        validate=operator_crd.validate,
+        defaults=operator_crd.apply_defaults,
+    )
     emu = Emulator()
     emu.add_kind(tj, shortnames=tuple(crd["spec"]["names"]["shortNames"]))
-    for kind in (Kind("", "v1", "events", "Event"), Kind("", "v1", "namespaces", "Namespace", namespaced=False),
-                 Kind("", "v1", "secrets", "Secret")):
+    for kind in (
+        Kind("", "v1", "events", "Event"),
+        Kind("", "v1", "namespaces", "Namespace", namespaced=False),
+        Kind("", "v1", "secrets", "Secret"),
+    ):
         emu.add_kind(kind)
     thread = EmulatorThread(emu).start()
     httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NS}}).raise_for_status()
@@ -83,8 +93,13 @@ class ChildServer:
     """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
 
     def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.operator_throughput", mode], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.operator_throughput", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
@@ -103,19 +118,33 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
     emu = ChildServer("--serve-emulator")
     stubs = ChildServer("--serve-stubs")
     kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "e",
-        "clusters": [{"name": "e", "cluster": {"server": emu.url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}]}))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "e",
+                "clusters": [{"name": "e", "cluster": {"server": emu.url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
+            }
+        )
+    )
     data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}"
     data.mkdir()
-    os.environ.update({
-        "KUBECONFIG": str(kubeconfig), "OMOAI_ASR_URL": stubs.url, "OMOAI_LLM_URL": stubs.url,
-        "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}), "OMOAI_PEERING_STANDALONE": "true",
-        "OMOAI_METRICS_PORT": "0", "OMOAI_ASR_CONCURRENCY": str(concurrency),
-        "OMOAI_LLM_CONCURRENCY": str(concurrency), "OMOAI_LOG_LEVEL": "WARNING",
-    })
+    os.environ.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "OMOAI_ASR_URL": stubs.url,
+            "OMOAI_LLM_URL": stubs.url,
+            "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}),
+            "OMOAI_PEERING_STANDALONE": "true",
+            "OMOAI_METRICS_PORT": "0",
+            "OMOAI_ASR_CONCURRENCY": str(concurrency),
+            "OMOAI_LLM_CONCURRENCY": str(concurrency),
+            "OMOAI_LOG_LEVEL": "WARNING",
+        }
+    )
     settings = kopf.OperatorSettings()
     settings.queueing.exit_timeout = 1
     settings.background.cancellation_polling = 0.2
@@ -125,17 +154,27 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
     postprocess = {} if full else {"punctuation": False, "summary": "none", "topics": False}
     created: dict[str, float] = {}
     try:
-        with KopfRunner(["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
-                        settings=settings, timeout=60):
+        with KopfRunner(
+            ["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
+            settings=settings,
+            timeout=60,
+        ):
             time.sleep(1.0)  # let the watch start
             t0 = time.monotonic()
             for i in range(n_jobs):
                 name = f"bench-{i:04d}"
                 url = f"https://audio.example/{name}.wav"
                 created[url] = time.monotonic()
-                body = {"apiVersion": "omoai.io/v1alpha1", "kind": "TranscriptionJob", "metadata": {"name": name},
-                        "spec": {"source": {"url": url}, "postprocess": postprocess,
-                                 "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]}}}
+                body = {
+                    "apiVersion": "omoai.io/v1alpha1",
+                    "kind": "TranscriptionJob",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "source": {"url": url},
+                        "postprocess": postprocess,
+                        "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
+                    },
+                }
                 http.post(base, json=body).raise_for_status()
             create_s = time.monotonic() - t0
             while True:
@@ -155,8 +194,14 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
         emu.stop()
     latency = sorted(asr_seen[u] - created[u] for u in created)
     return {
-        "jobs": n_jobs, "concurrency": concurrency, "elapsed": elapsed, "create": create_s, "rate": n_jobs / elapsed,
-        "p50": statistics.median(latency), "p90": latency[int(0.9 * (len(latency) - 1))], "max": latency[-1],
+        "jobs": n_jobs,
+        "concurrency": concurrency,
+        "elapsed": elapsed,
+        "create": create_s,
+        "rate": n_jobs / elapsed,
+        "p50": statistics.median(latency),
+        "p90": latency[int(0.9 * (len(latency) - 1))],
+        "max": latency[-1],
         "first": latency[0],
     }
 
@@ -177,13 +222,17 @@ def main() -> int:
         for full in (False, True):
             for n in args.jobs:
                 rows.append((full, run(n, args.concurrency, full, Path(tmp))))
-    print("| stages | jobs | slots/service | creating them took | time to all Succeeded | jobs/s "
-          "| create→1st ASR request p50 | p90 | max |")
+    print(
+        "| stages | jobs | slots/service | creating them took | time to all Succeeded | jobs/s "
+        "| create→1st ASR request p50 | p90 | max |"
+    )
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for full, r in rows:
         stages = "asr, write" if not full else "asr, punctuate, summarize, topics, write"
-        print(f"| {stages} | {r['jobs']} | {r['concurrency']} | {r['create']:.2f} s | {r['elapsed']:.2f} s | {r['rate']:.1f} | "
-              f"{1000 * r['p50']:.0f} ms | {1000 * r['p90']:.0f} ms | {1000 * r['max']:.0f} ms |")
+        print(
+            f"| {stages} | {r['jobs']} | {r['concurrency']} | {r['create']:.2f} s | {r['elapsed']:.2f} s | {r['rate']:.1f} | "
+            f"{1000 * r['p50']:.0f} ms | {1000 * r['p90']:.0f} ms | {1000 * r['max']:.0f} ms |"
+        )
     return 0
 
 

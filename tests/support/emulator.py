@@ -206,12 +206,22 @@ class Emulator(kmock.KubernetesEmulator):
         self.forbidden: set[str] = set()  # plurals answered 403, as without an RBAC rule for them
 
     # -- registration ------------------------------------------------------------------------------
-    def add_kind(self, kind: Kind, *, verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch"),
-                 shortnames: tuple[str, ...] = (), subresources: tuple[str, ...] = ()) -> None:
+    def add_kind(
+        self,
+        kind: Kind,
+        *,
+        verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch"),
+        shortnames: tuple[str, ...] = (),
+        subresources: tuple[str, ...] = (),
+    ) -> None:
         self.kinds[(kind.group, kind.version, kind.plural)] = kind
         self.resources[kmock.resource(kind.group, kind.version, kind.plural)] = kmock.ResourceInfo(
-            kind=kind.kind, singular=kind.kind.lower(), namespaced=kind.namespaced, verbs=set(verbs),
-            shortnames=set(shortnames), subresources=set(subresources) | ({"status"} if kind.status_subresource else set()),
+            kind=kind.kind,
+            singular=kind.kind.lower(),
+            namespaced=kind.namespaced,
+            verbs=set(verbs),
+            shortnames=set(shortnames),
+            subresources=set(subresources) | ({"status"} if kind.status_subresource else set()),
         )
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -224,10 +234,18 @@ class Emulator(kmock.KubernetesEmulator):
         except ValueError:
             data = None
         request = rendering.Request(
-            method=raw_request.method, url=raw_request.url, params=dict(raw_request.query),
-            headers=dict(raw_request.headers), data=data, body=body, text=body.decode(errors="replace"),
-            resource=kmock.resource("", "v1", "namespaces"), namespace=None, name=m.group("name"),
-            subresource=m.group("sub"), raw_request=raw_request,
+            method=raw_request.method,
+            url=raw_request.url,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+            data=data,
+            body=body,
+            text=body.decode(errors="replace"),
+            resource=kmock.resource("", "v1", "namespaces"),
+            namespace=None,
+            name=m.group("name"),
+            subresource=m.group("sub"),
+            raw_request=raw_request,
         )
         return await self._handle(request)
 
@@ -245,17 +263,28 @@ class Emulator(kmock.KubernetesEmulator):
         if kind is None:
             # Discovery and anything unregistered: kmock's stateless scaffold (no object tracking).
             return await kmock_k8s.KubernetesScaffold._handle(self, request)
-        self.request_log.append((request.method.value if hasattr(request.method, "value") else str(request.method),
-                                 str(request.url.path)))
+        self.request_log.append(
+            (request.method.value if hasattr(request.method, "value") else str(request.method), str(request.url.path))
+        )
         try:
             if kind.plural in self.forbidden:
-                raise ApiError(403, "Forbidden", f"{kind.plural}.{kind.group or 'core'} is forbidden: "
-                               "the service account has no rule for it")
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f"{kind.plural}.{kind.group or 'core'} is forbidden: the service account has no rule for it",
+                )
             return await self._dispatch(kind, request)
         except ApiError as e:
             return aiohttp.web.json_response(
-                {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": e.code,
-                 "reason": e.reason, "message": e.message},
+                {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "metadata": {},
+                    "status": "Failure",
+                    "code": e.code,
+                    "reason": e.reason,
+                    "message": e.message,
+                },
                 status=e.code,
             )
 
@@ -302,12 +331,21 @@ class Emulator(kmock.KubernetesEmulator):
     def _list(self, kind: Kind, ns: str | None, params: dict[str, str]) -> dict[str, Any]:
         items = [  # serialised as they are (json_response copies nothing and changes nothing)
             o
-            for (g, p, n, _), o in sorted(self.state.objects.items(), key=lambda kv: kv[0][2:] if kv[0][2] else ("", kv[0][3]))
-            if g == kind.group and p == kind.plural and (ns is None or n == ns)
-            and _labels_match(o, params.get("labelSelector")) and _fields_match(o, params.get("fieldSelector"))
+            for (g, p, n, _), o in sorted(
+                self.state.objects.items(), key=lambda kv: kv[0][2:] if kv[0][2] else ("", kv[0][3])
+            )
+            if g == kind.group
+            and p == kind.plural
+            and (ns is None or n == ns)
+            and _labels_match(o, params.get("labelSelector"))
+            and _fields_match(o, params.get("fieldSelector"))
         ]
-        return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": str(self.state.rv)}, "items": items}
+        return {
+            "apiVersion": kind.api_version,
+            "kind": f"{kind.kind}List",
+            "metadata": {"resourceVersion": str(self.state.rv)},
+            "items": items,
+        }
 
     async def _record(self, kind: Kind, type_: str, obj: dict[str, Any]) -> None:
         # Synchronous from the store to the notification (no await): a write is seen whole, and the
@@ -368,9 +406,13 @@ class Emulator(kmock.KubernetesEmulator):
     def _precondition(self, current: dict[str, Any], wanted: dict[str, Any]) -> None:
         rv = (wanted.get("metadata") or {}).get("resourceVersion")
         if rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified; please apply your changes to the latest version")
+            raise ApiError(
+                409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+            )
 
-    async def _store_update(self, kind: Kind, current: dict[str, Any], new: dict[str, Any], sub: str | None) -> dict[str, Any]:
+    async def _store_update(
+        self, kind: Kind, current: dict[str, Any], new: dict[str, Any], sub: str | None
+    ) -> dict[str, Any]:
         if kind.status_subresource:
             if sub == "status":
                 new = copy.deepcopy(current) | {"status": new.get("status")}
@@ -397,11 +439,14 @@ class Emulator(kmock.KubernetesEmulator):
         self._bump(new)
         # Like the API server: an update that empties the finalizers of an object being deleted
         # deletes it, and watchers see one DELETED event (with its own resourceVersion).
-        await self._record(kind, "DELETED" if meta.get("deletionTimestamp") and not meta.get("finalizers")
-                           else "MODIFIED", new)
+        await self._record(
+            kind, "DELETED" if meta.get("deletionTimestamp") and not meta.get("finalizers") else "MODIFIED", new
+        )
         return copy.deepcopy(new)
 
-    async def _patch(self, kind: Kind, ns: str | None, name: str, sub: str | None, data: Any, ctype: str) -> dict[str, Any]:
+    async def _patch(
+        self, kind: Kind, ns: str | None, name: str, sub: str | None, data: Any, ctype: str
+    ) -> dict[str, Any]:
         current = self._get(kind, ns, name)
         if ctype == "application/json-patch+json":
             if not isinstance(data, list):
@@ -452,8 +497,11 @@ class Emulator(kmock.KubernetesEmulator):
         end = loop.time() + timeout
 
         def wanted(obj: dict[str, Any]) -> bool:
-            return (ns is None or obj["metadata"].get("namespace") == ns) and _labels_match(
-                obj, params.get("labelSelector")) and _fields_match(obj, params.get("fieldSelector"))
+            return (
+                (ns is None or obj["metadata"].get("namespace") == ns)
+                and _labels_match(obj, params.get("labelSelector"))
+                and _fields_match(obj, params.get("fieldSelector"))
+            )
 
         async def send(type_: str, obj: dict[str, Any]) -> None:
             await resp.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")

@@ -103,9 +103,7 @@ def _relative(self: dict[str, Any], old: Any) -> bool:
 def _immutable(self: dict[str, Any], old: Any) -> bool:
     if old is None:
         return True  # transition rules only run on updates
-    return all(
-        self.get(k) == old.get(k) for k in ("source", "output", "language", "asr", "postprocess", "diarization")
-    )
+    return all(self.get(k) == old.get(k) for k in ("source", "output", "language", "asr", "postprocess", "diarization"))
 
 
 def _counts_need_enabled(self: dict[str, Any], old: Any) -> bool:
@@ -137,7 +135,9 @@ CEL: dict[str, Callable[[dict[str, Any], Any], bool]] = {
 }
 
 
-def cel_rules(schema: dict[str, Any] | None = None, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+def cel_rules(
+    schema: dict[str, Any] | None = None, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     """Every ``x-kubernetes-validations`` rule with the property path it sits on."""
     schema = schema if schema is not None else openapi_schema()
     found = [(path, r) for r in schema.get("x-kubernetes-validations", [])]
@@ -175,7 +175,9 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None, *, defaults
     if defaults:
         apply_defaults(obj)
     validator = _validator()
-    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)]
+    errors = [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)
+    ]
     if errors:
         return errors  # like the API server: schema first, CEL on schema-valid objects
     return check_cel(obj, old)

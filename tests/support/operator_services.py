@@ -77,8 +77,11 @@ class Fault:
     status: int | None = None  # answer this instead of forwarding
     times: int | None = None  # how many requests; None = until changed
     path: str | None = None
-    body: dict[str, Any] = field(default_factory=lambda: {"error": {"code": "injected", "message": "injected fault",
-                                                                      "retryable": True, "details": {}}})
+    body: dict[str, Any] = field(
+        default_factory=lambda: {
+            "error": {"code": "injected", "message": "injected fault", "retryable": True, "details": {}}
+        }
+    )
 
 
 class FaultProxy(LoopbackApp):
@@ -212,8 +215,9 @@ class FaultProxy(LoopbackApp):
                 return aiohttp.web.json_response(fault.body, status=fault.status)
             assert self._session is not None
             headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            async with self._session.request(request.method, self.upstream + str(request.rel_url), data=body,
-                                             headers=headers) as up:
+            async with self._session.request(
+                request.method, self.upstream + str(request.rel_url), data=body, headers=headers
+            ) as up:
                 data = await up.read()
                 self.responses[(path, up.status)] += 1
                 ctype = up.headers.get("Content-Type", "application/json")
@@ -259,17 +263,36 @@ class StubServices(LoopbackApp):
             async with aiohttp.ClientSession() as http, http.get(body["audio_url"]) as resp:
                 if resp.status != 200:
                     return aiohttp.web.json_response(
-                        {"error": {"code": "fetch_failed", "message": f"audio_url answered {resp.status}",
-                                   "retryable": False, "details": {}}}, status=422)
+                        {
+                            "error": {
+                                "code": "fetch_failed",
+                                "message": f"audio_url answered {resp.status}",
+                                "retryable": False,
+                                "details": {},
+                            }
+                        },
+                        status=422,
+                    )
                 self.fetched[body["audio_url"]] = len(await resp.read())
         if self.asr_delay_s:
             await asyncio.sleep(self.asr_delay_s)
         words = ["xin", "chào", "các", "bạn"]
-        return aiohttp.web.json_response({
-            "text": " ".join(words), "duration": 2.0, "model": "stub", "language": "vi",
-            "segments": [{"text": " ".join(words), "start": 0.0, "end": 2.0,
-                          "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)]}],
-        })
+        return aiohttp.web.json_response(
+            {
+                "text": " ".join(words),
+                "duration": 2.0,
+                "model": "stub",
+                "language": "vi",
+                "segments": [
+                    {
+                        "text": " ".join(words),
+                        "start": 0.0,
+                        "end": 2.0,
+                        "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)],
+                    }
+                ],
+            }
+        )
 
     async def _punctuate(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         body = await request.json()
@@ -277,13 +300,19 @@ class StubServices(LoopbackApp):
             await asyncio.sleep(self.llm_delay_s)
         segs = [{**s, "text": s["text"].capitalize() + "."} for s in body["segments"]]
         n = sum(len(s["text"].split()) for s in segs)
-        return aiohttp.web.json_response({"segments": segs, "text": " ".join(s["text"] for s in segs),
-                                          "quality": {"wer": 0.0, "cer": 0.0, "words_in": n, "words_out": n}})
+        return aiohttp.web.json_response(
+            {
+                "segments": segs,
+                "text": " ".join(s["text"] for s in segs),
+                "quality": {"wer": 0.0, "cer": 0.0, "words_in": n, "words_out": n},
+            }
+        )
 
     async def _summarize(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         await request.json()
-        return aiohttp.web.json_response({"summary": {"title": "Lời chào", "abstract": "Một lời chào.",
-                                                      "bullets": ["chào"]}})
+        return aiohttp.web.json_response(
+            {"summary": {"title": "Lời chào", "abstract": "Một lời chào.", "bullets": ["chào"]}}
+        )
 
     async def _topics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         await request.json()
@@ -318,18 +347,29 @@ class FakeOpenAI(LoopbackApp):
         if '"segment"' in system:
             content = json.dumps([{"segment": 1, "title": "Lời chào", "summary": "Mở đầu."}], ensure_ascii=False)
         elif '"title"' in system:
-            content = json.dumps({"title": "Lời chào", "abstract": "Một lời chào ngắn.", "bullets": ["chào", "hỏi", "đáp"]},
-                                 ensure_ascii=False)
+            content = json.dumps(
+                {"title": "Lời chào", "abstract": "Một lời chào ngắn.", "bullets": ["chào", "hỏi", "đáp"]},
+                ensure_ascii=False,
+            )
         elif '"abstract"' in system:
             content = json.dumps({"abstract": "Một phần.", "bullets": ["ý"]}, ensure_ascii=False)
         else:  # punctuation: the words back, capitalised, with a full stop
             words = user.split()
             content = (" ".join(words[:1]).capitalize() + " " + " ".join(words[1:])).strip() + "."
-        return aiohttp.web.json_response({
-            "id": "chatcmpl-test", "object": "chat.completion", "model": self.MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(system.split()) + len(user.split()), "completion_tokens": len(content.split())},
-        })
+        return aiohttp.web.json_response(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": self.MODEL,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+                "usage": {
+                    "prompt_tokens": len(system.split()) + len(user.split()),
+                    "completion_tokens": len(content.split()),
+                },
+            }
+        )
 
 
 class FakeS3(LoopbackApp):
@@ -367,7 +407,7 @@ class FakeS3(LoopbackApp):
             size = int(raw[pos:end].split(b";")[0], 16)
             if size == 0:
                 return bytes(out)
-            out += raw[end + 2:end + 2 + size]
+            out += raw[end + 2 : end + 2 + size]
             pos = end + 2 + size + 2
 
     async def _object(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
@@ -381,8 +421,10 @@ class FakeS3(LoopbackApp):
                 if src not in self.objects:
                     return self._missing(src)
                 self.objects[path] = self.objects[src]
-                body = ("<?xml version='1.0' encoding='UTF-8'?><CopyObjectResult><ETag>\"e\"</ETag>"
-                        "<LastModified>2026-01-01T00:00:00.000Z</LastModified></CopyObjectResult>")
+                body = (
+                    "<?xml version='1.0' encoding='UTF-8'?><CopyObjectResult><ETag>\"e\"</ETag>"
+                    "<LastModified>2026-01-01T00:00:00.000Z</LastModified></CopyObjectResult>"
+                )
                 return aiohttp.web.Response(body=body.encode(), content_type="application/xml")
             self.objects[path] = self._unchunk(request, await request.read())
             return aiohttp.web.Response(headers={"ETag": '"e"'})
@@ -403,9 +445,12 @@ class FakeS3(LoopbackApp):
     async def _bucket(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         bucket = request.match_info["bucket"]
         prefix = request.query.get("prefix", "")
-        keys = sorted(k[len(bucket) + 1:] for k in self.objects if k.startswith(f"{bucket}/{prefix}"))
-        contents = "".join(f"<Contents><Key>{k}</Key><Size>{len(self.objects[bucket + '/' + k])}</Size></Contents>"
-                           for k in keys)
-        body = (f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult><Name>{bucket}</Name><Prefix>{prefix}"
-                f"</Prefix><KeyCount>{len(keys)}</KeyCount><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>")
+        keys = sorted(k[len(bucket) + 1 :] for k in self.objects if k.startswith(f"{bucket}/{prefix}"))
+        contents = "".join(
+            f"<Contents><Key>{k}</Key><Size>{len(self.objects[bucket + '/' + k])}</Size></Contents>" for k in keys
+        )
+        body = (
+            f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult><Name>{bucket}</Name><Prefix>{prefix}"
+            f"</Prefix><KeyCount>{len(keys)}</KeyCount><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+        )
         return aiohttp.web.Response(body=body.encode(), content_type="application/xml")

@@ -54,7 +54,11 @@ class ServerProcess:
 
 
 def start_process(
-    cmd: Sequence[str], *, name: str, log: Path | None = None, env: Mapping[str, str] | None = None,
+    cmd: Sequence[str],
+    *,
+    name: str,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ServerProcess:
     """Start ``cmd`` (``env`` None: this process's environment) with its output in ``log``, or in
@@ -86,8 +90,14 @@ def stop_processes(*procs: ServerProcess, wait_s: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def running_process(
-    cmd: Sequence[str], *, name: str, log: Path | None = None, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None, ready_url: str | None = None, timeout_s: float = 180.0,
+    cmd: Sequence[str],
+    *,
+    name: str,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_url: str | None = None,
+    timeout_s: float = 180.0,
 ) -> Iterator[ServerProcess]:
     """:func:`start_process`, ready at ``ready_url`` (when given) before yielding; always stopped."""
     proc = start_process(cmd, name=name, log=log, env=env, cwd=cwd)

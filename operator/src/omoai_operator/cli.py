@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("manifest", type=Path, help="YAML file with one or more TranscriptionJobs")
     r.add_argument("--asr-url", default=None, help="use this ASR service (default: run omoai-asr in-process)")
     r.add_argument("--llm-url", default=None, help="use this LLM service (default: run omoai-llm in-process)")
-    r.add_argument("--asr-model", default=None,
-                   help=f"model of the in-process ASR service (env OMOAI_ASR_MODEL; default {DEFAULT_ASR_MODEL})")
+    r.add_argument(
+        "--asr-model",
+        default=None,
+        help=f"model of the in-process ASR service (env OMOAI_ASR_MODEL; default {DEFAULT_ASR_MODEL})",
+    )
     r.add_argument("--llm-backend", default=None, help="backend of the in-process LLM service (env OMOAI_BACKEND)")
     r.add_argument("--llm-model", default=None, help="model of the in-process LLM service (env OMOAI_LLM_MODEL)")
     r.add_argument("--data-dir", type=Path, default=Path.cwd(), help="directory standing in for pvc claims (default .)")
@@ -105,15 +108,27 @@ async def _run(args: argparse.Namespace) -> int:
                 )
             else:
                 llm_url = "http://127.0.0.1:9"  # never called: no post-processing asked for
-        cfg = base.model_copy(update={"asr_url": asr_url.rstrip("/"), "llm_url": llm_url.rstrip("/"),
-                                      "volumes": {**base.volumes, **volumes}, "backoff_base_s": 2.0})
+        cfg = base.model_copy(
+            update={
+                "asr_url": asr_url.rstrip("/"),
+                "llm_url": llm_url.rstrip("/"),
+                "volumes": {**base.volumes, **volumes},
+                "backoff_base_s": 2.0,
+            }
+        )
         results = await run_jobs(docs, cfg, data_dir=args.data_dir, output_dir=args.output_dir)
     ok = True
     for res in results:
         s = res.status
-        line = {"name": res.name, "phase": s.phase, "reason": s.reason, "message": s.message,
-                "files": list(s.results.files) if s.results else [], "audioDuration": s.audio_duration,
-                "realTimeFactor": s.real_time_factor}
+        line = {
+            "name": res.name,
+            "phase": s.phase,
+            "reason": s.reason,
+            "message": s.message,
+            "files": list(s.results.files) if s.results else [],
+            "audioDuration": s.audio_duration,
+            "realTimeFactor": s.real_time_factor,
+        }
         print(json.dumps(line, ensure_ascii=False))
         ok = ok and res.ok
     return 0 if ok else 1

@@ -101,7 +101,9 @@ class ServiceClient:
         try:
             resp = await self._http.post(base + path if placement is not None else path, json=payload, **kwargs)
         except httpx.TimeoutException as e:
-            raise StageError.temporary("Timeout", f"{self.service} service {path} timed out ({type(e).__name__})") from e
+            raise StageError.temporary(
+                "Timeout", f"{self.service} service {path} timed out ({type(e).__name__})"
+            ) from e
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
             if placement is not None:
                 placement.unreachable()  # refused or broken: no new stages there for a while

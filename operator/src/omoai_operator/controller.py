@@ -57,13 +57,20 @@ def build_runtime(
     if not discovery:
         for svc, pool in pools.items():
             url, slots = getattr(cfg, f"{svc}_url"), getattr(cfg, f"{svc}_concurrency")
-            log.info("%s endpoint discovery unavailable (no Kubernetes API: a local run): calling %s with %d slot(s)",
-                     svc.upper(), url, slots)
+            log.info(
+                "%s endpoint discovery unavailable (no Kubernetes API: a local run): calling %s with %d slot(s)",
+                svc.upper(),
+                url,
+                slots,
+            )
             pool.set_static(url, slots)
 
     def client(svc: str, url: str, slots: int) -> ServiceClient:
         return ServiceClient(
-            svc.upper(), url, token=cfg.token(svc), timeout_s=cfg.request_timeout_s,
+            svc.upper(),
+            url,
+            token=cfg.token(svc),
+            timeout_s=cfg.request_timeout_s,
             connect_timeout_s=cfg.connect_timeout_s,
             # With discovery the queue bounds the calls over any number of endpoints.
             max_connections=None if discovery else slots,
@@ -74,8 +81,11 @@ def build_runtime(
             AsrClient(client("asr", cfg.asr_url, cfg.asr_concurrency)),
             LlmClient(client("llm", cfg.llm_url, cfg.llm_concurrency)),
         ),
-        queue=CapacityQueue({Service.ASR: cfg.asr_concurrency, Service.LLM: cfg.llm_concurrency},
-                            observer=metrics.observe_queue, pools=pools),
+        queue=CapacityQueue(
+            {Service.ASR: cfg.asr_concurrency, Service.LLM: cfg.llm_concurrency},
+            observer=metrics.observe_queue,
+            pools=pools,
+        ),
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,
         backoff=tr.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
@@ -147,17 +157,30 @@ class Controller:
             url, slots = getattr(self.cfg, f"{svc}_url"), getattr(self.cfg, f"{svc}_concurrency")
             ref = service_ref(getattr(self.cfg, f"{svc}_service"), url, self.cfg.own_namespace())
             if not self.cfg.endpoint_discovery or ref is None:
-                why = "OMOAI_ENDPOINT_DISCOVERY is off" if not self.cfg.endpoint_discovery else (
-                    f"{url} names no cluster Service; set OMOAI_{svc.upper()}_SERVICE")
-                log.warning("%s endpoint discovery unavailable (%s): calling the Service URL %s with %d slot(s)",
-                            svc.upper(), why, url, slots)
+                why = (
+                    "OMOAI_ENDPOINT_DISCOVERY is off"
+                    if not self.cfg.endpoint_discovery
+                    else (f"{url} names no cluster Service; set OMOAI_{svc.upper()}_SERVICE")
+                )
+                log.warning(
+                    "%s endpoint discovery unavailable (%s): calling the Service URL %s with %d slot(s)",
+                    svc.upper(),
+                    why,
+                    url,
+                    slots,
+                )
                 pool.set_static(url, slots)
                 continue
             watcher = SliceWatcher(
-                pool, ref, lambda: self.kube,
+                pool,
+                ref,
+                lambda: self.kube,
                 SlotBook(svc, getattr(self.cfg, f"{svc}_slots_per_endpoint"), fallback=slots),
-                scheme=urlsplit(url).scheme or "http", port_name=getattr(self.cfg, f"{svc}_port_name") or None,
-                fallback_url=url, fallback_slots=slots, watch_timeout_s=self.cfg.watch_server_timeout_s,
+                scheme=urlsplit(url).scheme or "http",
+                port_name=getattr(self.cfg, f"{svc}_port_name") or None,
+                fallback_url=url,
+                fallback_slots=slots,
+                watch_timeout_s=self.cfg.watch_server_timeout_s,
             )
             self.watchers[svc] = watcher
             self._discovery.append(asyncio.create_task(self._watch(watcher), name=f"omoai-endpoints-{svc}"))
@@ -188,8 +211,9 @@ class Controller:
     @staticmethod
     def ref(body: kopf.Body) -> JobRef:
         meta = body.get("metadata", {})
-        return JobRef(meta["namespace"], meta["name"], meta.get("uid") or meta["name"],
-                      parse_time(meta.get("creationTimestamp")))
+        return JobRef(
+            meta["namespace"], meta["name"], meta.get("uid") or meta["name"], parse_time(meta.get("creationTimestamp"))
+        )
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
         ref = self.ref(body)

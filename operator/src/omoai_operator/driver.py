@@ -151,7 +151,11 @@ class JobDriver:
                 return Decision(DecisionKind.FINISHED)
             d = decide(spec, self.status, now)
             generation = self.generation()
-            if d.kind is not DecisionKind.INIT and generation is not None and self.status.observed_generation != generation:
+            if (
+                d.kind is not DecisionKind.INIT
+                and generation is not None
+                and self.status.observed_generation != generation
+            ):
                 await self.apply(tr.observed(self.status, generation), defer=True)
             match d.kind:
                 case DecisionKind.FINISHED | DecisionKind.EXPIRE:
@@ -266,8 +270,7 @@ class JobDriver:
                 # Done before a restart: record it without a slot, an attempt or a service call.
                 started.set()
                 outcome = await self.rt.pipeline.run_stage(stage, ctx)
-                await self.apply(tr.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome),
-                                 defer=True)
+                await self.apply(tr.stage_succeeded(spec, self.status, stage, self.rt.now(), 0.0, outcome), defer=True)
                 return None
         except StageError as e:
             return await self._failed(spec, stage, e.failure)
@@ -288,11 +291,11 @@ class JobDriver:
                     outcome = await self.rt.pipeline.run_stage(stage, ctx)
             except TimeoutError:
                 self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="deadline").observe(
-                    time.monotonic() - t0)
+                    time.monotonic() - t0
+                )
                 return None  # decide() now says DeadlineExceeded
             except StageError as e:
-                self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="failed").observe(
-                    time.monotonic() - t0)
+                self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="failed").observe(time.monotonic() - t0)
                 return await self._failed(spec, stage, e.failure)
             self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="succeeded").observe(outcome.duration_s)
             await self.apply(

@@ -52,8 +52,13 @@ async def configure(
     memo.controller.start_discovery()
     # Independent of jobs: proves the operator's loop runs (the OmoaiOperatorNotReconciling alert).
     memo.heartbeat = asyncio.get_running_loop().create_task(memo.controller.runtime.metrics.beat(), name="heartbeat")
-    logger.info("omoai operator %s: ASR %s, LLM %s (endpoint discovery %s)", __version__, cfg.asr_url, cfg.llm_url,
-                "on" if cfg.endpoint_discovery else "off")
+    logger.info(
+        "omoai operator %s: ASR %s, LLM %s (endpoint discovery %s)",
+        __version__,
+        cfg.asr_url,
+        cfg.llm_url,
+        "on" if cfg.endpoint_discovery else "off",
+    )
 
 
 @kopf.on.login()

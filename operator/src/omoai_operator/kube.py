@@ -80,7 +80,9 @@ class KubeClient:
         # Created on first use, inside the operator's event loop (login may run in a thread).
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._headers, auth=self._auth, timeout=self._timeout,
+                headers=self._headers,
+                auth=self._auth,
+                timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=16, ssl=self._ssl),
             )
         return self._session

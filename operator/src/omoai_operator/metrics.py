@@ -22,9 +22,21 @@ ERROR_KINDS = ("driver", "tidy")
 HEARTBEAT_INTERVAL_S = 10.0
 #: The bounded ``reason`` label of failed jobs; any other reason is counted as Other.
 FAILURE_REASONS = (
-    "AudioNotFound", "AudioTooLarge", "BackoffLimitExceeded", "DeadlineExceeded", "InvalidAudio", "InvalidRequest",
-    "InvalidSecret", "InvalidSpec", "SecretForbidden", "SecretNotFound", "ServiceError", "UnsupportedMedia",
-    "UpstreamProtocolError", "VolumeNotShared", "Other",
+    "AudioNotFound",
+    "AudioTooLarge",
+    "BackoffLimitExceeded",
+    "DeadlineExceeded",
+    "InvalidAudio",
+    "InvalidRequest",
+    "InvalidSecret",
+    "InvalidSpec",
+    "SecretForbidden",
+    "SecretNotFound",
+    "ServiceError",
+    "UnsupportedMedia",
+    "UpstreamProtocolError",
+    "VolumeNotShared",
+    "Other",
 )
 
 
@@ -51,41 +63,82 @@ class OperatorMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
         m = cls(
-            jobs=Gauge("omoai_operator_jobs", "TranscriptionJobs known to this operator, by phase.", ["phase"],
-                       registry=registry),
+            jobs=Gauge(
+                "omoai_operator_jobs",
+                "TranscriptionJobs known to this operator, by phase.",
+                ["phase"],
+                registry=registry,
+            ),
             job_duration=Histogram(
-                "omoai_operator_job_duration_seconds", "Time from start (admission) to finish, by outcome.",
-                ["outcome"], buckets=DURATION_BUCKETS, registry=registry),
+                "omoai_operator_job_duration_seconds",
+                "Time from start (admission) to finish, by outcome.",
+                ["outcome"],
+                buckets=DURATION_BUCKETS,
+                registry=registry,
+            ),
             stage_duration=Histogram(
-                "omoai_operator_stage_duration_seconds", "Wall time of one stage attempt.", ["stage", "outcome"],
-                buckets=DURATION_BUCKETS, registry=registry),
-            retries=Counter("omoai_operator_retries", "Retryable stage failures that were retried.", ["stage"],
-                            registry=registry),
-            queue_depth=Gauge("omoai_operator_queue_depth", "Jobs waiting for a slot, by service.", ["service"],
-                              registry=registry),
+                "omoai_operator_stage_duration_seconds",
+                "Wall time of one stage attempt.",
+                ["stage", "outcome"],
+                buckets=DURATION_BUCKETS,
+                registry=registry,
+            ),
+            retries=Counter(
+                "omoai_operator_retries", "Retryable stage failures that were retried.", ["stage"], registry=registry
+            ),
+            queue_depth=Gauge(
+                "omoai_operator_queue_depth", "Jobs waiting for a slot, by service.", ["service"], registry=registry
+            ),
             in_flight=Gauge("omoai_operator_in_flight", "Slots held, by service.", ["service"], registry=registry),
-            queue_wait=Histogram("omoai_operator_queue_wait_seconds", "Time waited for a slot.", ["service"],
-                                 buckets=WAIT_BUCKETS, registry=registry),
-            reconcile_errors=Counter("omoai_operator_reconcile_errors", "Unexpected errors while driving a job.",
-                                     ["kind"], registry=registry),
+            queue_wait=Histogram(
+                "omoai_operator_queue_wait_seconds",
+                "Time waited for a slot.",
+                ["service"],
+                buckets=WAIT_BUCKETS,
+                registry=registry,
+            ),
+            reconcile_errors=Counter(
+                "omoai_operator_reconcile_errors", "Unexpected errors while driving a job.", ["kind"], registry=registry
+            ),
             transitions=Counter("omoai_operator_transitions", "Phase transitions.", ["phase"], registry=registry),
-            endpoints=Gauge("omoai_operator_endpoints", "Ready endpoints (replicas) of each service taking stages.",
-                            ["service"], registry=registry),
-            slots=Gauge("omoai_operator_slots", "Stage slots of each service: ready endpoints x slots per endpoint.",
-                        ["service"], registry=registry),
-            slots_used=Gauge("omoai_operator_slots_used", "Slots of ready endpoints running a stage.", ["service"],
-                             registry=registry),
-            discovery=Gauge("omoai_operator_endpoint_discovery",
-                            "1 while capacity follows the service's EndpointSlices, 0 on the fixed Service URL.",
-                            ["service"], registry=registry),
-            wakeups=Counter("omoai_operator_replica_wakeups",
-                            "Times a service went from no ready endpoint to one while stages waited (scale from zero).",
-                            ["service"], registry=registry),
-            failures=Counter("omoai_operator_job_failures", "Jobs that ended Failed, by reason (bounded).",
-                             ["reason"], registry=registry),
-            heartbeat=Gauge("omoai_operator_heartbeat_timestamp_seconds",
-                            "Unix time of the operator loop's last heartbeat (every few seconds, jobs or not).",
-                            registry=registry),
+            endpoints=Gauge(
+                "omoai_operator_endpoints",
+                "Ready endpoints (replicas) of each service taking stages.",
+                ["service"],
+                registry=registry,
+            ),
+            slots=Gauge(
+                "omoai_operator_slots",
+                "Stage slots of each service: ready endpoints x slots per endpoint.",
+                ["service"],
+                registry=registry,
+            ),
+            slots_used=Gauge(
+                "omoai_operator_slots_used", "Slots of ready endpoints running a stage.", ["service"], registry=registry
+            ),
+            discovery=Gauge(
+                "omoai_operator_endpoint_discovery",
+                "1 while capacity follows the service's EndpointSlices, 0 on the fixed Service URL.",
+                ["service"],
+                registry=registry,
+            ),
+            wakeups=Counter(
+                "omoai_operator_replica_wakeups",
+                "Times a service went from no ready endpoint to one while stages waited (scale from zero).",
+                ["service"],
+                registry=registry,
+            ),
+            failures=Counter(
+                "omoai_operator_job_failures",
+                "Jobs that ended Failed, by reason (bounded).",
+                ["reason"],
+                registry=registry,
+            ),
+            heartbeat=Gauge(
+                "omoai_operator_heartbeat_timestamp_seconds",
+                "Unix time of the operator loop's last heartbeat (every few seconds, jobs or not).",
+                registry=registry,
+            ),
         )
         for p in Phase:
             m.jobs.labels(phase=p.value).set(0)

@@ -205,7 +205,9 @@ def _with_segments(t: Transcript, segments: list[Segment]) -> Transcript:
     if len(segments) == len(t.segments):
         # Punctuation keeps segment times; keep the word timings (and speakers) the ASR gave.
         segments = [
-            s if s.words and s.speaker == o.speaker else s.model_copy(update={"words": s.words or o.words, "speaker": o.speaker})
+            s
+            if s.words and s.speaker == o.speaker
+            else s.model_copy(update={"words": s.words or o.words, "speaker": o.speaker})
             for s, o in zip(segments, t.segments, strict=True)
         ]
     text = " ".join(s.text.strip() for s in segments if s.text.strip())
@@ -214,12 +216,25 @@ def _with_segments(t: Transcript, segments: list[Segment]) -> Transcript:
 
 # -- the table -----------------------------------------------------------------------------------
 ASR = Stage("asr", Service.ASR, Phase.TRANSCRIBING, ASR_ARTIFACT, lambda spec: True, Pipeline.transcribe)
-PUNCTUATE = Stage("punctuate", Service.LLM, Phase.POSTPROCESSING, PUNCTUATE_ARTIFACT,
-                  lambda spec: spec.postprocess.punctuation, Pipeline.punctuate)
-SUMMARIZE = Stage("summarize", Service.LLM, Phase.POSTPROCESSING, SUMMARIZE_ARTIFACT,
-                  lambda spec: spec.postprocess.summary != "none", Pipeline.summarize)
-TOPICS = Stage("topics", Service.LLM, Phase.POSTPROCESSING, TOPICS_ARTIFACT,
-               lambda spec: spec.postprocess.topics, Pipeline.topics)
+PUNCTUATE = Stage(
+    "punctuate",
+    Service.LLM,
+    Phase.POSTPROCESSING,
+    PUNCTUATE_ARTIFACT,
+    lambda spec: spec.postprocess.punctuation,
+    Pipeline.punctuate,
+)
+SUMMARIZE = Stage(
+    "summarize",
+    Service.LLM,
+    Phase.POSTPROCESSING,
+    SUMMARIZE_ARTIFACT,
+    lambda spec: spec.postprocess.summary != "none",
+    Pipeline.summarize,
+)
+TOPICS = Stage(
+    "topics", Service.LLM, Phase.POSTPROCESSING, TOPICS_ARTIFACT, lambda spec: spec.postprocess.topics, Pipeline.topics
+)
 WRITE = Stage("write", None, Phase.POSTPROCESSING, None, lambda spec: True, Pipeline.write)
 
 #: Every stage, in the order a job runs them.

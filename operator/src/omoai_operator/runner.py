@@ -145,8 +145,7 @@ async def run_jobs(
 
 async def _run_one(rt: Any, meta: Mapping[str, Any], doc: Mapping[str, Any]) -> RunResult:
     name = meta["name"]
-    ref = JobRef(meta.get("namespace") or "local", name, str(meta.get("uid") or uuid.uuid4()),
-                 dt.datetime.now(dt.UTC))
+    ref = JobRef(meta.get("namespace") or "local", name, str(meta.get("uid") or uuid.uuid4()), dt.datetime.now(dt.UTC))
     sink = LocalSink(name)
     spec = dict(doc["spec"])
     spec["suspend"] = False  # nothing could resume it here

@@ -190,7 +190,9 @@ class S3Store:
         for name in names:
             staged = f"{self.staging}out/{name}"
             if await self._exists(staged):
-                await self._call("copy_object", Key=f"{self.prefix}/{name}", CopySource={"Bucket": self.bucket, "Key": staged})
+                await self._call(
+                    "copy_object", Key=f"{self.prefix}/{name}", CopySource={"Bucket": self.bucket, "Key": staged}
+                )
                 await self._call("delete_object", Key=staged)
         return [f"s3://{self.bucket}/{self.prefix}/{n}" for n in names]
 

@@ -33,11 +33,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         t = request.extensions.get("timeout") or {}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.get("connect"), sock_read=t.get("read"))
         body = await request.aread()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                   if k.lower() not in (b"host", b"content-length", b"transfer-encoding")]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request.headers.raw
+            if k.lower() not in (b"host", b"content-length", b"transfer-encoding")
+        ]
         try:
-            async with self._client().request(request.method, str(request.url), data=body or None, headers=headers,
-                                              timeout=timeout, allow_redirects=False) as resp:
+            async with self._client().request(
+                request.method,
+                str(request.url),
+                data=body or None,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
                 content = await resp.read()
                 raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                 status = resp.status

@@ -55,8 +55,11 @@ def asr_server(model: Path, workdir: Path, **env: str) -> Iterator[AsrServer]:
     full_env.update({"OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "INFO", **env})
     with running_process(
         [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(port)],
-        name="omoai-asr serve", log=workdir / f"asr-{port}.log", env=full_env,
-        ready_url=url + "/readyz", timeout_s=180,
+        name="omoai-asr serve",
+        log=workdir / f"asr-{port}.log",
+        env=full_env,
+        ready_url=url + "/readyz",
+        timeout_s=180,
     ) as proc:
         yield AsrServer(url, proc.popen, proc.log)
 
@@ -97,7 +100,22 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, text in enumerate(PHRASES):
         raw = d / f"raw{i}.wav"
         run(["espeak-ng", "-v", "vi", "-s", str(140 + 10 * i), "-w", str(raw), text])
-        run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "16000", str(d / f"clip{i}.wav")])
+        run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(raw),
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                str(d / f"clip{i}.wav"),
+            ]
+        )
         raw.unlink()
     return d
 
@@ -111,9 +129,7 @@ def clips(media_dir: Path) -> list[Path]:
 def media_server(media_dir: Path) -> Iterator[MediaServer]:
     host = "127.0.0.2"
     try:
-        httpd = _QuietServer(
-            (host, 0), lambda *a: _MediaHandler(*a, directory=str(media_dir))
-        )
+        httpd = _QuietServer((host, 0), lambda *a: _MediaHandler(*a, directory=str(media_dir)))
     except OSError:
         pytest.skip("cannot bind 127.0.0.2 on this machine")
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -141,11 +157,15 @@ def engine(tiny_model: Path):
     from prometheus_client import CollectorRegistry
 
     torch.set_num_threads(1)
-    return ChunkFormerEngine.load(tiny_model, MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry()))
+    return ChunkFormerEngine.load(
+        tiny_model, MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry())
+    )
 
 
 @pytest.fixture(scope="session")
-def server(tiny_model: Path, media_server: MediaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsrServer]:
+def server(
+    tiny_model: Path, media_server: MediaServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AsrServer]:
     """The shared server: file:// under the media directory, 127.0.0.2 reachable, small limits."""
     with asr_server(
         tiny_model,

@@ -32,8 +32,11 @@ def test_the_openai_client_transcribes_like_the_engine(server: AsrServer, engine
     assert plain.text == want.text and want.text.strip()
     with clips[1].open("rb") as fh:
         verbose = client.audio.transcriptions.create(
-            model="chunkformer-tiny", file=fh, response_format="verbose_json",
-            timestamp_granularities=["word", "segment"], language="vi",
+            model="chunkformer-tiny",
+            file=fh,
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+            language="vi",
         )
     assert verbose.text == want.text and verbose.language == "vi"
     assert verbose.duration == pytest.approx(want.duration)
@@ -70,12 +73,18 @@ def test_decode_options_and_formats_are_applied(server: AsrServer, engine, clips
     options = DecodeOptions(chunk_size=32, left_context=64, right_context=32, include_frames=True)
     with server.client() as http:
         r = http.post(
-            "/v1/transcriptions", files={"file": clips[0].read_bytes()},
+            "/v1/transcriptions",
+            files={"file": clips[0].read_bytes()},
             data={"chunk_size": "32", "left_context": "64", "right_context": "32", "include_frames": "true"},
         )
         assert r.status_code == 200, r.text
         assert r.json() == expected(engine, clips[0], options).model_dump(exclude_none=True)
-        for fmt, ctype in [("txt", "text/plain"), ("srt", "application/x-subrip"), ("vtt", "text/vtt"), ("md", "text/markdown")]:
+        for fmt, ctype in [
+            ("txt", "text/plain"),
+            ("srt", "application/x-subrip"),
+            ("vtt", "text/vtt"),
+            ("md", "text/markdown"),
+        ]:
             r = http.post("/v1/transcriptions", files={"file": clips[0].read_bytes()}, data={"format": fmt})
             assert r.status_code == 200 and r.headers["content-type"].startswith(ctype)
             assert r.text == render(expected(engine, clips[0]), fmt)
@@ -83,11 +92,15 @@ def test_decode_options_and_formats_are_applied(server: AsrServer, engine, clips
 
 def test_raw_audio_body_with_query_options(server: AsrServer, engine, clips: list[Path]) -> None:
     with server.client() as http:
-        r = http.post("/v1/transcriptions?format=txt", content=clips[3].read_bytes(), headers={"content-type": "audio/wav"})
+        r = http.post(
+            "/v1/transcriptions?format=txt", content=clips[3].read_bytes(), headers={"content-type": "audio/wav"}
+        )
     assert r.status_code == 200 and r.text == render(expected(engine, clips[3]), "txt")
 
 
-def test_audio_url_over_http_and_file_root(server: AsrServer, media_server: MediaServer, engine, clips: list[Path]) -> None:
+def test_audio_url_over_http_and_file_root(
+    server: AsrServer, media_server: MediaServer, engine, clips: list[Path]
+) -> None:
     want = expected(engine, clips[1]).model_dump(exclude_none=True)
     with server.client() as http:
         r = http.post("/v1/transcriptions", json={"audio_url": f"{media_server.url}/clip1.wav"})
@@ -99,7 +112,9 @@ def test_audio_url_over_http_and_file_root(server: AsrServer, media_server: Medi
         assert r.status_code == 200 and r.json() == want
 
 
-def test_probes_and_metrics_are_open_and_the_api_needs_the_token(tiny_model: Path, tmp_path: Path, clips: list[Path]) -> None:
+def test_probes_and_metrics_are_open_and_the_api_needs_the_token(
+    tiny_model: Path, tmp_path: Path, clips: list[Path]
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-0123456789\n")
     with asr_server(tiny_model, tmp_path, OMOAI_API_TOKEN_FILE=str(token_file)) as s, s.client() as http:

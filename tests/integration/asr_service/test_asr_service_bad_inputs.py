@@ -26,13 +26,23 @@ def corpus(media_dir: Path, clips: list[Path], tmp_path_factory: pytest.TempPath
     video = d / "silent.mp4"
     ff("-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=10", "-an", "-pix_fmt", "yuv420p", str(video))
     long = d / "long.wav"
-    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(long), "synth", "70", "sine", "300"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(long), "synth", "70", "sine", "300"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     one_ms = d / "one_ms.wav"
-    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(one_ms), "synth", "0.001", "sine", "300"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(one_ms), "synth", "0.001", "sine", "300"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     pcm = clips[0].read_bytes()[44:]
-    absurd_fmt = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<I", 0x7FFFFFF0) + pcm[:4000]
+    absurd_fmt = (
+        b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<I", 0x7FFFFFF0) + pcm[:4000]
+    )
     return {
         "zero_bytes": b"",
         "text_renamed_wav": b"Meeting notes, not audio.\n" * 20,
@@ -65,7 +75,9 @@ def assert_error(r, status: int, code: str | None, needle: str) -> None:
 
 
 @pytest.mark.parametrize("name, status, code, needle", CASES, ids=[c[0] for c in CASES])
-def test_bad_uploads_get_their_4xx(server: AsrServer, corpus: dict[str, bytes], name: str, status: int, code, needle: str) -> None:
+def test_bad_uploads_get_their_4xx(
+    server: AsrServer, corpus: dict[str, bytes], name: str, status: int, code, needle: str
+) -> None:
     with server.client() as http:
         r = http.post("/v1/transcriptions", files={"file": (f"{name}.wav", corpus[name])})
         assert_error(r, status, code, needle)

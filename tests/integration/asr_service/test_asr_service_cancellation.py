@@ -53,15 +53,19 @@ def test_timeouts_and_disconnects_stop_the_work(slow_model: Path, tmp_path: Path
     body = long_wav(600)
     # total_batch_duration=10 makes windows of about 5 s, so a long recording is 100+ windows.
     form = {"total_batch_duration": "10", "format": "txt"}
-    with asr_server(slow_model, tmp_path, OMOAI_REQUEST_TIMEOUT_S="3", OMOAI_TORCH_THREADS="1") as s, s.client() as http:
+    with (
+        asr_server(slow_model, tmp_path, OMOAI_REQUEST_TIMEOUT_S="3", OMOAI_TORCH_THREADS="1") as s,
+        s.client() as http,
+    ):
         r = http.post("/v1/transcriptions", files={"file": body}, data=form)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
         assert wait_for(http, "omoai_asr_batch_dropped_total", 1) == 1  # stopped at its next window
         assert sample(http.get("/metrics").text, 'omoai_asr_requests_total{outcome="timeout"}') == 1
 
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(s.url + "/v1/transcriptions", files={"file": body}, data=form,
-                       timeout=httpx.Timeout(60, read=1.0))
+            httpx.post(
+                s.url + "/v1/transcriptions", files={"file": body}, data=form, timeout=httpx.Timeout(60, read=1.0)
+            )
         assert wait_for(http, 'omoai_asr_requests_total{outcome="cancelled"}', 1) == 1
         assert wait_for(http, "omoai_asr_batch_dropped_total", 2) == 2
         assert http.get("/healthz").status_code == 200

@@ -54,8 +54,9 @@ async def test_a_full_queue_answers_429_with_retry_after_and_the_service_stays_h
         w.setframerate(16000)
         w.writeframes(synthetic_speech(120.0, seed=3).tobytes())
     body = long.read_bytes()
-    with asr_server(tiny_model, tmp_path, OMOAI_MAX_CONCURRENCY="1", OMOAI_MAX_QUEUE="2",
-                    OMOAI_MAX_BATCH_SIZE="1") as s:
+    with asr_server(
+        tiny_model, tmp_path, OMOAI_MAX_CONCURRENCY="1", OMOAI_MAX_QUEUE="2", OMOAI_MAX_BATCH_SIZE="1"
+    ) as s:
         async with httpx.AsyncClient(base_url=s.url, timeout=300) as http:
             responses = await asyncio.gather(
                 *(http.post("/v1/transcriptions", files={"file": body}, data={"format": "txt"}) for _ in range(12))

@@ -30,11 +30,20 @@ def test_promtool_finds_nothing_wrong_with_a_scrape(server: AsrServer, clips: li
     with server.client() as http:
         assert http.post("/v1/transcriptions", files={"file": clips[0].read_bytes()}).status_code == 200
         scrape = http.get("/metrics").text
-    proc = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
-    for name in ("omoai_inference_duration_seconds_bucket", "omoai_asr_audio_seconds_total", "omoai_asr_requests_total",
-                 "omoai_asr_requests_in_flight", "omoai_asr_queue_depth", "omoai_asr_batch_size_bucket",
-                 "omoai_gpu_cache_clears_total", "omoai_build_info"):
+    for name in (
+        "omoai_inference_duration_seconds_bucket",
+        "omoai_asr_audio_seconds_total",
+        "omoai_asr_requests_total",
+        "omoai_asr_requests_in_flight",
+        "omoai_asr_queue_depth",
+        "omoai_asr_batch_size_bucket",
+        "omoai_gpu_cache_clears_total",
+        "omoai_build_info",
+    ):
         assert name in scrape
     assert 'le="14400.0"' in scrape  # buckets up to hours
 
@@ -53,9 +62,14 @@ def test_prometheus_scrapes_the_service_and_computes_the_real_time_factor(
         f"  - job_name: omoai-asr\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
     prom = start_process(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        name="prometheus", log=tmp_path / "prometheus.log",
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        name="prometheus",
+        log=tmp_path / "prometheus.log",
     )
     stop = threading.Event()
 

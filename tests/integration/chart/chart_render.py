@@ -26,8 +26,9 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def helm_template(helm: Path, values: dict[str, Any] | None = None, *, files: Iterable[Path] = (),
-                  extra: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
+def helm_template(
+    helm: Path, values: dict[str, Any] | None = None, *, files: Iterable[Path] = (), extra: Iterable[str] = ()
+) -> subprocess.CompletedProcess[str]:
     """``helm template`` with --set for scalars and a values file for structured values."""
     args = [str(helm), "template", "omoai", str(CHART), "--namespace", "omoai", "--kube-version", KUBE_VERSION]
     for f in files:

@@ -23,7 +23,11 @@ IMAGES = {
 }
 PACKAGE_DIRS = {
     tomllib.loads(p.read_text(encoding="utf-8"))["project"]["name"]: p.parent.relative_to(REPO).as_posix()
-    for p in [*REPO.glob("libs/*/pyproject.toml"), *REPO.glob("services/*/pyproject.toml"), REPO / "operator/pyproject.toml"]
+    for p in [
+        *REPO.glob("libs/*/pyproject.toml"),
+        *REPO.glob("services/*/pyproject.toml"),
+        REPO / "operator/pyproject.toml",
+    ]
     if p.exists()
 }
 
@@ -103,8 +107,9 @@ def test_dockerfile_copies_existing_unignored_sources_of_every_needed_package(im
 
 def _expand(ref: str, args: dict[str, str]) -> str:
     """Docker's ARG substitution in FROM: ${X}, and ${X:+word} (word only when X is set)."""
-    ref = re.sub(r"\$\{(\w+):\+([^{}]*(?:\$\{\w+\})?[^{}]*)\}",
-                 lambda m: m.group(2) if args.get(m.group(1)) else "", ref)
+    ref = re.sub(
+        r"\$\{(\w+):\+([^{}]*(?:\$\{\w+\})?[^{}]*)\}", lambda m: m.group(2) if args.get(m.group(1)) else "", ref
+    )
     return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), ref)
 
 
@@ -136,12 +141,12 @@ def test_final_image_installs_no_compiler_or_headers(image):
 def test_dependencies_install_in_a_layer_before_the_sources_pinned_by_constraints(image):
     dockerfile, package_dir = IMAGES[image]
     build = stages(REPO / dockerfile)[0]
-    first_source = next(i for i, (op, rest) in enumerate(build)
-                        if op == "COPY" and (REPO / rest.split()[0]).is_dir())
+    first_source = next(i for i, (op, rest) in enumerate(build) if op == "COPY" and (REPO / rest.split()[0]).is_dir())
     before = build[:first_source]
     copied = [rest.split()[0] for op, rest in before if op == "COPY"]
-    assert copied and all(c.endswith("pyproject.toml") or c in ("constraints.txt", "scripts/image_requirements.py")
-                          for c in copied), copied
+    assert copied and all(
+        c.endswith("pyproject.toml") or c in ("constraints.txt", "scripts/image_requirements.py") for c in copied
+    ), copied
     assert f"{package_dir}/pyproject.toml" in copied
     deps = " ".join(rest for op, rest in before if op == "RUN")
     assert "image_requirements.py" in deps and "pip install -c" in deps, "the dependency layer is not constrained"
@@ -173,10 +178,16 @@ def test_image_requirements_are_exactly_the_third_party_dependencies(image):
     call = re.search(r"image_requirements\.py ((?:[^\s>]+\s+)+)>", runs).group(1).split()
     extras = {"services/asr": ("serve",), "services/llm": ("vllm", "transformers"), "operator": ("s3",)}[package_dir]
     dirs = [REPO / c.strip('"').replace("${LLM_EXTRAS}", ",".join(extras)).removeprefix("/src/") for c in call]
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "image_requirements.py"), *map(str, dirs)],
-                          capture_output=True, text=True, timeout=60, check=True)
-    names = {re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower().replace("_", "-")
-             for line in proc.stdout.splitlines()}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "image_requirements.py"), *map(str, dirs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = {
+        re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower().replace("_", "-") for line in proc.stdout.splitlines()
+    }
     _, third_party = local_closure(package_dir, extras)
     assert names == {n.replace("_", "-") for n in third_party}
 

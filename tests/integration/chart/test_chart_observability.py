@@ -29,8 +29,9 @@ def test_promtool_accepts_the_rule_file(promtool):
 
 def test_alert_unit_tests_pass(promtool):
     assert RULE_TESTS, "no promtool unit tests under alerts/tests/"
-    proc = subprocess.run([promtool, "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [promtool, "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -41,10 +42,20 @@ def test_every_alert_has_a_unit_test_severity_and_summary():
     for path in RULE_TESTS:
         for t in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
             tested |= {a["alertname"] for a in t.get("alert_rule_test", []) if a.get("exp_alerts")}
-    required = {"OmoaiAsrDown", "OmoaiLlmDown", "OmoaiOperatorDown", "OmoaiAsrHighErrorRatio",
-                "OmoaiLlmHighErrorRatio", "OmoaiServiceQueueSaturated", "OmoaiAsrLatencyHigh",
-                "OmoaiLlmLatencyHigh", "OmoaiGpuCacheClearsOutsideModelSwitch", "OmoaiOperatorReconcileErrors",
-                "OmoaiJobsFailing", "OmoaiJobsStuckQueued"}
+    required = {
+        "OmoaiAsrDown",
+        "OmoaiLlmDown",
+        "OmoaiOperatorDown",
+        "OmoaiAsrHighErrorRatio",
+        "OmoaiLlmHighErrorRatio",
+        "OmoaiServiceQueueSaturated",
+        "OmoaiAsrLatencyHigh",
+        "OmoaiLlmLatencyHigh",
+        "OmoaiGpuCacheClearsOutsideModelSwitch",
+        "OmoaiOperatorReconcileErrors",
+        "OmoaiJobsFailing",
+        "OmoaiJobsStuckQueued",
+    }
     assert required <= alerts.keys()
     assert sorted(alerts.keys() - tested) == [], "alerts without a firing unit test"
     for name, rule in alerts.items():
@@ -80,12 +91,25 @@ def test_dashboard_is_valid_grafana_json_with_unique_panels(path: Path):
 
 def test_dashboard_covers_the_signals_an_operator_needs():
     exprs = " ".join(t["expr"] for p in json.loads(DASHBOARDS[0].read_text())["panels"] for t in p.get("targets", []))
-    for needle in ("omoai_asr_audio_seconds_total", 'omoai_inference_duration_seconds_sum{namespace=~"$namespace",task="transcribe"}',
-                   "histogram_quantile(0.99", "omoai_asr_requests_total", "omoai_asr_queue_depth",
-                   "omoai_asr_requests_in_flight", "omoai_asr_batch_size", "omoai_gpu_cache_clears_total",
-                   "omoai_gpu_memory_allocated_bytes", "omoai_llm_tokens_total", "omoai_llm_model_switches_total",
-                   "omoai_operator_jobs", "omoai_operator_job_duration_seconds", "omoai_operator_retries_total",
-                   "omoai_operator_queue_depth", "omoai_operator_queue_wait_seconds", "omoai_operator_reconcile_errors_total"):
+    for needle in (
+        "omoai_asr_audio_seconds_total",
+        'omoai_inference_duration_seconds_sum{namespace=~"$namespace",task="transcribe"}',
+        "histogram_quantile(0.99",
+        "omoai_asr_requests_total",
+        "omoai_asr_queue_depth",
+        "omoai_asr_requests_in_flight",
+        "omoai_asr_batch_size",
+        "omoai_gpu_cache_clears_total",
+        "omoai_gpu_memory_allocated_bytes",
+        "omoai_llm_tokens_total",
+        "omoai_llm_model_switches_total",
+        "omoai_operator_jobs",
+        "omoai_operator_job_duration_seconds",
+        "omoai_operator_retries_total",
+        "omoai_operator_queue_depth",
+        "omoai_operator_queue_wait_seconds",
+        "omoai_operator_reconcile_errors_total",
+    ):
         assert needle in exprs, needle
 
 
@@ -138,8 +162,11 @@ def test_every_metric_in_dashboards_and_alerts_is_defined_in_the_sources():
     assert len(patterns) > 10, "found no metric definitions: is the source layout as expected?"
     used = _used_metric_names()
     assert len(used) > 15
-    undefined = {name: expr for name, expr in used.items()
-                 if not any(p.fullmatch(base) for base in _base_names(name) for p in patterns)}
+    undefined = {
+        name: expr
+        for name, expr in used.items()
+        if not any(p.fullmatch(base) for base in _base_names(name) for p in patterns)
+    }
     assert undefined == {}, f"metrics no source defines: {sorted(undefined)}"
 
 

@@ -57,11 +57,23 @@ def test_default_values_render_every_component(render):
     docs = render()
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(
-        ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy",
-         "PersistentVolumeClaim", "PodDisruptionBudget", "Pod", "Role", "RoleBinding", "Service", "ServiceAccount"]
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Pod",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ]
     )
-    assert {d["metadata"]["name"] for d in find(docs, "Deployment")} == {
-        "omoai-asr", "omoai-llm", "omoai-operator"}
+    assert {d["metadata"]["name"] for d in find(docs, "Deployment")} == {"omoai-asr", "omoai-llm", "omoai-operator"}
 
 
 @pytest.mark.parametrize("version", ["1.29.0", kubernetes_validate.utils.latest_version()])
@@ -95,14 +107,22 @@ def test_component_toggles_remove_their_resources(render):
 
 
 def test_monitoring_toggles_render_prometheus_operator_objects(render):
-    docs = render({
-        "metrics.serviceMonitor.enabled": True, "metrics.podMonitor.enabled": True,
-        "metrics.prometheusRule.enabled": True, "metrics.dashboards.enabled": True,
-        "metrics.labels.release": "kube-prometheus-stack", "metrics.podMonitor.labels.team": "ml",
-    })
+    docs = render(
+        {
+            "metrics.serviceMonitor.enabled": True,
+            "metrics.podMonitor.enabled": True,
+            "metrics.prometheusRule.enabled": True,
+            "metrics.dashboards.enabled": True,
+            "metrics.labels.release": "kube-prometheus-stack",
+            "metrics.podMonitor.labels.team": "ml",
+        }
+    )
     for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
         for doc in find(docs, kind):
-            assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack", (kind, "kube-prometheus-stack selects by release")
+            assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack", (
+                kind,
+                "kube-prometheus-stack selects by release",
+            )
     assert one(docs, "PodMonitor", "omoai-operator")["metadata"]["labels"]["team"] == "ml"
     monitors = find(docs, "ServiceMonitor")
     assert {m["metadata"]["name"] for m in monitors} == {"omoai-asr", "omoai-llm"}
@@ -115,8 +135,13 @@ def test_monitoring_toggles_render_prometheus_operator_objects(render):
 def test_labels_follow_the_helm_create_scaffold(render):
     for doc in render():
         labels = doc["metadata"]["labels"]
-        for key in ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
-                    "app.kubernetes.io/version", "app.kubernetes.io/managed-by"):
+        for key in (
+            "helm.sh/chart",
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+        ):
             assert key in labels, (doc["kind"], doc["metadata"]["name"], key)
     for dep in find(render(), "Deployment"):
         selector = dep["spec"]["selector"]["matchLabels"]
@@ -161,8 +186,9 @@ def test_network_policies_admit_the_operator_and_prometheus_only(render):
     assert peers[2]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     assert len(peers) == 3
     without_tests = one(render({"tests.enabled": False}), "NetworkPolicy", "omoai-asr")["spec"]["ingress"][0]["from"]
-    assert [p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for p in without_tests] == [
-        "operator", None]
+    assert [
+        p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for p in without_tests
+    ] == ["operator", None]
     op = one(docs, "NetworkPolicy", "omoai-operator")
     assert op["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
 
@@ -171,8 +197,10 @@ def test_network_policies_admit_the_operator_and_prometheus_only(render):
 
 
 def test_gpu_services_request_gpus_tolerate_the_taint_and_probe_the_right_paths(render):
-    docs = render(asr__nodeSelector={"cloud.google.com/gke-nodepool": "asr-l4"},
-                  llm__nodeSelector={"cloud.google.com/gke-nodepool": "llm-a100"})
+    docs = render(
+        asr__nodeSelector={"cloud.google.com/gke-nodepool": "asr-l4"},
+        llm__nodeSelector={"cloud.google.com/gke-nodepool": "llm-a100"},
+    )
     for name, pool in (("omoai-asr", "asr-l4"), ("omoai-llm", "llm-a100")):
         pod = one(docs, "Deployment", name)["spec"]["template"]["spec"]
         c = pod["containers"][0]
@@ -234,7 +262,10 @@ def test_shared_claims_are_mounted_alike_in_the_asr_service_and_the_operator(ren
         assert asr_mounts[path]["readOnly"] is True
         assert op_mounts[path]["readOnly"] is False
     assert env_of(asr)["OMOAI_FILE_ROOT"] == "/data"
-    assert one(docs, "PersistentVolumeClaim", "omoai-shared")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert (
+        one(docs, "PersistentVolumeClaim", "omoai-shared")["metadata"]["annotations"]["helm.sh/resource-policy"]
+        == "keep"
+    )
 
 
 # -- the environment matches the settings classes exactly ------------------------------------------
@@ -255,8 +286,9 @@ def _settings_fields(module: str, cls: str) -> set[str]:
 )
 def test_every_omoai_variable_the_chart_sets_is_a_real_setting(render, deployment, module, cls):
     fields = _settings_fields(module, cls)
-    docs = render({"auth.enabled": True, "operator.watchNamespaces[0]": "team-a",
-                   "llm.openaiApiKeySecret.name": "upstream"})
+    docs = render(
+        {"auth.enabled": True, "operator.watchNamespaces[0]": "team-a", "llm.openaiApiKeySecret.name": "upstream"}
+    )
     env = env_of(one(docs, "Deployment", deployment))
     unknown = sorted(k for k in env if k.startswith("OMOAI_") and k not in fields)
     assert unknown == [], f"{deployment} sets variables {cls} does not read: {unknown}"
@@ -271,8 +303,11 @@ def test_chart_environment_passes_the_settings_validation(render, tmp_path):
         ("omoai-operator", "omoai_operator.settings", "OperatorSettings"),
     ):
         mod = pytest.importorskip(module)
-        env = {k: v for k, v in env_of(one(docs, "Deployment", deployment)).items()
-               if k.startswith("OMOAI_") and isinstance(v, str)}
+        env = {
+            k: v
+            for k, v in env_of(one(docs, "Deployment", deployment)).items()
+            if k.startswith("OMOAI_") and isinstance(v, str)
+        }
         if "OMOAI_FILE_ROOT" in env:  # must exist: in the pod it is the shared volume's mount
             env["OMOAI_FILE_ROOT"] = str(tmp_path)
         code = (
@@ -280,8 +315,9 @@ def test_chart_environment_passes_the_settings_validation(render, tmp_path):
             f"m = importlib.import_module({module!r}); load_settings(getattr(m, {cls!r}))"
         )
         clean = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
-        proc = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, f"{deployment}: {proc.stderr[-2000:]}"
         assert mod is not None
 
@@ -290,20 +326,22 @@ def test_chart_environment_passes_the_settings_validation(render, tmp_path):
 
 
 def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return {
+        (g, r, v) for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
 
 
-OPERATOR_NEEDS = {
-    ("omoai.io", "transcriptionjobs", v) for v in ("get", "list", "watch", "patch", "delete")
-} | {
-    ("omoai.io", "transcriptionjobs/status", "get"), ("omoai.io", "transcriptionjobs/status", "patch"),
+OPERATOR_NEEDS = {("omoai.io", "transcriptionjobs", v) for v in ("get", "list", "watch", "patch", "delete")} | {
+    ("omoai.io", "transcriptionjobs/status", "get"),
+    ("omoai.io", "transcriptionjobs/status", "patch"),
     ("", "events", "create"),
 }
 SECRETS = {("", "secrets", "get")}
 CLUSTER_SCANNING = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-    ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
 }
 
 
@@ -317,7 +355,10 @@ def test_cluster_wide_operator_rbac_is_exactly_what_it_needs(render):
     secrets = one(docs, "Role", "omoai-operator-secrets")
     assert secrets["metadata"]["namespace"] == "omoai" and _rules(secrets) == SECRETS
     assert one(docs, "RoleBinding", "omoai-operator-secrets")["subjects"] == binding["subjects"]
-    assert one(docs, "ClusterKopfPeering", "omoai")["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert (
+        one(docs, "ClusterKopfPeering", "omoai")["metadata"]["annotations"]["helm.sh/hook"]
+        == "post-install,post-upgrade"
+    )
 
 
 def test_operator_reads_secrets_in_more_namespaces_or_cluster_wide_only_when_asked(render):
@@ -387,11 +428,13 @@ def test_schema_rejects_bad_values_with_a_message_naming_them(helm, values, mess
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"asr.gpu.enabled": False}, "asr.config.device is \"cuda\" but asr.gpu.enabled is false"),
+        ({"asr.gpu.enabled": False}, 'asr.config.device is "cuda" but asr.gpu.enabled is false'),
         ({"llm.config.device": "cpu"}, "llm.config.device is cpu but llm.gpu.enabled"),
         ({"asr.modelCache.type": "pvc", "asr.replicaCount": 2}, "cannot share"),
-        ({"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5, "asr.modelCache.type": "emptyDir"},
-         "minReplicas"),
+        (
+            {"asr.autoscaling.enabled": True, "asr.autoscaling.minReplicas": 5, "asr.modelCache.type": "emptyDir"},
+            "minReplicas",
+        ),
     ],
 )
 def test_contradictory_values_fail_with_a_clear_message(helm, values, message):
@@ -401,8 +444,9 @@ def test_contradictory_values_fail_with_a_clear_message(helm, values, message):
 
 
 def test_values_schema_is_in_sync_with_values_yaml():
-    proc = subprocess.run([sys.executable, str(CHART / "hack" / "gen_schema.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(CHART / "hack" / "gen_schema.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -48,7 +48,10 @@ def serve_process(args: list[str], env: dict[str, str] | None = None, *, timeout
     url = f"http://127.0.0.1:{port}"
     with running_process(
         [str(exe), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-        name="omoai-llm serve", env=full_env, ready_url=f"{url}/readyz", timeout_s=timeout_s,
+        name="omoai-llm serve",
+        env=full_env,
+        ready_url=f"{url}/readyz",
+        timeout_s=timeout_s,
     ):
         yield url
 

@@ -41,10 +41,14 @@ def _crd_kind() -> tuple[Kind, dict[str, Any]]:
     names = crd["spec"]["names"]
     version = next(v for v in crd["spec"]["versions"] if v["storage"])
     kind = Kind(
-        crd["spec"]["group"], version["name"], names["plural"], names["kind"],
+        crd["spec"]["group"],
+        version["name"],
+        names["plural"],
+        names["kind"],
         namespaced=crd["spec"]["scope"] == "Namespaced",
         status_subresource="status" in (version.get("subresources") or {}),
-        validate=operator_crd.validate, defaults=operator_crd.apply_defaults,
+        validate=operator_crd.validate,
+        defaults=operator_crd.apply_defaults,
     )
     return kind, names
 
@@ -81,8 +85,9 @@ class Kube:
         return r.json()
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        r = self.http.patch(f"{self.base}/{name}", json={"spec": spec},
-                            headers={"Content-Type": "application/merge-patch+json"})
+        r = self.http.patch(
+            f"{self.base}/{name}", json={"spec": spec}, headers={"Content-Type": "application/merge-patch+json"}
+        )
         r.raise_for_status()
         return r.json()
 
@@ -94,7 +99,9 @@ class Kube:
         obj = self.get(name)
         return (obj or {}).get("status") or {}
 
-    def wait(self, name: str, pred: Callable[[dict[str, Any] | None], bool], timeout: float = 60.0) -> dict[str, Any] | None:
+    def wait(
+        self, name: str, pred: Callable[[dict[str, Any] | None], bool], timeout: float = 60.0
+    ) -> dict[str, Any] | None:
         end = time.monotonic() + timeout
         while True:
             obj = self.get(name)
@@ -136,14 +143,22 @@ class Kube:
         ports = sorted({p for _, p, _ in endpoints})
         assert len(ports) <= 1, "one port per slice"
         body: dict[str, Any] = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": slice_name, "labels": {"kubernetes.io/service-name": service,
-                                                          "endpointslice.kubernetes.io/managed-by": "tests"}},
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "addressType": "IPv4",
+            "metadata": {
+                "name": slice_name,
+                "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "tests"},
+            },
             "ports": [{"name": "http", "port": ports[0], "protocol": "TCP"}] if ports else [],
-            "endpoints": [{"addresses": [a], "conditions": {"ready": ready and not terminating, "serving": ready,
-                                                            "terminating": terminating},
-                           "targetRef": {"kind": "Pod", "name": f"{slice_name}-pod", "namespace": NAMESPACE}}
-                          for a, _, ready in endpoints],
+            "endpoints": [
+                {
+                    "addresses": [a],
+                    "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                    "targetRef": {"kind": "Pod", "name": f"{slice_name}-pod", "namespace": NAMESPACE},
+                }
+                for a, _, ready in endpoints
+            ],
         }
         path = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
         r = self.http.get(f"{path}/{slice_name}")
@@ -161,8 +176,12 @@ class Kube:
     def create_secret(self, name: str, data: dict[str, str]) -> None:
         import base64
 
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
         self.http.post(f"/api/v1/namespaces/{NAMESPACE}/secrets", json=body).raise_for_status()
 
 
@@ -190,10 +209,14 @@ def kube(emulator: EmulatorThread) -> Kube:
 @pytest.fixture
 def kubeconfig(emulator: EmulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cfg = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "emulator",
         "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
         "users": [{"name": "tester", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": NAMESPACE}}],
+        "contexts": [
+            {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": NAMESPACE}}
+        ],
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(cfg))
@@ -236,9 +259,18 @@ def real_services(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     work = tmp_path_factory.mktemp("services")
     model = work / "asr-model"
     subprocess.run(
-        [sys.executable, "-c", ("import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
-                                "write_random_checkpoint(sys.argv[1])"), str(model)],
-        check=True, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from omoai_asr.engine.testing import write_random_checkpoint; "
+                "write_random_checkpoint(sys.argv[1])"
+            ),
+            str(model),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     fake = FakeOpenAI()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
@@ -246,18 +278,48 @@ def real_services(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     try:
         asr_port, llm_port = free_port(), free_port()
         # Both start before either is waited for: their start-ups overlap.
-        procs.append(start_process(
-            [sys.executable, "-m", "omoai_asr", "serve", "--model", str(model), "--port", str(asr_port),
-             "--file-root", str(shared_root)],
-            name="omoai-asr serve", log=work / "asr.log",
-            env={**base_env, "OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "WARNING"},
-        ))
-        procs.append(start_process(
-            [sys.executable, "-m", "omoai_llm", "serve", "--backend", "openai", "--model", FakeOpenAI.MODEL,
-             "--openai-base-url", fake.url, "--host", "127.0.0.1", "--port", str(llm_port)],
-            name="omoai-llm serve", log=work / "llm.log",
-            env={**base_env, "OMOAI_LOG_LEVEL": "WARNING", "OMOAI_OPENAI_RETRIES": "0"},
-        ))
+        procs.append(
+            start_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "omoai_asr",
+                    "serve",
+                    "--model",
+                    str(model),
+                    "--port",
+                    str(asr_port),
+                    "--file-root",
+                    str(shared_root),
+                ],
+                name="omoai-asr serve",
+                log=work / "asr.log",
+                env={**base_env, "OMOAI_TORCH_THREADS": "1", "OMOAI_LOG_LEVEL": "WARNING"},
+            )
+        )
+        procs.append(
+            start_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "omoai_llm",
+                    "serve",
+                    "--backend",
+                    "openai",
+                    "--model",
+                    FakeOpenAI.MODEL,
+                    "--openai-base-url",
+                    fake.url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(llm_port),
+                ],
+                name="omoai-llm serve",
+                log=work / "llm.log",
+                env={**base_env, "OMOAI_LOG_LEVEL": "WARNING", "OMOAI_OPENAI_RETRIES": "0"},
+            )
+        )
         asr_url, llm_url = f"http://127.0.0.1:{asr_port}", f"http://127.0.0.1:{llm_port}"
         procs[0].wait_ready(asr_url + "/readyz", timeout_s=240)
         procs[1].wait_ready(llm_url + "/readyz", timeout_s=240)
@@ -333,8 +395,18 @@ def run_operator(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, *extra: s
 def operator_process(env: dict[str, str], log_path: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """``omoai operator`` as a real process (it can be killed with SIGKILL)."""
     standalone = ["--standalone"] if env.get("OMOAI_PEERING_STANDALONE", "true") == "true" else []
-    cmd = [sys.executable, "-m", "omoai_operator.cli", "operator", *standalone, "-n", NAMESPACE,
-           "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "omoai_operator.cli",
+        "operator",
+        *standalone,
+        "-n",
+        NAMESPACE,
+        "--liveness",
+        f"http://127.0.0.1:{free_port()}/healthz",
+        *extra,
+    ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -37,13 +37,16 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
         asr.hold()  # the first two jobs take the slots and wait; the other 48 queue up
         metrics_port = free_port()
-        env = operator_env(asr.url, llm.url, data_dir.parent, asr_concurrency=2, llm_concurrency=2,
-                           OMOAI_METRICS_PORT=metrics_port)
+        env = operator_env(
+            asr.url, llm.url, data_dir.parent, asr_concurrency=2, llm_concurrency=2, OMOAI_METRICS_PORT=metrics_port
+        )
         with run_operator(env, monkeypatch):
             for i, name in enumerate(names):
                 body = job(name, priority=_priority(i))
-                body["spec"]["output"] = {"pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
-                                          "formats": ["json"]}
+                body["spec"]["output"] = {
+                    "pvc": {"claimName": "omoai-data", "path": f"{data_dir.name}/out"},
+                    "formats": ["json"],
+                }
                 kube.create(body)
             asr.wait_for(lambda: asr.count("/v1/transcriptions") == 2)
             queued = [n for n in names if n not in ("batch-00", "batch-01")]
@@ -53,9 +56,14 @@ def test_fifty_jobs_with_concurrency_two_all_succeed_in_priority_order_never_ove
             expected = sorted(queued, key=lambda n: (-_priority(int(n[-2:])), int(n[-2:])))
             for pos, name in enumerate(expected, start=1):
                 kube.wait(name, lambda o, p=pos: (o or {}).get("status", {}).get("queuePosition") == p, timeout=30)
-            waiting = _metrics_once(metrics_port, [
-                'omoai_operator_queue_depth{service="asr"} 48.0', 'omoai_operator_in_flight{service="asr"} 2.0',
-                'omoai_operator_jobs{phase="Queued"} 48.0'])
+            waiting = _metrics_once(
+                metrics_port,
+                [
+                    'omoai_operator_queue_depth{service="asr"} 48.0',
+                    'omoai_operator_in_flight{service="asr"} 2.0',
+                    'omoai_operator_jobs{phase="Queued"} 48.0',
+                ],
+            )
             # One held request at a time: its slot goes to the head of the line, whose request is
             # then the only one that can arrive; wait for it before letting the next one go.
             for arrived in range(3, N + 1):

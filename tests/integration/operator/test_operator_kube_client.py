@@ -37,7 +37,9 @@ async def _server(tokens: dict[str, str]) -> tuple[aiohttp.web.AppRunner, str]:
 
 
 @pytest.mark.timeout(30)
-async def test_a_rotated_service_account_token_is_picked_up_on_401(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_rotated_service_account_token_is_picked_up_on_401(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tokens = {"valid": "old-token"}
     runner, url = await _server(tokens)
     token_file = tmp_path / "token"

@@ -31,7 +31,11 @@ def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def test_kubectl_apply_get_delete_an_example_through_the_emulator(
-    kube: Kube, kubeconfig: Path, stubs: StubServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    kube: Kube,
+    kubeconfig: Path,
+    stubs: StubServices,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     manifest = yaml.safe_load((EXAMPLES / "transcriptionjob-url.yaml").read_text())
@@ -40,7 +44,10 @@ def test_kubectl_apply_get_delete_an_example_through_the_emulator(
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(manifest))
     name = manifest["metadata"]["name"]
-    with proxies_for(stubs.url, stubs.url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+    with (
+        proxies_for(stubs.url, stubs.url) as (asr, llm),
+        run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch),
+    ):
         assert "transcriptionjobs" in kubectl("api-resources", "--api-group=omoai.io").stdout
         out = kubectl("apply", "--validate=false", "-f", str(path)).stdout
         assert f"transcriptionjob.omoai.io/{name} created" in out
@@ -48,8 +55,9 @@ def test_kubectl_apply_get_delete_an_example_through_the_emulator(
         got = json.loads(kubectl("get", "tj", name, "-o", "json").stdout)
         # Printer columns: kubectl needs server-side tables for them, which the emulator does not
         # serve; read each column's jsonPath instead.
-        columns = {c["name"]: c["jsonPath"] for c in operator_crd.load_crd()["spec"]["versions"][0][
-            "additionalPrinterColumns"]}
+        columns = {
+            c["name"]: c["jsonPath"] for c in operator_crd.load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+        }
         values = {n: kubectl("get", "tj", name, "-o", f"jsonpath={{{p}}}").stdout for n, p in columns.items()}
         listed = kubectl("get", "transcriptionjobs", "-o", "name").stdout.split()
         out = kubectl("delete", "tj", name, "--timeout=30s").stdout
@@ -61,14 +69,18 @@ def test_kubectl_apply_get_delete_an_example_through_the_emulator(
     assert float(values["RTF"]) > 0 and values["Age"].endswith("Z")
     assert listed == [f"transcriptionjob.omoai.io/{name}"]
     assert f'transcriptionjob.omoai.io "{name}" deleted' in out
-    assert sorted(p.name for p in (data_dir / "results").iterdir()) == [f"{name}.{f}" for f in ("json", "md", "srt", "vtt")]
+    assert sorted(p.name for p in (data_dir / "results").iterdir()) == [
+        f"{name}.{f}" for f in ("json", "md", "srt", "vtt")
+    ]
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"source": {"url": "https://a.example/x.wav", "pvc": {"claimName": "d", "path": "x.wav"}}},
-         "exactly one audio source"),
+        (
+            {"source": {"url": "https://a.example/x.wav", "pvc": {"claimName": "d", "path": "x.wav"}}},
+            "exactly one audio source",
+        ),
         ({"source": {}}, "exactly one audio source"),
         ({"source": {"url": "ftp://a.example/x.wav"}}, "spec.source.url"),
         ({"source": {"pvc": {"claimName": "omoai-data", "path": "../etc/passwd"}}}, "must not contain '..'"),
@@ -94,8 +106,11 @@ def test_the_api_rejects_invalid_specs_with_the_crd_schema(kube: Kube, change: d
 
 def test_the_api_refuses_changing_the_source_but_allows_suspend_and_priority(kube: Kube) -> None:
     kube.create(job("fixed"))
-    r = kube.http.patch(f"{kube.base}/fixed", json={"spec": {"source": {"url": "https://other.example/y.wav"}}},
-                        headers={"Content-Type": "application/merge-patch+json"})
+    r = kube.http.patch(
+        f"{kube.base}/fixed",
+        json={"spec": {"source": {"url": "https://other.example/y.wav"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 422 and "only suspend, priority" in r.json()["message"]
     updated = kube.patch_spec("fixed", {"suspend": True, "priority": 7})
     assert updated["metadata"]["generation"] == 2 and updated["spec"]["priority"] == 7

@@ -18,13 +18,19 @@ PEERINGS = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 
 
 def test_only_the_highest_priority_replica_acts(
-    emulator: EmulatorThread, kube: Kube, kubeconfig: Path, stubs: StubServices, data_dir: Path,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    emulator: EmulatorThread,
+    kube: Kube,
+    kubeconfig: Path,
+    stubs: StubServices,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     emulator.emulator.add_kind(PEERINGS)
-    httpx.post(f"{emulator.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings",
-               json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "omoai"}}
-               ).raise_for_status()
+    httpx.post(
+        f"{emulator.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings",
+        json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "omoai"}},
+    ).raise_for_status()
     log = tmp_path / "standby.log"
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
         env = operator_env(asr.url, llm.url, data_dir.parent, OMOAI_PEERING_STANDALONE="false")

@@ -31,8 +31,9 @@ def test_s3_example_reads_its_secret_presigns_the_audio_and_commits_outputs_to_t
     name, secret = manifest["metadata"]["name"], spec["source"]["s3"]["secretRef"]["name"]
     s3.objects[f"{spec['source']['s3']['bucket']}/{spec['source']['s3']['key']}"] = AUDIO
     try:
-        with proxies_for(stubs.url, stubs.url) as (asr, llm), run_operator(
-            operator_env(asr.url, llm.url, data_dir.parent), monkeypatch
+        with (
+            proxies_for(stubs.url, stubs.url) as (asr, llm),
+            run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch),
         ):
             kube.create(manifest)  # before its Secret exists: a retryable wait, as with Pods
             kube.wait(name, lambda o: "SecretNotFound" in (o or {}).get("status", {}).get("message", ""))
@@ -45,7 +46,8 @@ def test_s3_example_reads_its_secret_presigns_the_audio_and_commits_outputs_to_t
     assert status["retries"] >= 1
     prefix = "meetings/transcripts/2026/03"
     assert sorted(k for k in s3.objects if k.startswith(prefix)) == [
-        f"{prefix}/board-meeting.{fmt}" for fmt in ("json", "md", "txt")]
+        f"{prefix}/board-meeting.{fmt}" for fmt in ("json", "md", "txt")
+    ]
     assert not [k for k in s3.objects if ".omoai-staging" in k]  # staging dropped after the commit
     assert status["results"]["files"] == [f"s3://{prefix}/board-meeting.{f}" for f in ("json", "md", "txt")]
     assert s3.presigned_gets == ["meetings/2026/03/board-meeting.wav"]

@@ -82,8 +82,10 @@ def test_happy_path_transcribes_postprocesses_and_writes_every_format_once(
     assert status["audioDurationSeconds"] == pytest.approx(7.0, abs=1.0)
     assert status["realTimeFactor"] > 0
     assert [c["type"] for c in status["conditions"] if c["status"] == "True"] == ["Admitted", "Complete"]
-    assert all(status["stages"][s]["state"] == "Succeeded" and status["stages"][s]["attempts"] == 1
-               for s in ("asr", "punctuate", "summarize", "topics", "write"))
+    assert all(
+        status["stages"][s]["state"] == "Succeeded" and status["stages"][s]["attempts"] == 1
+        for s in ("asr", "punctuate", "summarize", "topics", "write")
+    )
     rel = f"pvc://{CLAIM}/{data_dir.name}/out"
     assert status["results"] == {"location": f"{rel}/", "files": [f"{rel}/happy.{f}" for f in sorted(FORMATS)]}
     assert status["summary"].startswith("Lời chào")
@@ -191,8 +193,13 @@ def test_suspend_pauses_before_the_next_stage_and_resume_finishes(
             kube.patch_spec("pausing", {"suspend": True})
             llm.wait_for(lambda: (bodies["pausing"].get("spec") or {}).get("suspend") is True, timeout=30)
             llm.release()  # the running stage finishes; the next one must not start
-            paused = kube.wait("pausing", lambda o: any(
-                c["type"] == "Suspended" and c["status"] == "True" for c in (o or {}).get("status", {}).get("conditions", [])))
+            paused = kube.wait(
+                "pausing",
+                lambda o: any(
+                    c["type"] == "Suspended" and c["status"] == "True"
+                    for c in (o or {}).get("status", {}).get("conditions", [])
+                ),
+            )
             kube.wait("pausing", lambda o: o["status"]["stages"].get("punctuate", {}).get("state") == "Succeeded")
             time.sleep(1.0)
             assert llm.count("/v1/summarize") == 0
@@ -229,7 +236,11 @@ def test_delete_while_transcribing_cancels_the_request_and_leaves_nothing(
 
 
 def test_operator_killed_mid_job_restarts_and_completes_exactly_once(
-    kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    kube: Kube,
+    kubeconfig: Path,
+    real_services: RealServices,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm):
@@ -257,9 +268,18 @@ def test_operator_killed_mid_job_restarts_and_completes_exactly_once(
 def test_ttl_after_finished_deletes_the_job_and_keeps_its_outputs(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
-        kube.create(_tj("brief", data_dir, ttlSecondsAfterFinished=1,
-                        postprocess={"punctuation": False, "summary": "none", "topics": False}))
+    with (
+        proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm),
+        run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch),
+    ):
+        kube.create(
+            _tj(
+                "brief",
+                data_dir,
+                ttlSecondsAfterFinished=1,
+                postprocess={"punctuation": False, "summary": "none", "topics": False},
+            )
+        )
         status = kube.wait_phase("brief", "Succeeded", "Failed")
         kube.wait_gone("brief", timeout=20)
     assert status["phase"] == "Succeeded"
@@ -272,7 +292,10 @@ def test_undecodable_audio_fails_at_once_with_a_clear_reason(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (data_dir / "audio" / "notes.wav").write_bytes(b"this is a text file, not a recording\n" * 20)
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+    with (
+        proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm),
+        run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch),
+    ):
         kube.create(_tj("garbage", data_dir, audio=f"{data_dir.name}/audio/notes.wav", backoffLimit=5))
         status = kube.wait_phase("garbage", "Succeeded", "Failed")
     assert status["phase"] == "Failed" and status["reason"] == "InvalidAudio", status
@@ -283,7 +306,10 @@ def test_undecodable_audio_fails_at_once_with_a_clear_reason(
 def test_specs_only_the_operator_can_judge_fail_with_a_reason_and_no_retry(
     kube: Kube, kubeconfig: Path, real_services: RealServices, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm), run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch):
+    with (
+        proxies_for(real_services.asr_url, real_services.llm_url) as (asr, llm),
+        run_operator(operator_env(asr.url, llm.url, data_dir.parent), monkeypatch),
+    ):
         unshared = _tj("unshared", data_dir)
         unshared["spec"]["source"] = {"pvc": {"claimName": "someone-elses", "path": "a.wav"}}
         kube.create(unshared)

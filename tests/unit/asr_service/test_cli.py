@@ -58,12 +58,24 @@ def test_json_output_is_the_engine_transcript(
 def test_include_frames_and_decode_flags_reach_the_engine(
     tiny_model: Path, speech: list[Path], engine: ChunkFormerEngine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["transcribe", str(tiny_model), str(speech[0]), "--include-frames", "--chunk-size", "32",
-            "--left-context", "64", "--right-context", "32", "--no-word-timestamps"]
+    argv = [
+        "transcribe",
+        str(tiny_model),
+        str(speech[0]),
+        "--include-frames",
+        "--chunk-size",
+        "32",
+        "--left-context",
+        "64",
+        "--right-context",
+        "32",
+        "--no-word-timestamps",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
-    options = DecodeOptions(chunk_size=32, left_context=64, right_context=32, include_frames=True,
-                            word_timestamps=False)
+    options = DecodeOptions(
+        chunk_size=32, left_context=64, right_context=32, include_frames=True, word_timestamps=False
+    )
     expected = engine.transcribe(decode_audio(speech[0]).samples, options)
     assert doc["frames"] == expected.frames and doc["text"] == expected.text
     assert all(not s.get("words") for s in doc["segments"])
@@ -133,13 +145,19 @@ def test_serve_without_a_model_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
     assert "--model" in capsys.readouterr().err
 
 
-def test_the_console_script_keeps_stdout_clean_and_prints_no_traceback(tiny_model: Path, speech: list[Path], tmp_path: Path) -> None:
+def test_the_console_script_keeps_stdout_clean_and_prints_no_traceback(
+    tiny_model: Path, speech: list[Path], tmp_path: Path
+) -> None:
     exe = Path(sys.executable).with_name("omoai-asr")
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x10" + b"\xff\xfb" * 10)
     proc = subprocess.run(
         [str(exe), "transcribe", str(tiny_model), str(speech[0]), str(bad), "--format", "txt"],
-        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "OMOAI_LOG_LEVEL": "DEBUG"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "OMOAI_LOG_LEVEL": "DEBUG"},
     )
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"==> {speech[0]} <==\n")

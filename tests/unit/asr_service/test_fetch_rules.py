@@ -18,8 +18,23 @@ def policy(**kw) -> FetchPolicy:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "127.8.9.10", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-     "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "192.0.2.1"],
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "192.0.2.1",
+    ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     with pytest.raises(UrlNotAllowedError) as e:
@@ -43,7 +58,9 @@ def test_allow_private_addresses_switch_allows_loopback() -> None:
     assert str(check_address("127.0.0.1", policy(allow_private=True), "h")) == "127.0.0.1"
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/a.wav", "gopher://x/", "javascript:alert(1)", "data:audio/wav;base64,AA==", "a.wav"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/a.wav", "gopher://x/", "javascript:alert(1)", "data:audio/wav;base64,AA==", "a.wav"]
+)
 async def test_unsupported_schemes_are_refused(url: str) -> None:
     with pytest.raises(UrlNotAllowedError, match="scheme"):
         async with open_url(url, policy()):
@@ -91,8 +108,14 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "url",
-    ["file://../../etc/passwd", "file:///etc/passwd", "file://%2e%2e/secret.txt", "file:../secret.txt",
-     "file://sub/../../secret.txt", "file:///sub/a.wav"],
+    [
+        "file://../../etc/passwd",
+        "file:///etc/passwd",
+        "file://%2e%2e/secret.txt",
+        "file:../secret.txt",
+        "file://sub/../../secret.txt",
+        "file:///sub/a.wav",
+    ],
 )
 def test_file_urls_outside_the_root_are_refused(root: Path, url: str) -> None:
     with pytest.raises(UrlNotAllowedError, match="outside"):

@@ -79,8 +79,9 @@ def test_granularities_need_verbose_json() -> None:
 
 def _transcript() -> Transcript:
     words = [Word(word="xin", start=0.1, end=0.3), Word(word="chào", start=0.3, end=0.6)]
-    return Transcript(text="xin chào", segments=[Segment(text="xin chào", start=0.1, end=0.6, words=words)],
-                      duration=1.0, model="m")
+    return Transcript(
+        text="xin chào", segments=[Segment(text="xin chào", start=0.1, end=0.6, words=words)], duration=1.0, model="m"
+    )
 
 
 def test_verbose_json_has_segments_by_default_and_words_only_when_asked() -> None:

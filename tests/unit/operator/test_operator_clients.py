@@ -13,8 +13,12 @@ from omoai_core.schemas import Segment
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
 
 NO_OPTIONS = TranscriptionOptions()
-TRANSCRIPT = {"text": "xin chào", "duration": 1.5, "model": "m",
-              "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5, "words": []}]}
+TRANSCRIPT = {
+    "text": "xin chào",
+    "duration": 1.5,
+    "model": "m",
+    "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5, "words": []}],
+}
 
 
 def client(handler, svc: str = "ASR") -> ServiceClient:
@@ -48,9 +52,7 @@ async def test_asr_upload_sends_the_file_as_multipart(tmp_path: Path) -> None:
         seen["body"] = request.content
         return httpx.Response(200, json=TRANSCRIPT)
 
-    await AsrClient(client(handler)).transcribe_file(
-        audio, TranscriptionOptions(chunk_size=32, word_timestamps=False)
-    )
+    await AsrClient(client(handler)).transcribe_file(audio, TranscriptionOptions(chunk_size=32, word_timestamps=False))
     assert seen["ctype"].startswith("multipart/form-data")
     assert b'name="file"; filename="a.wav"' in seen["body"] and b"RIFF...." in seen["body"]
     assert b'name="word_timestamps"\r\n\r\nfalse' in seen["body"]
@@ -129,13 +131,28 @@ async def test_llm_requests_match_the_llm_service_protocol() -> None:
         body = json.loads(request.content)
         bodies[request.url.path] = body
         if request.url.path == "/v1/punctuate":
-            return httpx.Response(200, json={
-                "segments": [{"text": "Xin chào.", "start": 0.0, "end": 1.5, "words": []}], "text": "Xin chào.",
-                "quality": {"wer": 0.0, "cer": 0.0, "words_in": 2, "words_out": 2, "fallback_segments": 0},
-                "alignment": {}, "chunks": 1, "usage": {}})
+            return httpx.Response(
+                200,
+                json={
+                    "segments": [{"text": "Xin chào.", "start": 0.0, "end": 1.5, "words": []}],
+                    "text": "Xin chào.",
+                    "quality": {"wer": 0.0, "cer": 0.0, "words_in": 2, "words_out": 2, "fallback_segments": 0},
+                    "alignment": {},
+                    "chunks": 1,
+                    "usage": {},
+                },
+            )
         if request.url.path == "/v1/summarize":
-            return httpx.Response(200, json={"summary": {"title": "T", "abstract": "A", "bullets": ["b"]},
-                                             "strategy": "single", "chunks": 1, "structured": True, "usage": {}})
+            return httpx.Response(
+                200,
+                json={
+                    "summary": {"title": "T", "abstract": "A", "bullets": ["b"]},
+                    "strategy": "single",
+                    "chunks": 1,
+                    "structured": True,
+                    "usage": {},
+                },
+            )
         return httpx.Response(200, json={"topics": [{"title": "Chào", "start": 0.0, "end": 1.5}], "chunks": 1})
 
     llm = LlmClient(client(handler, "LLM"))

@@ -22,8 +22,10 @@ def base() -> dict[str, Any]:
         "apiVersion": "omoai.io/v1alpha1",
         "kind": "TranscriptionJob",
         "metadata": {"name": "j"},
-        "spec": {"source": {"url": "https://a.example/x.wav"},
-                 "output": {"pvc": {"claimName": "d", "path": "o"}, "formats": ["json"]}},
+        "spec": {
+            "source": {"url": "https://a.example/x.wav"},
+            "output": {"pvc": {"claimName": "d", "path": "o"}, "formats": ["json"]},
+        },
     }
 
 
@@ -38,8 +40,9 @@ def with_spec(**changes: Any) -> dict[str, Any]:
 
 
 INVALID: dict[str, dict[str, Any]] = {
-    "two sources": with_spec(source={"url": "https://a.example/x", "s3": {"bucket": "bkt", "key": "k",
-                                                                         "secretRef": {"name": "s"}}}),
+    "two sources": with_spec(
+        source={"url": "https://a.example/x", "s3": {"bucket": "bkt", "key": "k", "secretRef": {"name": "s"}}}
+    ),
     "no source": with_spec(source={}),
     "ftp url": with_spec(source={"url": "ftp://a.example/x.wav"}),
     "url with spaces": with_spec(source={"url": "https://a.example/x y.wav"}),
@@ -48,9 +51,13 @@ INVALID: dict[str, dict[str, Any]] = {
     "bad claim name": with_spec(source={"pvc": {"claimName": "Data_Vol", "path": "a.wav"}}),
     "s3 without secret": with_spec(source={"s3": {"bucket": "bkt", "key": "k"}}),
     "bad bucket": with_spec(source={"s3": {"bucket": "B", "key": "k", "secretRef": {"name": "s"}}}),
-    "two outputs": with_spec(output={"pvc": {"claimName": "d", "path": "o"},
-                                     "s3": {"bucket": "bkt", "prefix": "p", "secretRef": {"name": "s"}},
-                                     "formats": ["json"]}),
+    "two outputs": with_spec(
+        output={
+            "pvc": {"claimName": "d", "path": "o"},
+            "s3": {"bucket": "bkt", "prefix": "p", "secretRef": {"name": "s"}},
+            "formats": ["json"],
+        }
+    ),
     "no output destination": with_spec(output={"formats": ["json"]}),
     "no formats": with_spec(output={"pvc": {"claimName": "d", "path": "o"}}),
     "empty formats": with_spec(output={"pvc": {"claimName": "d", "path": "o"}, "formats": []}),
@@ -82,13 +89,26 @@ INVALID: dict[str, dict[str, Any]] = {
 VALID: dict[str, dict[str, Any]] = {
     "minimal url": base(),
     "pvc nested path": with_spec(source={"pvc": {"claimName": "omoai-data", "path": "a/b/c.wav"}}),
-    "s3 with endpoint": with_spec(source={"s3": {"bucket": "my.bucket", "key": "x/y.mp3", "endpoint": "http://minio:9000",
-                                                 "secretRef": {"name": "creds"}}}),
-    "all knobs": with_spec(language="en-US", asr={"chunkSize": 32, "leftContext": 0, "rightContext": 16,
-                                                  "totalBatchDuration": 600, "wordTimestamps": False},
-                           postprocess={"punctuation": False, "summary": "none", "topics": False},
-                           backoffLimit=0, activeDeadlineSeconds=60, ttlSecondsAfterFinished=0, suspend=True,
-                           priority=-1000),
+    "s3 with endpoint": with_spec(
+        source={
+            "s3": {
+                "bucket": "my.bucket",
+                "key": "x/y.mp3",
+                "endpoint": "http://minio:9000",
+                "secretRef": {"name": "creds"},
+            }
+        }
+    ),
+    "all knobs": with_spec(
+        language="en-US",
+        asr={"chunkSize": 32, "leftContext": 0, "rightContext": 16, "totalBatchDuration": 600, "wordTimestamps": False},
+        postprocess={"punctuation": False, "summary": "none", "topics": False},
+        backoffLimit=0,
+        activeDeadlineSeconds=60,
+        ttlSecondsAfterFinished=0,
+        suspend=True,
+        priority=-1000,
+    ),
     "diarization estimated": with_spec(diarization={"enabled": True}),
     "diarization bounded": with_spec(diarization={"enabled": True, "minSpeakers": 2, "maxSpeakers": 4}),
     "diarization given": with_spec(diarization={"enabled": True, "numSpeakers": 3, "minSpeakers": 3, "maxSpeakers": 3}),
@@ -172,7 +192,9 @@ def test_spec_is_immutable_except_the_job_controls() -> None:
     changed_source["spec"]["source"] = {"url": "https://b.example/y.wav"}
     assert operator_crd.validate(changed_source, old)
     controls = copy.deepcopy(old)
-    controls["spec"].update(suspend=True, priority=9, backoffLimit=1, activeDeadlineSeconds=5, ttlSecondsAfterFinished=1)
+    controls["spec"].update(
+        suspend=True, priority=9, backoffLimit=1, activeDeadlineSeconds=5, ttlSecondsAfterFinished=1
+    )
     assert operator_crd.validate(controls, old) == []
     changed_speakers = copy.deepcopy(old)
     changed_speakers["spec"]["diarization"] = {"enabled": True}

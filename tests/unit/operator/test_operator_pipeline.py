@@ -24,10 +24,20 @@ from omoai_operator.spec import parse_spec
 from omoai_operator.storage import STAGING, LocalStore, S3Store
 from prometheus_client import CollectorRegistry
 
-TRANSCRIPT = {"text": "xin chào các bạn", "duration": 3.0, "model": "m",
-              "segments": [{"text": "xin chào", "start": 0.0, "end": 1.5,
-                            "words": [{"word": "xin", "start": 0.0, "end": 0.5}, {"word": "chào", "start": 0.6, "end": 1.4}]},
-                           {"text": "các bạn", "start": 1.5, "end": 3.0, "words": []}]}
+TRANSCRIPT = {
+    "text": "xin chào các bạn",
+    "duration": 3.0,
+    "model": "m",
+    "segments": [
+        {
+            "text": "xin chào",
+            "start": 0.0,
+            "end": 1.5,
+            "words": [{"word": "xin", "start": 0.0, "end": 0.5}, {"word": "chào", "start": 0.6, "end": 1.4}],
+        },
+        {"text": "các bạn", "start": 1.5, "end": 3.0, "words": []},
+    ],
+}
 
 
 class Services:
@@ -47,7 +57,9 @@ class Services:
         body = json.loads(request.content)
         if path == "/v1/punctuate":
             segs = [{**s, "text": s["text"].capitalize() + "."} for s in body["segments"]]
-            return httpx.Response(200, json={"segments": segs, "quality": {"wer": 0, "cer": 0, "words_in": 4, "words_out": 4}})
+            return httpx.Response(
+                200, json={"segments": segs, "quality": {"wer": 0, "cer": 0, "words_in": 4, "words_out": 4}}
+            )
         if path == "/v1/summarize":
             return httpx.Response(200, json={"summary": {"title": "Chào", "abstract": "Lời chào.", "bullets": ["a"]}})
         return httpx.Response(200, json={"topics": [{"title": "Mở đầu", "start": 0.0}]})
@@ -55,19 +67,31 @@ class Services:
 
 def runtime(services: Services, root: Path, **kw: Any) -> Runtime:
     transport = httpx.MockTransport(services)
-    pipeline = Pipeline(AsrClient(ServiceClient("ASR", "http://asr", transport=transport)),
-                        LlmClient(ServiceClient("LLM", "http://llm", transport=transport)))
-    return Runtime(pipeline=pipeline, queue=CapacityQueue({"asr": 1, "llm": 1}), locations=Locations({"data": str(root)}, None),
-                   metrics=OperatorMetrics.create(CollectorRegistry()), backoff=tr.Backoff(0.01, 0.02),
-                   suspend_poll_s=0.01, **kw)
+    pipeline = Pipeline(
+        AsrClient(ServiceClient("ASR", "http://asr", transport=transport)),
+        LlmClient(ServiceClient("LLM", "http://llm", transport=transport)),
+    )
+    return Runtime(
+        pipeline=pipeline,
+        queue=CapacityQueue({"asr": 1, "llm": 1}),
+        locations=Locations({"data": str(root)}, None),
+        metrics=OperatorMetrics.create(CollectorRegistry()),
+        backoff=tr.Backoff(0.01, 0.02),
+        suspend_poll_s=0.01,
+        **kw,
+    )
 
 
 def job_spec(**kw: Any) -> dict[str, Any]:
-    return {"source": {"url": "https://a.example/x.wav"},
-            "output": {"pvc": {"claimName": "data", "path": "out"}, "formats": ["json", "srt", "md"]}} | kw
+    return {
+        "source": {"url": "https://a.example/x.wav"},
+        "output": {"pvc": {"claimName": "data", "path": "out"}, "formats": ["json", "srt", "md"]},
+    } | kw
 
 
-async def run_job(rt: Runtime, spec: dict[str, Any], status: dict[str, Any] | None = None, uid: str = "u1") -> tuple[dict, LocalSink]:
+async def run_job(
+    rt: Runtime, spec: dict[str, Any], status: dict[str, Any] | None = None, uid: str = "u1"
+) -> tuple[dict, LocalSink]:
     sink = LocalSink("j")
     driver = JobDriver(rt, JobRef("ns", "j", uid), sink, read_spec=lambda: spec, status=status)
     await asyncio.wait_for(driver.run(), 10)
@@ -96,8 +120,11 @@ async def test_a_restart_reuses_staged_results_and_does_not_call_the_services_ag
     spec = job_spec()
     store = LocalStore(tmp_path / "out", "u1")
     await store.put("asr.json", json.dumps(TRANSCRIPT).encode())  # stored before the operator died
-    status = {"phase": "Transcribing", "startTime": "2026-01-01T00:00:00Z",
-              "stages": {"asr": {"state": "Running", "attempts": 1}}}
+    status = {
+        "phase": "Transcribing",
+        "startTime": "2026-01-01T00:00:00Z",
+        "stages": {"asr": {"state": "Running", "attempts": 1}},
+    }
     status, _ = await run_job(rt, spec, status)
     assert status["phase"] == "Succeeded" and services.calls["/v1/transcriptions"] == 0
     assert status["stages"]["asr"]["attempts"] == 1
@@ -114,7 +141,9 @@ async def test_retryable_errors_are_retried_and_permanent_ones_fail_at_once(tmp_
     services = Services()
     services.fail["/v1/transcriptions"] = [422]
     status, _ = await run_job(runtime(services, tmp_path / "b"), job_spec(backoffLimit=3), uid="u2")
-    assert status["phase"] == "Failed" and status["reason"] == "InvalidAudio" and services.calls["/v1/transcriptions"] == 1
+    assert (
+        status["phase"] == "Failed" and status["reason"] == "InvalidAudio" and services.calls["/v1/transcriptions"] == 1
+    )
     assert not (tmp_path / "b" / "out").exists() or list((tmp_path / "b" / "out").rglob("*")) == []
 
 
@@ -228,8 +257,18 @@ async def test_s3_source_is_handed_to_the_asr_service_as_a_presigned_url(tmp_pat
         return {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "secret"}
 
     loc = Locations({}, read_secret)
-    spec = parse_spec(job_spec(source={"s3": {"bucket": "bkt", "key": "dir/a.wav", "endpoint": "http://minio:9000",
-                                              "secretRef": {"name": "creds"}}}))
+    spec = parse_spec(
+        job_spec(
+            source={
+                "s3": {
+                    "bucket": "bkt",
+                    "key": "dir/a.wav",
+                    "endpoint": "http://minio:9000",
+                    "secretRef": {"name": "creds"},
+                }
+            }
+        )
+    )
     url = await loc.audio_url(spec, "ns")
     assert url.startswith("http://minio:9000/bkt/dir/a.wav?") and "Signature" in url
 

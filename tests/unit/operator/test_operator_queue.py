@@ -123,8 +123,10 @@ async def test_with_one_slot_the_grant_order_is_exactly_the_queue_order() -> Non
 
     tasks = [asyncio.create_task(job(ticket("first")))]
     await asyncio.sleep(0.01)
-    tasks += [asyncio.create_task(job(t)) for t in
-              (ticket("p0-late", 0, 30), ticket("p5", 5, 40), ticket("p0-early", 0, 10), ticket("neg", -1, 0))]
+    tasks += [
+        asyncio.create_task(job(t))
+        for t in (ticket("p0-late", 0, 30), ticket("p5", 5, 40), ticket("p0-early", 0, 10), ticket("neg", -1, 0))
+    ]
     await asyncio.sleep(0.01)
     gate.set()
     await asyncio.gather(*tasks)

@@ -17,8 +17,10 @@ T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def spec(**kw: object) -> JobSpec:
-    base = {"source": {"url": "https://a.example/x.wav"},
-            "output": {"pvc": {"claimName": "d", "path": "o"}, "formats": ["json"]}}
+    base = {
+        "source": {"url": "https://a.example/x.wav"},
+        "output": {"pvc": {"claimName": "d", "path": "o"}, "formats": ["json"]},
+    }
     return JobSpec.model_validate(base | kw)
 
 
@@ -74,8 +76,13 @@ def test_stages_run_in_order_and_the_phase_follows_the_stage() -> None:
         if d.stage.name == "write":
             outcome = StageOutcome(written=Written("pvc://d/o/", ("pvc://d/o/x.json",)), summary="A summary")
         status = tr.stage_succeeded(s, status, d.stage, T0, 1.0, outcome).status
-    assert seen == [("asr", "Transcribing"), ("punctuate", "PostProcessing"), ("summarize", "PostProcessing"),
-                    ("topics", "PostProcessing"), ("write", "PostProcessing")]
+    assert seen == [
+        ("asr", "Transcribing"),
+        ("punctuate", "PostProcessing"),
+        ("summarize", "PostProcessing"),
+        ("topics", "PostProcessing"),
+        ("write", "PostProcessing"),
+    ]
     assert status.progress == "100%"
     assert decide(s, status, T0).kind == "complete"
     done = tr.complete(status, T0).status
@@ -123,8 +130,7 @@ def test_backoff_limit_zero_fails_on_the_first_retryable_error() -> None:
 
 def test_permanent_failure_fails_at_once_with_its_own_reason() -> None:
     s = spec(backoffLimit=5)
-    after = tr.stage_failed(s, running(s), ASR, Failure("InvalidAudio", "not audio", retryable=False), T0,
-                            tr.Backoff())
+    after = tr.stage_failed(s, running(s), ASR, Failure("InvalidAudio", "not audio", retryable=False), T0, tr.Backoff())
     status = after.transition.status
     assert after.failed and status.reason == "InvalidAudio" and status.message == "asr: not audio"
     assert (status.retries or 0) == 0
@@ -139,8 +145,14 @@ def test_backoff_is_capped_and_honours_retry_after() -> None:
 def test_deadline_wins_over_retries() -> None:
     s = spec(backoffLimit=100, activeDeadlineSeconds=60)
     status = running(s, T0)
-    after = tr.stage_failed(s, status, ASR, Failure("ServiceUnavailable", "x", retryable=True),
-                            T0 + dt.timedelta(seconds=55), tr.Backoff(10, 360))
+    after = tr.stage_failed(
+        s,
+        status,
+        ASR,
+        Failure("ServiceUnavailable", "x", retryable=True),
+        T0 + dt.timedelta(seconds=55),
+        tr.Backoff(10, 360),
+    )
     assert after.retry_in_s == pytest.approx(5.0)  # sleep until the deadline, not past it
     status = after.transition.status
     d = decide(s, status, T0 + dt.timedelta(seconds=60))
@@ -212,7 +224,9 @@ def test_real_time_factor_is_recorded_when_the_job_ends() -> None:
 
 def test_merge_patch_follows_rfc7386() -> None:
     assert merge_patch({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": None, "e": 3}, "d": [2]}) == {
-        "a": {"c": 2, "e": 3}, "d": [2]}
+        "a": {"c": 2, "e": 3},
+        "d": [2],
+    }
 
 
 def test_the_patch_between_two_statuses_turns_one_into_the_other() -> None:

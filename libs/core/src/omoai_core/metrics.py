@@ -11,7 +11,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 #: Latency buckets in seconds from 10 ms to 4 hours: a request may carry an hours-long recording.
 DURATION_BUCKETS: Sequence[float] = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+    3600,
+    7200,
+    14400,
 )
 
 #: The reasons a GPU cache clear may have; a label outside this set is a programming error.
@@ -54,9 +73,7 @@ def build_info(registry: CollectorRegistry, component: str, version: str, **extr
 
 def gpu_memory_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
     """``omoai_gpu_memory_allocated_bytes`` and ``omoai_gpu_memory_reserved_bytes`` by device."""
-    allocated = Gauge(
-        "omoai_gpu_memory_allocated_bytes", "Bytes held by live tensors.", ["device"], registry=registry
-    )
+    allocated = Gauge("omoai_gpu_memory_allocated_bytes", "Bytes held by live tensors.", ["device"], registry=registry)
     reserved = Gauge(
         "omoai_gpu_memory_reserved_bytes", "Bytes reserved by the caching allocator.", ["device"], registry=registry
     )

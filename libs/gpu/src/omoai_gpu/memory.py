@@ -90,8 +90,9 @@ class MemoryPolicy:
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
         """The context every inference path runs under."""
-        with torch.inference_mode(), torch.autocast(
-            device_type=self.device.type, dtype=self.dtype, enabled=self.autocast_enabled
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.autocast_enabled),
         ):
             yield
 

@@ -17,12 +17,8 @@ class Admission:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._max_queue = max_queue
         self._waiting = 0
-        self.in_flight = Gauge(
-            f"omoai_{service}_requests_in_flight", "Requests being worked on.", registry=registry
-        )
-        self.queue_depth = Gauge(
-            f"omoai_{service}_queue_depth", "Requests waiting for a worker.", registry=registry
-        )
+        self.in_flight = Gauge(f"omoai_{service}_requests_in_flight", "Requests being worked on.", registry=registry)
+        self.queue_depth = Gauge(f"omoai_{service}_queue_depth", "Requests waiting for a worker.", registry=registry)
 
     @property
     def waiting(self) -> int:

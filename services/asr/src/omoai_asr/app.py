@@ -46,7 +46,6 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 
-
 def _terminate(_: BaseException) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -130,4 +129,3 @@ def create_app(
     api.include_router(openai_routes.router)
     app.include_router(api)
     return app
-

@@ -168,7 +168,8 @@ class Batcher:
 
     def _compatible(self, head: _Item) -> int:
         return sum(
-            1 for i in self._queue
+            1
+            for i in self._queue
             if not i.future.done() and i.options == head.options and fits_one_window(len(i.samples), i.options)
         )
 

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_flags(t)
     t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto; env OMOAI_DEVICE)")
     t.add_argument(
-        "--dtype", default=None, choices=("auto", "fp32", "fp16", "bf16"),
+        "--dtype",
+        default=None,
+        choices=("auto", "fp32", "fp16", "bf16"),
         help="compute dtype (default: auto = bf16/fp16 on CUDA, fp32 on CPU; env OMOAI_DTYPE)",
     )
     t.add_argument("--format", "-f", default="json", choices=FORMATS, help="output format (default: json)")
@@ -75,10 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-window-ms", type=float, default=None, help="wait for a batch to fill (default 10)")
     s.add_argument("--max-concurrency", type=int, default=None, help="requests worked on at once (default 16)")
     s.add_argument("--max-queue", type=int, default=None, help="requests waiting before 429 (default 64)")
-    s.add_argument("--max-audio-duration", type=float, default=None, dest="max_audio_duration_s",
-                   help="longest audio in seconds (default 14400)")
-    s.add_argument("--request-timeout", type=float, default=None, dest="request_timeout_s",
-                   help="seconds before a request is stopped with 504 (default 3600)")
+    s.add_argument(
+        "--max-audio-duration",
+        type=float,
+        default=None,
+        dest="max_audio_duration_s",
+        help="longest audio in seconds (default 14400)",
+    )
+    s.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        dest="request_timeout_s",
+        help="seconds before a request is stopped with 504 (default 3600)",
+    )
     s.add_argument("--file-root", type=Path, default=None, help="directory file:// URLs may read (default: off)")
     s.add_argument("--api-token-file", type=Path, default=None, help="file holding the bearer token")
     s.add_argument("--threads", type=int, default=None, dest="torch_threads", help="torch CPU threads")
@@ -88,18 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chunk-size", type=int, default=DEFAULTS.chunk_size,
-                   help=f"encoder frames per chunk, 80 ms each (default {DEFAULTS.chunk_size})")
-    p.add_argument("--left-context", type=int, default=DEFAULTS.left_context,
-                   help=f"left context in encoder frames (default {DEFAULTS.left_context})")
-    p.add_argument("--right-context", type=int, default=DEFAULTS.right_context,
-                   help=f"right context in encoder frames (default {DEFAULTS.right_context})")
     p.add_argument(
-        "--total-batch-duration", type=float, default=DEFAULTS.total_batch_duration,
+        "--chunk-size",
+        type=int,
+        default=DEFAULTS.chunk_size,
+        help=f"encoder frames per chunk, 80 ms each (default {DEFAULTS.chunk_size})",
+    )
+    p.add_argument(
+        "--left-context",
+        type=int,
+        default=DEFAULTS.left_context,
+        help=f"left context in encoder frames (default {DEFAULTS.left_context})",
+    )
+    p.add_argument(
+        "--right-context",
+        type=int,
+        default=DEFAULTS.right_context,
+        help=f"right context in encoder frames (default {DEFAULTS.right_context})",
+    )
+    p.add_argument(
+        "--total-batch-duration",
+        type=float,
+        default=DEFAULTS.total_batch_duration,
         help=f"seconds of audio per forward pass; lower it to save memory (default {DEFAULTS.total_batch_duration:g})",
     )
-    p.add_argument("--no-word-timestamps", dest="word_timestamps", action="store_false",
-                   help="leave out word timestamps")
+    p.add_argument(
+        "--no-word-timestamps", dest="word_timestamps", action="store_false", help="leave out word timestamps"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,8 +286,14 @@ class _progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=100, desc=Path(self.name).name, unit="%", file=sys.stderr, leave=False,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self.bar = tqdm(
+                total=100,
+                desc=Path(self.name).name,
+                unit="%",
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
         return self
 
     def __call__(self, fraction: float) -> None:

@@ -104,14 +104,10 @@ class FetchPolicy:
 
 #: IPv6 ranges refused outright: deprecated site-local, local-use NAT64 (RFC 8215) and Teredo
 #: (its client address is obfuscated, so what it reaches cannot be checked).
-_REFUSED_V6 = tuple(
-    ipaddress.IPv6Network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "2001::/32")
-)
+_REFUSED_V6 = tuple(ipaddress.IPv6Network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "2001::/32"))
 #: IPv6 forms that carry an IPv4 address in their low 32 bits: NAT64 (RFC 6052), IPv4-compatible,
 #: IPv4-mapped and IPv4-translated (SIIT). The embedded address is checked like any IPv4 address.
-_EMBED_LOW32 = tuple(
-    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96")
-)
+_EMBED_LOW32 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96"))
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 
 
@@ -134,9 +130,12 @@ def _kind(ip: IPAddress) -> str | None:
         return "deprecated or tunnelled"
     if not ip.is_global:
         return (
-            "loopback" if ip.is_loopback
-            else "link-local" if ip.is_link_local
-            else "private" if ip.is_private
+            "loopback"
+            if ip.is_loopback
+            else "link-local"
+            if ip.is_link_local
+            else "private"
+            if ip.is_private
             else "non-public"
         )
     return None
@@ -219,9 +218,7 @@ def _transport(policy: FetchPolicy, resolver: Resolver) -> httpx.AsyncHTTPTransp
 
 
 @contextlib.asynccontextmanager
-async def open_url(
-    url: str, policy: FetchPolicy, *, resolver: Resolver = system_resolver
-) -> AsyncIterator[Path]:
+async def open_url(url: str, policy: FetchPolicy, *, resolver: Resolver = system_resolver) -> AsyncIterator[Path]:
     """A local file with the content of ``url``; temporary downloads are removed on exit."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidInputError("audio_url is empty")
@@ -295,7 +292,9 @@ def resolve_file_url(url: str, policy: FetchPolicy) -> Path:
     except RuntimeError:  # Python < 3.13: a symlink loop
         raise InvalidInputError("file:// path cannot be resolved (a symbolic link loop)") from None
     except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES...: the client's path, never our directories
-        raise InvalidInputError(f"file:// path cannot be read: {os.strerror(e.errno) if e.errno else 'invalid path'}") from None
+        raise InvalidInputError(
+            f"file:// path cannot be read: {os.strerror(e.errno) if e.errno else 'invalid path'}"
+        ) from None
     if not inside:
         raise UrlNotAllowedError(
             "file:// path is outside the directory this server may read", details={"url": url[:200]}
@@ -323,7 +322,9 @@ async def _fetch_http(url: str, policy: FetchPolicy, resolver: Resolver, target:
         for _hop in range(policy.max_redirects + 1):
             parts = urlsplit(current)
             if parts.scheme.lower() not in ("http", "https") or parts.scheme.lower() not in policy.allowed_schemes:
-                raise UrlNotAllowedError(f"audio_url redirected to a {parts.scheme or 'relative'}:// URL, which is not followed")
+                raise UrlNotAllowedError(
+                    f"audio_url redirected to a {parts.scheme or 'relative'}:// URL, which is not followed"
+                )
             if not parts.hostname:
                 raise InvalidInputError("audio_url has no host")
             try:

@@ -22,7 +22,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: The bounded set of request outcomes.
 Outcome = Literal["success", "invalid_input", "overloaded", "timeout", "cancelled", "unavailable", "error"]
-OUTCOMES: tuple[Outcome, ...] = ("success", "invalid_input", "overloaded", "timeout", "cancelled", "unavailable", "error")
+OUTCOMES: tuple[Outcome, ...] = (
+    "success",
+    "invalid_input",
+    "overloaded",
+    "timeout",
+    "cancelled",
+    "unavailable",
+    "error",
+)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 AUDIO_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 
@@ -54,14 +62,17 @@ class AsrMetrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "omoai_asr_batch_size", "Requests decoded together in one engine call.",
-            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+            "omoai_asr_batch_size",
+            "Requests decoded together in one engine call.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
         )
         self.batch_pending = Gauge(
             "omoai_asr_batch_queue_depth", "Decoded requests waiting for the engine.", registry=registry
         )
         self.dropped = Counter(
-            "omoai_asr_batch_dropped", "Queued requests dropped before compute (client gone or timed out).",
+            "omoai_asr_batch_dropped",
+            "Queued requests dropped before compute (client gone or timed out).",
             registry=registry,
         )
 

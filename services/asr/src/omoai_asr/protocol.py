@@ -41,7 +41,11 @@ class SpeakerOptions(contract.SpeakerFields):
 
     def diarization_options(self, *, force: bool = False) -> DiarizationOptions | None:
         """None unless diarization is on; speaker counts without it, or inconsistent ones, are a 400."""
-        counts = {"num_speakers": self.num_speakers, "min_speakers": self.min_speakers, "max_speakers": self.max_speakers}
+        counts = {
+            "num_speakers": self.num_speakers,
+            "min_speakers": self.min_speakers,
+            "max_speakers": self.max_speakers,
+        }
         if not (self.diarize or force):
             given = [k for k, v in counts.items() if v is not None]
             if given:
@@ -191,8 +195,16 @@ def verbose_json(transcript: Transcript, language: str, granularities: list[Gran
     if want_segments:
         segments = [
             OpenAISegment(
-                id=i, seek=0, start=s.start, end=s.end, text=s.text, tokens=[], temperature=0.0,
-                avg_logprob=0.0, compression_ratio=1.0, no_speech_prob=0.0,
+                id=i,
+                seek=0,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                tokens=[],
+                temperature=0.0,
+                avg_logprob=0.0,
+                compression_ratio=1.0,
+                no_speech_prob=0.0,
             )
             for i, s in enumerate(transcript.segments)
         ]

@@ -88,7 +88,8 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
             details={"models": [serving.model_name]},
         )
     decode = dataclasses.replace(
-        TranscriptionOptions().decode_options(settings), word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities
+        TranscriptionOptions().decode_options(settings),
+        word_timestamps=settings.word_timestamps or "word" in opts.timestamp_granularities,
     )
     diarization = await _diarization(opts)
     path = await body.upload_to_file(upload)
