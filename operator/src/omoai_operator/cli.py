@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from omoai_operator.runner import local_service, read_manifests, run_jobs
+    from omoai_operator.runner import check_notifications, local_service, read_manifests, run_jobs
     from omoai_operator.spec import load_manifest
 
     volumes = {}
@@ -93,6 +93,7 @@ async def _run(args: argparse.Namespace) -> int:
     docs = read_manifests(args.manifest)
     for doc in docs:
         load_manifest(doc)  # a bad manifest is reported before any service starts
+    await check_notifications(docs, base)
     needs_llm = any(_needs_llm(load_manifest(d)[1]) for d in docs)
     async with contextlib.AsyncExitStack() as stack:
         asr_url = args.asr_url or _env("OMOAI_ASR_URL")
@@ -120,7 +121,7 @@ async def _run(args: argparse.Namespace) -> int:
     ok = True
     for res in results:
         s = res.status
-        line = {
+        line: dict[str, object] = {
             "name": res.name,
             "phase": s.phase,
             "reason": s.reason,
@@ -129,6 +130,11 @@ async def _run(args: argparse.Namespace) -> int:
             "audioDuration": s.audio_duration,
             "realTimeFactor": s.real_time_factor,
         }
+        if s.notifications:
+            line["notifications"] = [
+                {"event": d.event, "url": d.url, "state": d.state, "attempts": d.attempts, "message": d.message}
+                for d in s.notifications
+            ]
         print(json.dumps(line, ensure_ascii=False))
         ok = ok and res.ok
     return 0 if ok else 1

@@ -77,6 +77,7 @@ class StageOutcome:
     audio_duration_s: float | None = None  # ASR: the recording's length
     written: Written | None = None  # write: the committed outputs
     summary: str | None = None  # write: one line for ``status.summary``
+    summary_title: str | None = None  # write: the summary's title (notifications carry it)
     duration_s: float = 0.0
 
 
@@ -164,7 +165,8 @@ class Pipeline:
             summary = f"{doc.summary.title}: {doc.summary.abstract}".strip()
         elif doc.transcript.text:
             summary = doc.transcript.text[:200]
-        return StageOutcome(written=Written(ctx.store.location, tuple(files)), summary=summary)
+        title = doc.summary.title if doc.summary is not None else None
+        return StageOutcome(written=Written(ctx.store.location, tuple(files)), summary=summary, summary_title=title)
 
     # -- assembling ------------------------------------------------------------------------------
     async def document(self, ctx: JobContext) -> Document:

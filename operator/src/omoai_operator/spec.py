@@ -179,6 +179,7 @@ class Output(_Model):
 #: The job events a notification endpoint may ask for.
 NotificationEvent = Literal["started", "succeeded", "failed"]
 NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("started", "succeeded", "failed")
+DEFAULT_EVENTS: tuple[NotificationEvent, ...] = ("succeeded", "failed")
 #: Most endpoints per job (the CRD's ``maxItems``): each one is a delivery state in the status.
 MAX_NOTIFICATIONS = 5
 _WEBHOOK_URL = r"^https?://[^\s/?#]+[^\s]*$"
@@ -197,7 +198,7 @@ class Notification(_Model):
 
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=_WEBHOOK_URL)]
     events: Annotated[list[NotificationEvent], Field(min_length=1, max_length=len(NOTIFICATION_EVENTS))] = Field(
-        default_factory=lambda: ["succeeded", "failed"]
+        default_factory=lambda: list(DEFAULT_EVENTS)
     )
     secret_ref: SigningKeyRef
     format: Literal["standard-webhooks", "cloudevents"] = "standard-webhooks"

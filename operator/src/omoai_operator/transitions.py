@@ -152,6 +152,8 @@ def stage_succeeded(
         changes["results"] = Results(location=outcome.written.location, files=outcome.written.files)
     if outcome.summary:
         changes["summary"] = outcome.summary[:2000]
+    if outcome.summary_title:
+        changes["summary_title"] = outcome.summary_title[:500]
     return Transition(after.evolve(**changes))
 
 
