@@ -49,6 +49,7 @@ class LoopbackApp:
         self.port = free_port()
         self._lt = LoopThread(name)
         self._runner: aiohttp.web.AppRunner | None = None
+        self._site: aiohttp.web.TCPSite | None = None
         self._lt.run(self._start())
 
     def app(self) -> aiohttp.web.Application:
@@ -57,7 +58,24 @@ class LoopbackApp:
     async def _start(self) -> None:
         self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5)
         await self._runner.setup()
-        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._up()
+
+    async def _up(self) -> None:
+        assert self._runner is not None
+        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    async def _down(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    def down(self) -> None:
+        """Refuse connections, as a server that is not running."""
+        self._lt.run(self._down())
+
+    def up(self) -> None:
+        self._lt.run(self._up())
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -100,7 +118,6 @@ class FaultProxy(LoopbackApp):
         self.in_flight_by_path: Counter[str] = Counter()
         self.max_in_flight_by_path: Counter[str] = Counter()
         self.cancelled = 0
-        self._site: aiohttp.web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
         super().__init__(name)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,24 +134,7 @@ class FaultProxy(LoopbackApp):
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         await self._up()
 
-    async def _up(self) -> None:
-        assert self._runner is not None
-        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await self._site.start()
-
-    async def _down(self) -> None:
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-
     # -- controls (any thread) ---------------------------------------------------------------------
-    def down(self) -> None:
-        """Refuse connections, as a service that is not running."""
-        self._lt.run(self._down())
-
-    def up(self) -> None:
-        self._lt.run(self._up())
-
     def fail(self, status: int, times: int | None = None, path: str | None = None) -> None:
         self.faults.append(Fault(status=status, times=times, path=path))
 
@@ -317,6 +317,73 @@ class StubServices(LoopbackApp):
     async def _topics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         await request.json()
         return aiohttp.web.json_response({"topics": [{"title": "Chào hỏi", "start": 0.0, "end": 2.0}]})
+
+
+@dataclass
+class Received:
+    """One delivery as the receiver saw it."""
+
+    at: float  # monotonic time of arrival
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    verified_by: list[int]  # indices of the receiver's secrets whose check (standardwebhooks) passed
+    status: int  # what the receiver answered
+
+    @property
+    def id(self) -> str:
+        return self.headers["webhook-id"]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver(LoopbackApp):
+    """A webhook endpoint on loopback: every request is checked with the ``standardwebhooks`` library
+    against each of ``secrets`` (which ones pass is recorded), then answered from a script (status,
+    headers, delay), or 204 when the script is empty. ``down``/``up`` make it unreachable and back."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        from standardwebhooks import Webhook
+
+        self.checkers = [Webhook(s) for s in secrets]
+        self.received: list[Received] = []
+        self.script: list[tuple[int, dict[str, str], float]] = []
+        super().__init__("webhook-receiver")
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def app(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application()
+        app.router.add_post("/hook", self._hook)
+        return app
+
+    def answer(self, status: int, times: int = 1, headers: dict[str, str] | None = None, delay_s: float = 0.0) -> None:
+        """Answer the next ``times`` requests with ``status`` (after ``delay_s``)."""
+        self.script += [(status, headers or {}, delay_s)] * times
+
+    async def _hook(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        from standardwebhooks import WebhookVerificationError
+
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        verified = []
+        for i, checker in enumerate(self.checkers):
+            try:
+                checker.verify(body, headers)
+                verified.append(i)
+            except WebhookVerificationError:
+                pass
+        status, extra, delay = self.script.pop(0) if self.script else (204, {}, 0.0)
+        self.received.append(Received(time.monotonic(), headers, body, verified, status))
+        if delay:
+            await asyncio.sleep(delay)
+        return aiohttp.web.Response(status=status, headers=extra)
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > end:
+                raise AssertionError(f"receiver: condition not met in {timeout}s; received={len(self.received)}")
+            time.sleep(0.02)
 
 
 class FakeOpenAI(LoopbackApp):
