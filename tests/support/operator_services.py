@@ -231,9 +231,19 @@ class FaultProxy(LoopbackApp):
 
 
 class StubServices(LoopbackApp):
-    """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``)."""
+    """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``).
+
+    With ``stream_windows`` set, ``POST /v1/transcriptions?stream=true`` answers as the ASR service
+    streams (``text/event-stream``: a ``progress`` event per window, ``window_delay_s`` apart, then
+    ``done`` with the transcript); ``stream_end`` may instead end it without ``done`` ("cut") or
+    with an ``error`` event. Without it the stub answers plain JSON, as a replica that does not stream.
+    """
 
     def __init__(self, *, asr_delay_s: float = 0.0, llm_delay_s: float = 0.0) -> None:
+        self.stream_windows = 0
+        self.window_delay_s = 0.0
+        self.audio_seconds = 2.0
+        self.stream_end = "done"
         self.fetch_audio = False  # download audio_url like the real service (presigned S3 URLs)
         self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
@@ -255,7 +265,7 @@ class StubServices(LoopbackApp):
     async def _ready(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({"status": "ready"})
 
-    async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+    async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         body = await request.json()
         self.asr_order.append(body["audio_url"])
         self.asr_seen.setdefault(body["audio_url"], time.monotonic())
@@ -277,22 +287,49 @@ class StubServices(LoopbackApp):
         if self.asr_delay_s:
             await asyncio.sleep(self.asr_delay_s)
         words = ["xin", "chào", "các", "bạn"]
-        return aiohttp.web.json_response(
-            {
-                "text": " ".join(words),
-                "duration": 2.0,
-                "model": "stub",
-                "language": "vi",
-                "segments": [
-                    {
-                        "text": " ".join(words),
-                        "start": 0.0,
-                        "end": 2.0,
-                        "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)],
-                    }
-                ],
+        segment = {
+            "text": " ".join(words),
+            "start": 0.0,
+            "end": 2.0,
+            "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)],
+        }
+        transcript = {
+            "text": " ".join(words),
+            "duration": self.audio_seconds,
+            "model": "stub",
+            "language": "vi",
+            "segments": [segment],
+        }
+        if self.stream_windows and request.query.get("stream") == "true":
+            return await self._stream(request, transcript, segment)
+        return aiohttp.web.json_response(transcript)
+
+    async def _stream(
+        self, request: aiohttp.web.Request, transcript: dict[str, Any], segment: dict[str, Any]
+    ) -> aiohttp.web.StreamResponse:
+        resp = aiohttp.web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def send(event: str, data: Any) -> None:
+            await resp.write(f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
+
+        total = self.audio_seconds
+        for i in range(1, self.stream_windows + 1):
+            await asyncio.sleep(self.window_delay_s)
+            await send(
+                "progress", {"audio_seconds_done": total * i / self.stream_windows, "audio_seconds_total": total}
+            )
+            if i == 1:
+                await send("segment", segment)
+        if self.stream_end == "done":
+            await send("done", transcript)
+        elif self.stream_end == "error":
+            body = {
+                "error": {"code": "decode_failed", "message": "the decoder failed", "retryable": True, "details": {}}
             }
-        )
+            await send("error", body)
+        await resp.write_eof()
+        return resp
 
     async def _punctuate(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         body = await request.json()

@@ -157,7 +157,9 @@ class JobDriver:
             store = await self.rt.locations.store(spec, self.ref.namespace, self.ref.uid)
             url = await self.rt.locations.audio_url(spec, self.ref.namespace)
             path = self.rt.locations.local_audio(spec)
-            self._ctx = JobContext(self.ref.key, self.ref.name, self.ref.uid, spec, store, url, path)
+            self._ctx = JobContext(
+                self.ref.key, self.ref.name, self.ref.uid, spec, store, url, path, self._audio_progress
+            )
         else:
             self._ctx = dataclasses.replace(self._ctx, spec=spec)
         return self._ctx
@@ -230,6 +232,19 @@ class JobDriver:
                     await self._run_stage(spec, d.stage)
                 case unknown:
                     assert_never(unknown)
+
+    async def _audio_progress(self, done_s: float, total_s: float) -> None:
+        """The ASR service decoded another window. Kept in memory at once; written at most once per
+        ``progress_interval_s`` (thousands of running jobs must not flood the API server): the
+        stage's end writes the final numbers anyway."""
+        spec = self._spec
+        if spec is None or self.status.terminal:
+            return
+        self.status = tr.audio_progress(spec, self.status, done_s, total_s)
+        now = time.monotonic()
+        if now - self._progress_written >= self.rt.progress_interval_s:
+            self._progress_written = now
+            await self.flush()
 
     # -- webhook deliveries ----------------------------------------------------------------------
     async def _drain(self, sending: asyncio.Future[None], d: Decision) -> None:

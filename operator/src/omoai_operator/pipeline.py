@@ -22,7 +22,7 @@ from omoai_core.schemas import Document, Quality, Segment, Summary, Topic, Trans
 from omoai_formats import render
 from pydantic import TypeAdapter
 
-from omoai_operator.clients import AsrClient, LlmClient
+from omoai_operator.clients import AsrClient, LlmClient, ProgressCallback
 from omoai_operator.failures import StageError
 from omoai_operator.spec import JobSpec
 from omoai_operator.status import Phase
@@ -57,6 +57,7 @@ class JobContext:
     store: Store
     audio_url: str
     audio_path: Path | None = None  # a local file to upload instead (``omoai run``)
+    on_progress: ProgressCallback | None = None  # audio seconds decoded, while transcribing
 
     @property
     def stem(self) -> str:
@@ -120,9 +121,9 @@ class Pipeline:
                 **ctx.spec.diarization.asr_fields(),  # speakers on segments and words when enabled
             )
             if ctx.audio_path is not None:
-                staged = await self.asr.transcribe_file(ctx.audio_path, options)
+                staged = await self.asr.transcribe_file(ctx.audio_path, options, ctx.on_progress)
             else:
-                staged = await self.asr.transcribe(ctx.audio_url, options)
+                staged = await self.asr.transcribe(ctx.audio_url, options, ctx.on_progress)
             if staged.duration <= 0:
                 raise StageError.permanent("InvalidAudio", "the ASR service found no audio in the recording")
             await ctx.store.put(ASR_ARTIFACT, staged.model_dump_json().encode())

@@ -145,6 +145,7 @@ def test_the_crd_names_and_columns_are_what_users_type_and_see() -> None:
     cols = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert cols["Phase"] == ".status.phase" and cols["Progress"] == ".status.progress"
     assert cols["Audio"] == ".status.audioDuration" and cols["RTF"] == ".status.realTimeFactor"
+    assert cols["Transcribed"] == ".status.audioProgress"
     assert cols["Age"] == ".metadata.creationTimestamp"
     status_props = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     for path in cols.values():  # every column points at a field the schema keeps (no pruning)
