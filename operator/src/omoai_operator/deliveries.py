@@ -107,6 +107,8 @@ def enqueue(
                         event=event,
                         id=message_id(uid, i, event),
                         time=now,
+                        state="Pending",
+                        attempts=0,
                         next_attempt_time=now,
                     )
                 )

@@ -105,6 +105,7 @@ class JobDriver:
         self._flushing = asyncio.Lock()  # the job loop and the delivery loop both write
         self._spec: JobSpec | None = None  # the last valid spec (what deliveries are sent by)
         self._wake = asyncio.Event()  # a delivery became due
+        self._spec_known = asyncio.Event()  # deliveries wait for the spec they are sent by
         self._pending_counted = 0
         self._progress_written = 0.0
 
@@ -202,6 +203,7 @@ class JobDriver:
                     await self.apply(tr.fail(self.status, Reason.INVALID_SPEC, e.message, now))
                     return Decision(DecisionKind.FINISHED)
             self._spec = spec
+            self._spec_known.set()
             generation = self.generation()
             if (
                 d.kind is not DecisionKind.INIT
@@ -249,7 +251,7 @@ class JobDriver:
     # -- webhook deliveries ----------------------------------------------------------------------
     async def _drain(self, sending: asyncio.Future[None], d: Decision) -> None:
         """Wait for the deliveries still due, at most until the job is to be deleted (TTL)."""
-        if not deliveries.pending(self.status):
+        if not deliveries.pending(self.status) or self._spec is None:
             return
         limit = None if d.at is None else max(0.0, (d.at - self.rt.now()).total_seconds())
         self._wake.set()
@@ -260,6 +262,7 @@ class JobDriver:
         """Send every pending delivery when it is due, until the job is finished and none is left.
         Nothing here can fail or delay the job: errors are logged and counted."""
         try:
+            await self._spec_known.wait()
             while True:
                 due = deliveries.pending(self.status)
                 if not due:

@@ -120,8 +120,8 @@ class Delivery(_Model):
     event: str
     id: str  # the ``webhook-id``: the same on every attempt of this event
     time: PreciseTime  # when the event happened (its payload's timestamp; the retry window starts here)
-    state: DeliveryState = "Pending"
-    attempts: int = 0
+    state: DeliveryState  # no defaults: both always shown (the status leaves defaults out)
+    attempts: int
     last_attempt_time: Timestamp | None = None
     last_http_code: int | None = None
     next_attempt_time: PreciseTime | None = None
