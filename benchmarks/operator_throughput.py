@@ -21,6 +21,8 @@ Prints one table row per configuration.
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime as dt
 import json
 import os
 import statistics
@@ -89,6 +91,20 @@ def serve_stubs() -> int:
     return 0
 
 
+def serve_receiver() -> int:
+    """Child-process mode: a webhook receiver verifying every delivery (key from
+    ``BENCH_WEBHOOK_KEY``), as a customer's endpoint elsewhere; on exit prints the wall time each
+    delivery arrived, by ``webhook-id``."""
+    from tests.support.operator_services import WebhookReceiver
+
+    receiver = WebhookReceiver([os.environ["BENCH_WEBHOOK_KEY"]])
+    print(receiver.url, flush=True)
+    sys.stdin.read()
+    receiver.close()
+    print(json.dumps({r.id: [r.wall, r.verified_by == [0]] for r in receiver.received}), flush=True)
+    return 0
+
+
 class ChildServer:
     """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
 
@@ -114,9 +130,16 @@ class ChildServer:
         return rest
 
 
-def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, float]:
+def run(n_jobs: int, concurrency: int, full: bool, workdir: Path, *, notify: bool = False) -> dict[str, float]:
+    """One configuration. With ``notify`` every job also has a webhook (``succeeded`` and ``failed``)
+    to a verifying receiver in a third child process: the rate is still time to all Succeeded, and
+    ``delivery_p50``/``_p95`` are from each job's Succeeded transition to its delivery's arrival."""
     emu = ChildServer("--serve-emulator")
     stubs = ChildServer("--serve-stubs")
+    receiver = None
+    if notify:
+        os.environ["BENCH_WEBHOOK_KEY"] = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        receiver = ChildServer("--serve-receiver")
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -130,7 +153,7 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
             }
         )
     )
-    data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}"
+    data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}-{int(notify)}-{time.monotonic_ns()}"
     data.mkdir()
     os.environ.update(
         {
@@ -143,6 +166,8 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
             "OMOAI_ASR_CONCURRENCY": str(concurrency),
             "OMOAI_LLM_CONCURRENCY": str(concurrency),
             "OMOAI_LOG_LEVEL": "WARNING",
+            "OMOAI_NOTIFY_ALLOW_HTTP": "true",  # the receiver is plain http on loopback
+            "OMOAI_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
     )
     settings = kopf.OperatorSettings()
@@ -152,6 +177,14 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
     http = httpx.Client(base_url=emu.url, timeout=30)
     base = f"/apis/omoai.io/v1alpha1/namespaces/{NS}/transcriptionjobs"
     postprocess = {} if full else {"punctuation": False, "summary": "none", "topics": False}
+    hooks: list[dict[str, object]] = []
+    if receiver is not None:
+        secret = base64.b64encode(os.environ["BENCH_WEBHOOK_KEY"].encode()).decode()
+        http.post(
+            f"/api/v1/namespaces/{NS}/secrets",
+            json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "data": {"signing-key": secret}},
+        ).raise_for_status()
+        hooks = [{"url": receiver.url, "secretRef": {"name": "hook"}}]
     created: dict[str, float] = {}
     try:
         with KopfRunner(
@@ -173,6 +206,7 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
                         "source": {"url": url},
                         "postprocess": postprocess,
                         "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
+                        "notifications": hooks,
                     },
                 }
                 http.post(base, json=body).raise_for_status()
@@ -189,9 +223,25 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
             failed = [o["metadata"]["name"] for o in items if o["status"]["phase"] != "Succeeded"]
             if failed:
                 raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
+            while hooks:  # then until every delivery is recorded as done (bounded)
+                items = http.get(base).json()["items"]
+                records = [r for o in items for r in o["status"].get("notifications", [])]
+                if len(records) == n_jobs and all(r["state"] == "Delivered" for r in records):
+                    break
+                if time.monotonic() - t0 > 600:
+                    raise RuntimeError("deliveries not done in 600 s")
+                time.sleep(0.2)
     finally:
         asr_seen = json.loads(stubs.stop() or "{}")
+        arrived = json.loads(receiver.stop() or "{}") if receiver is not None else {}
         emu.stop()
+    extra: dict[str, float] = {}
+    if hooks:
+        events = {r["id"]: r["time"] for o in items for r in o["status"].get("notifications", [])}
+        if not all(ok for _, ok in arrived.values()):
+            raise RuntimeError("a delivery failed the receiver's signature check")
+        lags = sorted(arrived[i][0] - dt.datetime.fromisoformat(t).timestamp() for i, t in events.items())
+        extra = {"delivery_p50": statistics.median(lags), "delivery_p95": lags[int(0.95 * (len(lags) - 1))]}
     latency = sorted(asr_seen[u] - created[u] for u in created)
     return {
         "jobs": n_jobs,
@@ -203,7 +253,7 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
         "p90": latency[int(0.9 * (len(latency) - 1))],
         "max": latency[-1],
         "first": latency[0],
-    }
+    } | extra
 
 
 def main() -> int:
@@ -212,11 +262,14 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--serve-stubs", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_emulator:
         return serve_emulator()
     if args.serve_stubs:
         return serve_stubs()
+    if args.serve_receiver:
+        return serve_receiver()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for full in (False, True):

@@ -193,6 +193,16 @@ def judge_engine(out: str) -> list[Row]:
     return rows
 
 
+def judge_notifications(out: str) -> list[Row]:
+    m = re.search(r"median throughput ratio with/without: ([0-9.]+); delivery p50 (\d+) ms, worst p95 (\d+) ms", out)
+    if not m:
+        return [("operator: notifications", "-", "-", None)]
+    return [
+        ("operator: jobs/s with / without webhook notifications", m[1], "-", None),
+        ("operator: job Succeeded -> webhook delivered p50 / p95", f"{m[2]} ms / {m[3]} ms", "-", None),
+    ]
+
+
 def judge_system(out: str) -> list[Row]:
     lat = re.search(r"\| job latency p50 / p95 \(create to terminal\) *\| ([^|]+)\|", out)
     problems = _num(r"^\| problems +\| (\d+)", out)
@@ -289,6 +299,12 @@ KNOWN = [
         ["benchmarks/operator_throughput.py"],
         ["benchmarks/operator_throughput.py", "--jobs", "1", "50"],
         judge_operator,
+    ),
+    Bench(
+        "operator_notifications",
+        ["benchmarks/operator_notifications.py"],
+        ["benchmarks/operator_notifications.py", "--jobs", "50", "--pairs", "1"],
+        judge_notifications,
     ),
     Bench(
         "replica_scaling",

@@ -361,6 +361,7 @@ class Received:
     """One delivery as the receiver saw it."""
 
     at: float  # monotonic time of arrival
+    wall: float  # Unix time of arrival
     headers: dict[str, str]  # lower-case names
     body: bytes
     verified_by: list[int]  # indices of the receiver's secrets whose check (standardwebhooks) passed
@@ -410,7 +411,7 @@ class WebhookReceiver(LoopbackApp):
             except WebhookVerificationError:
                 pass
         status, extra, delay = self.script.pop(0) if self.script else (204, {}, 0.0)
-        self.received.append(Received(time.monotonic(), headers, body, verified, status))
+        self.received.append(Received(time.monotonic(), time.time(), headers, body, verified, status))
         if delay:
             await asyncio.sleep(delay)
         return aiohttp.web.Response(status=status, headers=extra)

@@ -39,7 +39,15 @@ def hook(**over: object) -> dict[str, object]:
 
 
 def record(**over: object) -> Delivery:
-    base = {"endpoint": 0, "url": "https://h", "event": "succeeded", "id": "msg_x", "time": T0, "state": "Pending", "attempts": 0}
+    base = {
+        "endpoint": 0,
+        "url": "https://h",
+        "event": "succeeded",
+        "id": "msg_x",
+        "time": T0,
+        "state": "Pending",
+        "attempts": 0,
+    }
     return Delivery.model_validate(base | over)
 
 
