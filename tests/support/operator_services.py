@@ -416,13 +416,6 @@ class WebhookReceiver(LoopbackApp):
             await asyncio.sleep(delay)
         return aiohttp.web.Response(status=status, headers=extra)
 
-    def wait_for(self, pred: Callable[[], bool], timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > end:
-                raise AssertionError(f"receiver: condition not met in {timeout}s; received={len(self.received)}")
-            time.sleep(0.02)
-
 
 class FakeOpenAI(LoopbackApp):
     """An OpenAI-compatible chat server answering at once, so the real LLM service (openai backend)

@@ -10,16 +10,13 @@ import os
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from operator_harness import NAMESPACE, Kube, job, operator_env, operator_process
+from operator_harness import Kube, enable_peering, job, operator_env, operator_process
 
-from tests.support.emulator import EmulatorThread, Kind
+from tests.support.emulator import EmulatorThread
 from tests.support.operator_services import StubServices, WebhookReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-PEERINGS = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 
 
 def hook_env(stubs: StubServices, data_dir: Path, kubeconfig: Path, **extra: str) -> dict[str, str]:
@@ -106,11 +103,7 @@ def test_with_two_peered_replicas_each_event_is_delivered_once(
     signing_key: str,
     tmp_path: Path,
 ) -> None:
-    emulator.emulator.add_kind(PEERINGS)
-    httpx.post(
-        f"{emulator.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings",
-        json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "omoai"}},
-    ).raise_for_status()
+    enable_peering(emulator)
     receiver = WebhookReceiver([signing_key])
     try:
         env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false")
