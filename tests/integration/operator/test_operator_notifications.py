@@ -248,3 +248,24 @@ def test_bad_notifications_are_refused_by_omoai_run_before_anything_runs(
         run([good, bad], settings(stubs, **over), tmp_path)
     assert e.value.message.startswith("bad: spec.notifications[0]")
     assert stubs.asr_order == [] and not (tmp_path / "out").exists()  # nothing half-done
+
+
+def test_the_omoai_run_command_refuses_a_bad_notification_before_starting_any_service(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job("http://hooks.example/h")))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMOAI_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "omoai_operator.cli", "run", str(manifest), "--asr-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**clean, SECRET_ENV: new_key()},
+    )
+    assert res.returncode == 2
+    assert "meeting: spec.notifications[0].url: http:// is refused; use https" in res.stderr
