@@ -216,3 +216,24 @@ def test_bad_keys_are_refused_without_showing_them(raw: str, why: str) -> None:
     with pytest.raises(webhooks.KeyError_, match=why) as e:
         webhooks.signing_keys(raw, "Secret k/signing-key")
     assert raw not in str(e.value) or not raw
+
+
+async def test_a_host_name_resolving_to_loopback_is_refused_at_connection_time_and_not_retried() -> None:
+    from omoai_operator.notifier import AddressGuard, Notifier
+
+    k = key()
+
+    async def read_secret(namespace: str, name: str) -> dict[str, str]:
+        return {"signing-key": k}
+
+    notifier = Notifier(POLICY, AddressGuard(allow_http=True), read_secret)
+    s = spec(hook(url="http://localhost:9/h"))
+    job = webhooks.JobIdentity("ns", "job", "uid-1")
+    try:
+        attempt = await notifier.send(s.notifications[0], record(), job, JobStatus(), T0)  # type: ignore[attr-defined]
+    finally:
+        await notifier.aclose()
+    assert attempt.permanent and attempt.status is None
+    assert "resolves to the loopback address" in (attempt.error or "") and k not in (attempt.error or "")
+    _, outcome = dl.after_attempt(record(), attempt, T0, POLICY)
+    assert outcome == "rejected"
