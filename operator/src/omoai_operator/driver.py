@@ -35,6 +35,9 @@ from omoai_operator.webhooks import JobIdentity
 
 log = logging.getLogger(__name__)
 
+#: After an unexpected error in the delivery loop, the pause before it looks again.
+DELIVERY_PAUSE_S = 1.0
+
 
 class JobGone(Exception):
     """The job was deleted under us: stop quietly."""
@@ -278,12 +281,18 @@ class JobDriver:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=wait)
                     continue
-                await self._attempt_delivery(first)
+                try:
+                    await self._attempt_delivery(first)
+                except JobGone:
+                    raise
+                except Exception:
+                    # e.g. the status write failed for a while: the record in memory is current and
+                    # goes out with the next write; try again shortly rather than stop delivering.
+                    log.exception("webhook delivery of %s failed unexpectedly; retrying", self.ref.key)
+                    self.rt.metrics.reconcile_errors.labels(kind="notify").inc()
+                    await asyncio.sleep(DELIVERY_PAUSE_S)
         except JobGone:
             return
-        except Exception:
-            log.exception("webhook deliveries of %s stopped", self.ref.key)
-            self.rt.metrics.reconcile_errors.labels(kind="notify").inc()
 
     async def _attempt_delivery(self, d: Delivery) -> None:
         notifier, spec = self.rt.notifier, self._spec

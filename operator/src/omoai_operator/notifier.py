@@ -153,6 +153,9 @@ class Notifier:
         except StageError as e:
             # A Secret may be (re)created later: retried within the window like a receiver outage.
             return Attempt(None, e.failure.message, duration_s=time.monotonic() - t0)
+        except Exception as e:  # noqa: BLE001 - the API server unreachable for a moment: retried too
+            why = f"{where}.secretRef: cannot read the Secret ({type(e).__name__})"
+            return Attempt(None, why, duration_s=time.monotonic() - t0)
         message = webhooks.build(endpoint, delivery, job, status, keys, now)
         try:
             self.guard.check_url(endpoint.url, f"{where}.url")

@@ -237,3 +237,20 @@ async def test_a_host_name_resolving_to_loopback_is_refused_at_connection_time_a
     assert "resolves to the loopback address" in (attempt.error or "") and k not in (attempt.error or "")
     _, outcome = dl.after_attempt(record(), attempt, T0, POLICY)
     assert outcome == "rejected"
+
+
+async def test_an_unreachable_api_server_when_reading_the_key_is_a_retried_attempt() -> None:
+    from omoai_operator.notifier import AddressGuard, Notifier
+
+    async def read_secret(namespace: str, name: str) -> dict[str, str]:
+        raise ConnectionResetError("the API server went away")
+
+    notifier = Notifier(POLICY, AddressGuard(), read_secret)
+    s = spec(hook())
+    job = webhooks.JobIdentity("ns", "job", "uid-1")
+    try:
+        attempt = await notifier.send(s.notifications[0], record(), job, JobStatus(), T0)  # type: ignore[attr-defined]
+    finally:
+        await notifier.aclose()
+    assert not attempt.permanent and "cannot read the Secret (ConnectionResetError)" in (attempt.error or "")
+    assert dl.after_attempt(record(), attempt, T0, POLICY)[1] == "retry"
