@@ -253,8 +253,10 @@ class JobDriver:
 
     # -- webhook deliveries ----------------------------------------------------------------------
     async def _drain(self, sending: asyncio.Future[None], d: Decision) -> None:
-        """Wait for the deliveries still due, at most until the job is to be deleted (TTL)."""
-        if not deliveries.pending(self.status) or self._spec is None:
+        """Wait for the deliveries still due and the status write of the last attempt (the delivery
+        loop ends by itself once the job is finished and nothing is pending), at most until the job
+        is to be deleted (TTL)."""
+        if sending.done() or self._spec is None:
             return
         limit = None if d.at is None else max(0.0, (d.at - self.rt.now()).total_seconds())
         self._wake.set()

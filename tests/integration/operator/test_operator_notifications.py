@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from omoai_core.errors import InvalidInputError
+from omoai_operator.patch import merge_patch
 from omoai_operator.runner import RunResult, run_jobs
 from omoai_operator.settings import OperatorSettings
 
@@ -77,7 +78,13 @@ def job(url: str, name: str = "meeting", **hook: Any) -> dict[str, Any]:
 
 
 def run(docs: list[dict[str, Any]], cfg: OperatorSettings, tmp_path: Path) -> list[RunResult]:
-    return asyncio.run(run_jobs(docs, cfg, data_dir=tmp_path, output_dir=tmp_path / "out"))
+    results = asyncio.run(run_jobs(docs, cfg, data_dir=tmp_path, output_dir=tmp_path / "out"))
+    for res in results:  # what was written is the final state: no delivery's last write is lost
+        written: dict[str, Any] = {}
+        for patch in res.sink.history:
+            written = merge_patch(written, patch)
+        assert written.get("notifications", []) == res.status.wire().get("notifications", [])
+    return results
 
 
 def test_a_job_notifies_started_and_succeeded_signed_with_both_keys_of_a_rotation(
@@ -269,3 +276,20 @@ def test_the_omoai_run_command_refuses_a_bad_notification_before_starting_any_se
     )
     assert res.returncode == 2
     assert "meeting: spec.notifications[0].url: http:// is refused; use https" in res.stderr
+
+
+def test_the_last_delivery_state_is_written_even_when_status_writes_are_slow(
+    stubs: StubServices, receiver: WebhookReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omoai_operator.runner import LocalSink
+
+    record = LocalSink.patch
+
+    async def slow_patch(self: LocalSink, patch: Any) -> None:
+        if any(d.get("state") == "Delivered" for d in patch.get("notifications", [])):
+            await asyncio.sleep(0.5)  # an API server under load: the job ends while this write is in flight
+        await record(self, patch)
+
+    monkeypatch.setattr(LocalSink, "patch", slow_patch)
+    (res,) = run([job(receiver.url)], settings(stubs), tmp_path)  # run() compares written and final
+    assert [d.state for d in res.status.notifications] == ["Delivered"]
