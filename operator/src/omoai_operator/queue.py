@@ -296,7 +296,8 @@ class CapacityQueue:
 
     def _refresh(self, lane: _Lane) -> None:
         lane.refresh_pending = False
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         ready = lane.pool.ready_count()
         for i, ticket in enumerate(lane.line.order(), start=1):
             w = lane.waiters[ticket.key]
@@ -308,10 +309,15 @@ class CapacityQueue:
             w.state = state
             if not w.reports:
                 continue
-            # Wake only a waiter that has to act before it would wake by itself.
+            # Wake a waiter only when its report is due; one that is not due yet gets one timer
+            # (a waiter that already wakes by itself needs none): as the line moves, a waiter far
+            # back costs one comparison per change, no wake-up.
             due = w.due(state)
-            if w.sleep_until is None or due < w.sleep_until or due <= now:
+            if due <= now:
                 w.nudge.set()
+            elif w.sleep_until is None:
+                w.sleep_until = due
+                loop.call_at(due, w.nudge.set)
 
     def _observe(self, lane: _Lane, waited: float | None) -> None:
         if self._observer is not None:
