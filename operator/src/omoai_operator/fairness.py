@@ -4,8 +4,9 @@ free slots in turn, each in proportion to its weight; within a namespace, oldest
 The turns are stride scheduling (start-time fair queueing with unit costs): every namespace of a
 level has a *pass*, the virtual time it has used; a grant goes to the namespace whose next grant
 would end earliest (``pass + 1 / weight``) and advances its pass by ``1 / weight``. A namespace
-that starts waiting joins at the level's current virtual time, so idle time earns no credit: a
-namespace with 5 jobs arriving behind one with 500 gets the next turn, not the 501st.
+that starts waiting joins at the level's current virtual time (the start of the last turn
+granted), so idle time earns no credit and past use costs at most one turn: a namespace with 5 jobs
+arriving behind one with 500 gets the next turn, not the 501st.
 
 Pure logic, no asyncio: :class:`~omoai_operator.queue.CapacityQueue` holds one :class:`FairLine`
 per service.
@@ -126,8 +127,16 @@ class FairLine:
         return out
 
     def _tidy(self, priority: int, ns: str) -> None:
+        # A pass at or behind the level's virtual time says nothing a returning namespace would not
+        # get anyway (it joins at that time): only passes ahead of it are kept, so memory stays
+        # bounded by the namespaces served lately, and a namespace whose jobs were granted at once
+        # (its line empty in between) still has its turns counted when another one arrives.
         level = self._levels[priority]
         if not level.lines[ns]:
-            del level.lines[ns]  # its pass stays: leaving and coming back earns no credit
+            del level.lines[ns]
+            if level.passes[ns] <= level.vtime:
+                del level.passes[ns]
         if not level.lines:
-            del self._levels[priority]  # nobody left to be fair to: forget the passes
+            level.passes = {n: p for n, p in level.passes.items() if p > level.vtime}
+            if not level.passes:
+                del self._levels[priority]

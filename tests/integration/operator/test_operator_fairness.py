@@ -126,8 +126,11 @@ def test_a_namespace_with_5_jobs_takes_the_next_slot_after_one_with_100(
             proxy.release()
             for i in range(5):
                 assert _wait_status(kube, B, f"b-{i}", lambda s: s.get("phase") == "Succeeded")
+            for i in range(100):  # and nothing of A's was lost on the way
+                assert _wait_status(kube, A, f"a-{i:03d}", lambda s: s.get("phase") == "Succeeded")
     finally:
         proxy.close()
+    assert len(proxy.arrivals) == 105 and proxy.peak[B] <= 2
 
 
 def test_a_namespace_cap_holds_and_a_raised_cap_applies_without_a_restart(

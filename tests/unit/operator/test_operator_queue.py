@@ -203,6 +203,18 @@ def test_namespaces_take_turns_within_a_priority_level() -> None:
     assert [t.key for t in (line.pop(), line.pop(), line.pop())] == order[:3]  # order() is what pop() does
 
 
+def test_turns_count_grants_made_at_once_while_nobody_else_waited() -> None:
+    line = FairLine()
+    for i in range(2):  # a's first jobs find free slots: its line empties after each grant
+        line.add(ticket(f"a/{i}", 0, i, "a"))
+        assert line.pop() is not None
+    for i in range(2, 100):
+        line.add(ticket(f"a/{i}", 0, i, "a"))
+    line.add(ticket("b/0", 0, 500, "b"))
+    taken = line.pop()
+    assert taken is not None and taken.key == "b/0"
+
+
 def test_weights_share_the_turns_in_proportion() -> None:
     weights = {"a": 3.0, "b": 1.0}
     line = FairLine(lambda ns: weights[ns])
