@@ -3,11 +3,23 @@ per-namespace queue metrics."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 from omoai_core.errors import ConfigError
 from omoai_core.settings import load_settings
+from omoai_operator.kube import DiscoveryUnavailable
 from omoai_operator.metrics import OTHER_NAMESPACES, OperatorMetrics
-from omoai_operator.namespaces import CAP_ANNOTATION, WEIGHT_ANNOTATION, NamespaceShares, Override, parse_override
+from omoai_operator.namespaces import (
+    CAP_ANNOTATION,
+    WEIGHT_ANNOTATION,
+    NamespaceShares,
+    NamespaceWatcher,
+    Override,
+    parse_override,
+)
 from omoai_operator.settings import OperatorSettings
 from prometheus_client import CollectorRegistry
 
@@ -67,3 +79,48 @@ def test_per_namespace_queue_metrics_keep_the_busiest_and_sum_the_rest() -> None
     assert _series(registry, "omoai_operator_namespace_in_flight")[OTHER_NAMESPACES] == 8
     m.observe_queue("asr", 3, 1, None, {"team-1": (3, 1)})  # the others left: their series go
     assert _series(registry, "omoai_operator_namespace_queue_depth") == {"team-1": 3, OTHER_NAMESPACES: 0}
+
+
+class _Namespaces:
+    """A Kubernetes client's list and watch of Namespaces (the informer's seam)."""
+
+    def __init__(self, listing: dict[str, Any] | Exception, events: list[dict[str, Any]]) -> None:
+        self.listing = listing
+        self.events = events
+
+    async def list(self, path: str, params: Any) -> dict[str, Any]:
+        assert path == "/api/v1/namespaces"
+        if isinstance(self.listing, Exception):
+            raise self.listing
+        return self.listing
+
+    async def watch(self, path: str, params: Any) -> AsyncIterator[dict[str, Any]]:
+        for e in self.events:
+            yield e
+        await asyncio.sleep(3600)
+
+
+def _ns(name: str, **annotations: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": "2", "annotations": annotations}}
+
+
+async def test_the_watcher_follows_namespace_annotations_as_they_change() -> None:
+    shares = NamespaceShares(default_cap=4)
+    events = [{"type": "MODIFIED", "object": _ns("a", **{CAP_ANNOTATION: "1", WEIGHT_ANNOTATION: "3"})}]
+    client = _Namespaces({"metadata": {"resourceVersion": "1"}, "items": [_ns("a", **{CAP_ANNOTATION: "2"})]}, events)
+    task = asyncio.create_task(NamespaceWatcher(shares, lambda: client).run())
+    async with asyncio.timeout(10):
+        while shares.cap("a") != 1:
+            await asyncio.sleep(0.005)
+    assert shares.weight("a") == 3.0 and shares.cap("b") == 4
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_without_access_to_namespaces_the_settings_apply(caplog: pytest.LogCaptureFixture) -> None:
+    shares = NamespaceShares(default_cap=4)
+    client = _Namespaces(DiscoveryUnavailable("listing /api/v1/namespaces answered 403: forbidden"), [])
+    with caplog.at_level("WARNING"):
+        await asyncio.wait_for(NamespaceWatcher(shares, lambda: client).run(), 5)
+    assert shares.cap("a") == 4 and "namespace overrides unavailable" in caplog.text and "403" in caplog.text

@@ -255,15 +255,13 @@ async def test_a_namespace_never_holds_more_than_its_cap_and_waiters_say_so() ->
 
     tasks = [asyncio.create_task(job(f"a/{i}")) for i in range(4)]
     tasks.append(asyncio.create_task(job("a/9", "llm")))
-    await asyncio.sleep(0.02)
+    await until(lambda: {"a/2", "a/3", "a/9"} <= told.keys())
     assert q.running("a") == 2 and q.in_flight("asr") == 2 and q.in_flight("llm") == 0  # across services
     assert told["a/2"].namespace_cap == 2 and told["a/9"].namespace_cap == 2
     b = asyncio.create_task(job("b/0"))
-    await asyncio.sleep(0.02)
-    assert q.running("b") == 1  # other namespaces are not held back by a's cap
+    await until(lambda: q.running("b") == 1)  # other namespaces are not held back by a's cap
     shares.set_overrides({"a": Override(cap=3)})  # raised without a restart
-    await asyncio.sleep(0.02)
-    assert q.running("a") == 3
+    await until(lambda: q.running("a") == 3)
     gate.set()
     await asyncio.gather(*tasks, b)
     assert peak == 3 and q.running("a") == 0
