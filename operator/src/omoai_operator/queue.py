@@ -244,9 +244,15 @@ class CapacityQueue:
             if not w.granted.done():
                 w.granted.set_result(lane.holders[ticket.key].grant)
             moved = True
+            if self.shares.cap(ns) is not None:
+                self._refresh_all()  # its waiters for other services may be at its cap now
         if moved:
             self._refresh_soon(lane)
         return moved
+
+    def _refresh_all(self) -> None:
+        for lane in self._lanes.values():
+            self._refresh_soon(lane)
 
     def _give_back(self, lane: _Lane, key: str) -> None:
         holder = lane.holders.pop(key, None)
@@ -264,6 +270,7 @@ class CapacityQueue:
         holder.grant.pool.release(holder.grant.url)  # the pool's listener grants this lane
         if capped:
             self._grant_all()  # the namespace may take a slot of another service now
+            self._refresh_all()  # and its waiters there are no longer at its cap
         self._observe(lane, None)
 
     def _grant_all(self) -> None:
@@ -279,8 +286,7 @@ class CapacityQueue:
 
     def _shares_changed(self) -> None:
         self._grant_all()
-        for lane in self._lanes.values():
-            self._refresh_soon(lane)
+        self._refresh_all()
 
     # -- positions -------------------------------------------------------------------------------------
     def _refresh_soon(self, lane: _Lane) -> None:
