@@ -140,14 +140,16 @@ class AsrClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def transcribe(self, audio_url: str, options: TranscriptionOptions, at: Grant | None = None) -> Transcript:
+    async def transcribe(self, audio_url: str, options: TranscriptionOptions, *, at: Grant | None = None) -> Transcript:
         """The service fetches ``audio_url`` itself (http(s), or file:// on the shared volume)."""
         fields = options.model_dump(exclude_unset=True) | {"audio_url": audio_url, "format": "json"}
         request = UrlTranscriptionRequest.model_validate(fields)
         data = await self.client.post_json(self.PATH, request.model_dump(mode="json", exclude_unset=True), at=at)
         return _parse("ASR", self.PATH, Transcript, data)
 
-    async def transcribe_file(self, path: Path, options: TranscriptionOptions, at: Grant | None = None) -> Transcript:
+    async def transcribe_file(
+        self, path: Path, options: TranscriptionOptions, *, at: Grant | None = None
+    ) -> Transcript:
         """Upload a local file (``omoai run`` without a shared volume)."""
         try:
             audio = path.read_bytes()
@@ -173,7 +175,7 @@ class LlmClient:
         self.client = client
 
     async def punctuate(
-        self, segments: Sequence[Segment], language: str, at: Grant | None = None
+        self, segments: Sequence[Segment], language: str, *, at: Grant | None = None
     ) -> tuple[list[Segment], Quality | None]:
         request = PunctuateRequest(segments=_for_llm(segments), language=language)
         data = await self.client.post_json(PUNCTUATE_PATH, _body(request), at=at)
@@ -181,7 +183,7 @@ class LlmClient:
         return result.segments, result.quality
 
     async def summarize(
-        self, segments: Sequence[Segment], language: str, mode: str, at: Grant | None = None
+        self, segments: Sequence[Segment], language: str, mode: str, *, at: Grant | None = None
     ) -> Summary:
         request = SummarizeRequest(segments=_for_llm(segments), language=language)
         data = await self.client.post_json(SUMMARIZE_PATH, _body(request), at=at)
@@ -190,7 +192,7 @@ class LlmClient:
             summary = summary.model_copy(update={"bullets": []})
         return summary
 
-    async def topics(self, segments: Sequence[Segment], language: str, at: Grant | None = None) -> list[Topic]:
+    async def topics(self, segments: Sequence[Segment], language: str, *, at: Grant | None = None) -> list[Topic]:
         request = TopicsRequest(segments=_for_llm(segments), language=language)
         data = await self.client.post_json(TOPICS_PATH, _body(request), at=at)
         return _parse("LLM", TOPICS_PATH, TopicsResult, data).topics

@@ -121,9 +121,9 @@ class Pipeline:
                 **ctx.spec.diarization.asr_fields(),  # speakers on segments and words when enabled
             )
             if ctx.audio_path is not None:
-                staged = await self.asr.transcribe_file(ctx.audio_path, options, grant)
+                staged = await self.asr.transcribe_file(ctx.audio_path, options, at=grant)
             else:
-                staged = await self.asr.transcribe(ctx.audio_url, options, grant)
+                staged = await self.asr.transcribe(ctx.audio_url, options, at=grant)
             if staged.duration <= 0:
                 raise StageError.permanent("InvalidAudio", "the ASR service found no audio in the recording")
             await ctx.store.put(ASR_ARTIFACT, staged.model_dump_json().encode())
@@ -133,7 +133,7 @@ class Pipeline:
         if await ctx.store.get(PUNCTUATE_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         transcript = await self._transcript(ctx)
-        segments, quality = await self.llm.punctuate(transcript.segments, ctx.spec.language, grant)
+        segments, quality = await self.llm.punctuate(transcript.segments, ctx.spec.language, at=grant)
         payload = {
             "segments": [s.model_dump() for s in segments],
             "quality": quality.model_dump() if quality else None,
@@ -145,7 +145,7 @@ class Pipeline:
         if await ctx.store.get(SUMMARIZE_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         segments = await self._segments(ctx)
-        summary = await self.llm.summarize(segments, ctx.spec.language, ctx.spec.postprocess.summary, grant)
+        summary = await self.llm.summarize(segments, ctx.spec.language, ctx.spec.postprocess.summary, at=grant)
         await ctx.store.put(SUMMARIZE_ARTIFACT, summary.model_dump_json().encode())
         return StageOutcome()
 
@@ -153,7 +153,7 @@ class Pipeline:
         if await ctx.store.get(TOPICS_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         segments = await self._segments(ctx)
-        topics = await self.llm.topics(segments, ctx.spec.language, grant)
+        topics = await self.llm.topics(segments, ctx.spec.language, at=grant)
         await ctx.store.put(TOPICS_ARTIFACT, _TOPICS.dump_json(topics))
         return StageOutcome()
 
