@@ -53,6 +53,10 @@ WHEELS = {
         "starlette==1.10.0",
         "uvicorn==0.54.0",
         "python-multipart==0.0.34",
+        # Not imported today, but pinned by the repository and cheap: a service that starts to
+        # import them (WebSocket endpoints, JSON logs) still starts there.
+        "websockets==17.4",
+        "python-json-logger==4.2.0",
     ),
     # chunkformer_model.py imports jiwer (-> rapidfuzz) and pydub at module level; it runs with
     # the image's transformers 5 (checked on CPU with transformers 5.24).
