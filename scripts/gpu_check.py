@@ -6,8 +6,8 @@ else it needs travels in ``.whl/``, built here by ``make gpu-bundle``), it runs 
 in its own process so that a failure (an exception, a crash, a timeout) is reported while the
 others still run:
 
-1. fidelity on CUDA in fp32: the shared reference fixtures (CTC and transducer) decoded with
-   exactly the reference's decisions, encoder outputs within 1e-3;
+1. fidelity on CUDA in fp32: the shared reference fixtures (CTC and transducer; every long-form
+   and batch entry) decoded with exactly the reference's decisions, encoder outputs within 1e-3;
 2. bf16 under the memory policy's autocast against fp32: share of identical frames and texts;
 3. the memory policy on CUDA: cache clears per window (0 by default, 1 with the debug switch, read
    from the service's own counter); peak allocated/reserved memory of a one-hour decode;
@@ -350,7 +350,24 @@ def step_fidelity(device: str, sizes: Sizes) -> dict[str, Any]:
         if not same or diff >= ENCODER_TOL:
             bad.append(f"{fixture}/{key} (decisions {'equal' if same else 'DIFFER'}, encoder max diff {diff:.2e})")
         checked += 1
-    summary = f"{checked} fixture decodes; decisions equal in {checked - len(bad)}; worst encoder diff {worst:.2e}"
+    batches = 0
+    for fixture in engines if sizes.all_entries else ():
+        doc = json.loads((FIXTURES / fixture / "expected" / "expected.json").read_text(encoding="utf-8"))
+        for key, entry in doc["batch_decode"].items():
+            names = [a.split("/")[-1].removesuffix(".wav") for a in entry["audios"]]
+            clips = [_clip(fixture, name) for name in names]
+            for name, result in zip(names, engines[fixture].decode_frames_batch(clips, _options(entry)), strict=True):
+                if "argmax_paths" in entry:
+                    same = _frames(result) == entry["argmax_paths"][name]
+                else:
+                    same = result.emissions is not None and result.emissions.tokens.tolist() == entry["hyps"][name]
+                if not same:
+                    bad.append(f"{fixture}/batch {key}/{name} (decisions DIFFER)")
+                batches += 1
+    summary = (
+        f"{checked} long-form decodes and {batches} batched utterances; decisions equal in "
+        f"{checked + batches - len(bad)}; worst encoder diff {worst:.2e}"
+    )
     if bad:
         raise StepFailed(summary + "; failing: " + "; ".join(bad[:8]))
     return {"status": "passed", "summary": summary, "data": {"entries": checked, "worst_encoder_diff": worst}}
