@@ -33,8 +33,8 @@ from omoai_core.errors import AUDIO_ERROR_CODES
 from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import BaseModel, Field, ValidationError
 
-from omoai_operator.endpoints import ROUTE
 from omoai_operator.failures import ErrorAnswer, StageError, classify, read_error_body
+from omoai_operator.placement import Grant
 from omoai_operator.sse import EventParser, EventStreamError
 from omoai_operator.transport import AiohttpTransport
 
@@ -98,14 +98,18 @@ class ServiceClient:
 
     @contextlib.asynccontextmanager
     async def post(
-        self, path: str, payload: Mapping[str, Any] | None, *, stream: bool = False, **kwargs: Any
+        self,
+        path: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        at: Grant | None = None,
+        stream: bool = False,
+        **kwargs: Any,
     ) -> AsyncIterator[httpx.Response]:
-        """The answer of a POST with a 2xx status (its body unread when ``stream``); transport
-        failures and error answers raise :class:`StageError`, classified."""
-        # A stage placed on one endpoint of the service calls that endpoint, not the Service URL.
-        placement = ROUTE.get()
-        if placement is not None and placement.service.upper() != self.service:
-            placement = None
+        """POST to the endpoint the stage's grant ``at`` placed it on (else the Service URL); the
+        answer with a 2xx status (its body unread when ``stream``). Transport failures and error
+        answers raise :class:`StageError`, classified."""
+        placement = at if at is not None and at.service.upper() == self.service else None
         base = placement.url if placement is not None else self.base_url
         try:
             request = self._http.build_request(
@@ -173,15 +177,25 @@ class AsrClient:
         self.client = client
 
     async def transcribe(
-        self, audio_url: str, options: TranscriptionOptions, on_progress: ProgressCallback | None = None
+        self,
+        audio_url: str,
+        options: TranscriptionOptions,
+        *,
+        at: Grant | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
         """The service fetches ``audio_url`` itself (http(s), or file:// on the shared volume)."""
         fields = options.model_dump(exclude_unset=True) | {"audio_url": audio_url, "format": "json"}
         request = UrlTranscriptionRequest.model_validate(fields)
-        return await self._call(on_progress, request.model_dump(mode="json", exclude_unset=True))
+        return await self._call(on_progress, request.model_dump(mode="json", exclude_unset=True), at=at)
 
     async def transcribe_file(
-        self, path: Path, options: TranscriptionOptions, on_progress: ProgressCallback | None = None
+        self,
+        path: Path,
+        options: TranscriptionOptions,
+        *,
+        at: Grant | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
         """Upload a local file (``omoai run`` without a shared volume)."""
         try:
@@ -189,7 +203,7 @@ class AsrClient:
         except OSError as e:
             raise StageError.permanent("AudioNotFound", f"cannot read {path}: {e.strerror}") from e
         fields = options.form_fields() | {"format": "json"}
-        return await self._call(on_progress, None, files={"file": (path.name, audio)}, data=fields)
+        return await self._call(on_progress, None, at=at, files={"file": (path.name, audio)}, data=fields)
 
     async def _call(
         self, on_progress: ProgressCallback | None, payload: Mapping[str, Any] | None, **kw: Any
@@ -277,21 +291,25 @@ class LlmClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def punctuate(self, segments: Sequence[Segment], language: str) -> tuple[list[Segment], Quality | None]:
+    async def punctuate(
+        self, segments: Sequence[Segment], language: str, *, at: Grant | None = None
+    ) -> tuple[list[Segment], Quality | None]:
         request = PunctuateRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(PUNCTUATE_PATH, _body(request))
+        data = await self.client.post_json(PUNCTUATE_PATH, _body(request), at=at)
         result = _parse("LLM", PUNCTUATE_PATH, PunctuateResult, data)
         return result.segments, result.quality
 
-    async def summarize(self, segments: Sequence[Segment], language: str, mode: str) -> Summary:
+    async def summarize(
+        self, segments: Sequence[Segment], language: str, mode: str, *, at: Grant | None = None
+    ) -> Summary:
         request = SummarizeRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(SUMMARIZE_PATH, _body(request))
+        data = await self.client.post_json(SUMMARIZE_PATH, _body(request), at=at)
         summary = _parse("LLM", SUMMARIZE_PATH, SummarizeResult, data).summary
         if mode == "abstract":
             summary = summary.model_copy(update={"bullets": []})
         return summary
 
-    async def topics(self, segments: Sequence[Segment], language: str) -> list[Topic]:
+    async def topics(self, segments: Sequence[Segment], language: str, *, at: Grant | None = None) -> list[Topic]:
         request = TopicsRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(TOPICS_PATH, _body(request))
+        data = await self.client.post_json(TOPICS_PATH, _body(request), at=at)
         return _parse("LLM", TOPICS_PATH, TopicsResult, data).topics
