@@ -244,6 +244,7 @@ class StubServices(LoopbackApp):
         self.window_delay_s = 0.0
         self.audio_seconds = 2.0
         self.stream_end = "done"
+        self.strict = False  # refuse unknown fields (``stream``) as a replica predating streaming
         self.fetch_audio = False  # download audio_url like the real service (presigned S3 URLs)
         self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
@@ -267,6 +268,9 @@ class StubServices(LoopbackApp):
 
     async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         body = await request.json()
+        if self.strict and "stream" in body:
+            error = {"code": "invalid_input", "message": "stream: unknown field", "retryable": False, "details": {}}
+            return aiohttp.web.json_response({"error": error}, status=400)
         self.asr_order.append(body["audio_url"])
         self.asr_seen.setdefault(body["audio_url"], time.monotonic())
         if self.fetch_audio:

@@ -71,6 +71,14 @@ def test_a_service_that_does_not_stream_still_works_and_progress_jumps_to_the_en
     assert write["audioSecondsDone"] == write["audioSecondsTotal"] == 2.0
 
 
+def test_a_replica_that_refuses_the_stream_field_is_asked_again_without_it(stubs: StubServices, tmp_path: Path) -> None:
+    stubs.strict, stubs.stream_windows = True, 5
+    res, _ = run(stubs, tmp_path)
+    assert res.ok and len(stubs.asr_order) == 1  # refused with stream (not counted), answered without
+    (write,) = audio_writes(res)
+    assert write["audioSecondsDone"] == 2.0
+
+
 @pytest.mark.parametrize(
     ("end", "why"),
     [
