@@ -28,6 +28,7 @@ from typing import Any
 
 import uvicorn
 from omoai_core.errors import error_body
+from omoai_core.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(app: ASGIApp, settings: Any, **overrides: Any) -> DrainingServer:
+def build_server(app: ASGIApp, settings: ServerSettings, **overrides: Any) -> DrainingServer:
     """The uvicorn server of a service (:func:`omoai_http.server.uvicorn_config`), its app wrapped in
     a :class:`Drain` that lasts up to ``settings.shutdown_timeout_s``."""
     from omoai_http.server import uvicorn_config

@@ -341,26 +341,22 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
 
     import uvicorn
-    from omoai_http.server import check_bindable
+    from omoai_http.server import bind
     from omoai_http.shutdown import build_server
 
     from omoai_asr.app import create_app
 
-    check_bindable(settings.host, settings.port)
-    server: uvicorn.Server | None = None
+    sock = bind(settings.host, settings.port)  # the one bind: the server serves on this socket
+    with sock:
+        server: uvicorn.Server | None = None
 
-    def stop(_: BaseException) -> None:
-        if server is not None:
-            server.should_exit = True
+        def stop(_: BaseException) -> None:
+            if server is not None:
+                server.should_exit = True
 
-    app = create_app(settings, on_fatal=stop)
-    server = build_server(app, settings)  # SIGTERM: drain, then stop
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
-        if server.started:
-            raise
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+        app = create_app(settings, on_fatal=stop)
+        server = build_server(app, settings)  # SIGTERM: drain, then stop
+        server.run(sockets=[sock])
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK

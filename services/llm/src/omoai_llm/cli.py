@@ -133,27 +133,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: LlmSettings) -> int:
     import uvicorn
-    from omoai_core.errors import ConfigError
-    from omoai_http.server import check_bindable
+    from omoai_http.server import bind
     from omoai_http.shutdown import build_server
 
     from omoai_llm.app import create_app
 
-    check_bindable(settings.host, settings.port)
-    server: uvicorn.Server | None = None
+    sock = bind(settings.host, settings.port)  # the one bind: the server serves on this socket
+    with sock:
+        server: uvicorn.Server | None = None
 
-    def stop(_: BaseException) -> None:
-        if server is not None:
-            server.should_exit = True
+        def stop(_: BaseException) -> None:
+            if server is not None:
+                server.should_exit = True
 
-    app = create_app(settings, on_fatal=stop)
-    # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
-    server = build_server(app, settings, access_log=False)
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
-        if server.started:
-            raise
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+        app = create_app(settings, on_fatal=stop)
+        # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
+        server = build_server(app, settings, access_log=False)
+        server.run(sockets=[sock])
     # The failure was logged as one line ("cannot start: ..."); 2 is the documented start-up code.
     return 2 if app.state.load_error is not None else 0
