@@ -226,10 +226,8 @@ def _speaker_options(args: argparse.Namespace) -> Any:
         return None
     from omoai_asr.diarization.types import DiarizationOptions
 
-    lo = args.min_speakers or 1
-    hi = args.max_speakers or max(8, lo, args.num_speakers or 0)
     try:
-        return DiarizationOptions(num_speakers=args.num_speakers, min_speakers=lo, max_speakers=hi)
+        return DiarizationOptions.from_counts(args.num_speakers, args.min_speakers, args.max_speakers)
     except ValueError as e:
         raise _usage(str(e)) from None
 
