@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from omoai_core.errors import error_body
@@ -123,6 +123,29 @@ class DrainingServer(uvicorn.Server):
                 log.warning("shutdown timeout: %d request(s) still in flight are cancelled", self.drain.in_flight)
                 self.should_exit = True
         return await super().on_tick(counter)
+
+
+A = TypeVar("A", bound=ASGIApp)
+
+
+def serve(create_app: Callable[..., A], settings: ServerSettings, **overrides: Any) -> A:
+    """A service's ``serve`` command: bind ``host:port`` once (:func:`omoai_http.server.bind`, a
+    :class:`ConfigError` when it cannot), build the app with ``create_app(settings, on_fatal=...)``
+    (a fatal error in it stops the server), serve it with the drain on that socket until stopped,
+    and return the app (its state says how the start went)."""
+    from omoai_http.server import bind
+
+    with bind(settings.host, settings.port) as sock:
+        server: DrainingServer | None = None
+
+        def stop(_: BaseException) -> None:
+            if server is not None:
+                server.should_exit = True
+
+        app = create_app(settings, on_fatal=stop)
+        server = build_server(app, settings, **overrides)
+        server.run(sockets=[sock])
+    return app
 
 
 def build_server(app: ASGIApp, settings: ServerSettings, **overrides: Any) -> DrainingServer:

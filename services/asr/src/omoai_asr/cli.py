@@ -338,23 +338,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise _usage("no model: pass --model or set OMOAI_MODEL")
     configure_logging(settings)
 
-    import uvicorn
-    from omoai_http.server import bind
-    from omoai_http.shutdown import build_server
+    from omoai_http.shutdown import serve
 
     from omoai_asr.app import create_app
 
-    sock = bind(settings.host, settings.port)  # the one bind: the server serves on this socket
-    with sock:
-        server: uvicorn.Server | None = None
-
-        def stop(_: BaseException) -> None:
-            if server is not None:
-                server.should_exit = True
-
-        app = create_app(settings, on_fatal=stop)
-        server = build_server(app, settings)  # SIGTERM: drain, then stop
-        server.run(sockets=[sock])
+    app = serve(create_app, settings)  # one bind; SIGTERM: drain, then stop
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK
