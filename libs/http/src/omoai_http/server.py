@@ -5,9 +5,10 @@ Connection-level limits live here: a request head (request line and headers) big
 or complete in one read (h11 itself bounds only an incomplete buffer); a client has
 ``header_timeout_s`` from connecting (or from the first byte of its next request on a kept-alive
 connection) to finish its headers, else the connection gets 408 and is closed; idle kept-alive
-connections close after ``keep_alive_timeout_s``; an answer given before the request's body was
-all received (a 408 for a trickled body, a 413, a 429) ends the connection, even while the client
-keeps sending. Request bodies have their own per-read and total time-outs in
+connections close after ``keep_alive_timeout_s``; after an answer given before the request's
+body was all received (a 408 for a trickled body, a 413, a 429) the rest of the body is read and
+dropped for at most ``BODY_DRAIN_S`` (a client that finishes sending can reuse the connection),
+then the connection is closed, even while the client keeps sending. Request bodies have their own per-read and total time-outs in
 :mod:`omoai_http.lifecycle`. The h11 protocol is used on purpose: it bounds incomplete headers,
 which the httptools parser does not.
 
@@ -42,9 +43,12 @@ def _plain(status: str, text: str) -> bytes:
 _TIMEOUT_RESPONSE = _plain("408 Request Timeout", "request header timed out")
 _TOO_LARGE_RESPONSE = _plain("400 Bad Request", "request header too large")
 _HEAD_END = b"\r\n\r\n"
-#: After an answer given before the request body was all received: how long the connection keeps
-#: reading (and dropping) what the client still sends, so the answer reaches it before the close.
+#: After refusing a request head: how long the half-closed connection reads (and drops) what the
+#: client still sends before it closes, so the answer reaches the client instead of a reset.
 LINGER_S = 1.0
+#: After an answer given before the request body was all received: how long the rest of the body
+#: may take to arrive (read and dropped, keeping the connection reusable) before the close.
+BODY_DRAIN_S = 5.0
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -53,6 +57,7 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: float = 30.0
     max_header_bytes: int = 64 * 1024
+    body_drain_s: float = BODY_DRAIN_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,7 +85,7 @@ class GuardedH11Protocol(H11Protocol):
                 self.logger.debug("closing a connection whose request head is over %d bytes", self.max_header_bytes)
                 self._disarm_header_timer()
                 self.transport.write(_TOO_LARGE_RESPONSE)
-                self.transport.close()
+                self._linger_close()
                 return
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
@@ -100,12 +105,24 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._disarm_header_timer()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-            # Answered before the body was all received: the connection cannot carry another
-            # request, so end it instead of reading a trickle for as long as the client sends.
-            self._lingering = True
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER_S, self.transport.close)
+            # Answered before the body was all received: uvicorn drops the rest as it comes, which a
+            # trickling client could make last for ever. Give it body_drain_s, then close.
+            self.loop.call_later(self.body_drain_s, self._drain_expired, self.cycle)
+
+    def _drain_expired(self, cycle: object) -> None:
+        if self.cycle is cycle and self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self.logger.debug(
+                "closing a connection whose unread request body still arrives after %gs", self.body_drain_s
+            )
+            self.transport.close()
+
+    def _linger_close(self) -> None:
+        """Half-close after the answer, drop what the client still sends, close after ``LINGER_S``:
+        closing at once with unread bytes would reset the connection and could lose the answer."""
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
