@@ -26,57 +26,27 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import kopf
-import yaml
-from kopf.testing import KopfRunner
 
-from tests.support import operator_crd
-from tests.support.emulator import Emulator, EmulatorThread, Kind
+from benchmarks._operator_bench import (
+    ASR_ONLY,
+    JOBS,
+    NS,
+    Child,
+    job,
+    run_operator,
+    serve_emulator,
+    wait_until_finished,
+    write_kubeconfig,
+)
 from tests.support.operator_services import StubServices
 
-ROOT = Path(__file__).resolve().parents[1]
-
-NS = "default"
-
-
-def _emulator() -> tuple[EmulatorThread, Kind]:
-    crd = operator_crd.load_crd()
-    tj = Kind(
-        "omoai.io",
-        "v1alpha1",
-        "transcriptionjobs",
-        "TranscriptionJob",
-        status_subresource=True,
-        validate=operator_crd.validate,
-        defaults=operator_crd.apply_defaults,
-    )
-    emu = Emulator()
-    emu.add_kind(tj, shortnames=tuple(crd["spec"]["names"]["shortNames"]))
-    for kind in (
-        Kind("", "v1", "events", "Event"),
-        Kind("", "v1", "namespaces", "Namespace", namespaced=False),
-        Kind("", "v1", "secrets", "Secret"),
-    ):
-        emu.add_kind(kind)
-    thread = EmulatorThread(emu).start()
-    httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NS}}).raise_for_status()
-    return thread, tj
-
-
-def serve_emulator() -> int:
-    """Child-process mode: the API emulator on its own CPU/GIL, as an API server would be."""
-    emu, _ = _emulator()
-    print(emu.url, flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    emu.stop()
-    return 0
+MODULE = "benchmarks.operator_throughput"
 
 
 def serve_stubs() -> int:
@@ -94,7 +64,7 @@ def serve_stubs() -> int:
 def serve_receiver() -> int:
     """Child-process mode: a webhook receiver verifying every delivery (key from
     ``BENCH_WEBHOOK_KEY``), as a customer's endpoint elsewhere; on exit prints the wall time each
-    delivery arrived, by ``webhook-id``."""
+    delivery arrived and whether its signature verified, by ``webhook-id``."""
     from tests.support.operator_services import WebhookReceiver
 
     receiver = WebhookReceiver([os.environ["BENCH_WEBHOOK_KEY"]])
@@ -105,78 +75,21 @@ def serve_receiver() -> int:
     return 0
 
 
-class ChildServer:
-    """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
-
-    def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.operator_throughput", mode],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url:
-            raise RuntimeError(f"the {mode} process did not start")
-
-    def stop(self) -> str:
-        """Stop; returns what the child printed after its URL."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        rest = self.proc.stdout.read()
-        self.proc.wait(30)
-        return rest
-
-
 def run(n_jobs: int, concurrency: int, full: bool, workdir: Path, *, notify: bool = False) -> dict[str, float]:
     """One configuration. With ``notify`` every job also has a webhook (``succeeded`` and ``failed``)
     to a verifying receiver in a third child process: the rate is still time to all Succeeded, and
     ``delivery_p50``/``_p95`` are from each job's Succeeded transition to its delivery's arrival."""
-    emu = ChildServer("--serve-emulator")
-    stubs = ChildServer("--serve-stubs")
+    emu = Child(MODULE, "--serve-emulator")
+    stubs = Child(MODULE, "--serve-stubs")
     receiver = None
     if notify:
         os.environ["BENCH_WEBHOOK_KEY"] = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-        receiver = ChildServer("--serve-receiver")
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "e",
-                "clusters": [{"name": "e", "cluster": {"server": emu.url}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
-            }
-        )
-    )
+        receiver = Child(MODULE, "--serve-receiver")
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", emu.first)
     data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}-{int(notify)}-{time.monotonic_ns()}"
     data.mkdir()
-    os.environ.update(
-        {
-            "KUBECONFIG": str(kubeconfig),
-            "OMOAI_ASR_URL": stubs.url,
-            "OMOAI_LLM_URL": stubs.url,
-            "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}),
-            "OMOAI_PEERING_STANDALONE": "true",
-            "OMOAI_METRICS_PORT": "0",
-            "OMOAI_ASR_CONCURRENCY": str(concurrency),
-            "OMOAI_LLM_CONCURRENCY": str(concurrency),
-            "OMOAI_LOG_LEVEL": "WARNING",
-            "OMOAI_NOTIFY_ALLOW_HTTP": "true",  # the receiver is plain http on loopback
-            "OMOAI_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
-        }
-    )
-    settings = kopf.OperatorSettings()
-    settings.queueing.exit_timeout = 1
-    settings.background.cancellation_polling = 0.2
-    settings.background.instant_exit_timeout = 0.1
-    http = httpx.Client(base_url=emu.url, timeout=30)
-    base = f"/apis/omoai.io/v1alpha1/namespaces/{NS}/transcriptionjobs"
-    postprocess = {} if full else {"punctuation": False, "summary": "none", "topics": False}
+    http = httpx.Client(base_url=emu.first, timeout=30)
+    postprocess = {} if full else ASR_ONLY
     hooks: list[dict[str, object]] = []
     if receiver is not None:
         secret = base64.b64encode(os.environ["BENCH_WEBHOOK_KEY"].encode()).decode()
@@ -184,13 +97,18 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path, *, notify: boo
             f"/api/v1/namespaces/{NS}/secrets",
             json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "data": {"signing-key": secret}},
         ).raise_for_status()
-        hooks = [{"url": receiver.url, "secretRef": {"name": "hook"}}]
+        hooks = [{"url": receiver.first, "secretRef": {"name": "hook"}}]
     created: dict[str, float] = {}
     try:
-        with KopfRunner(
-            ["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
-            settings=settings,
-            timeout=60,
+        with run_operator(
+            kubeconfig,
+            data,
+            OMOAI_ASR_URL=stubs.first,
+            OMOAI_LLM_URL=stubs.first,
+            OMOAI_ASR_CONCURRENCY=str(concurrency),
+            OMOAI_LLM_CONCURRENCY=str(concurrency),
+            OMOAI_NOTIFY_ALLOW_HTTP="true",  # the receiver is plain http on loopback
+            OMOAI_URL_ALLOWED_NETWORKS="127.0.0.0/8",
         ):
             time.sleep(1.0)  # let the watch start
             t0 = time.monotonic()
@@ -198,33 +116,14 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path, *, notify: boo
                 name = f"bench-{i:04d}"
                 url = f"https://audio.example/{name}.wav"
                 created[url] = time.monotonic()
-                body = {
-                    "apiVersion": "omoai.io/v1alpha1",
-                    "kind": "TranscriptionJob",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "source": {"url": url},
-                        "postprocess": postprocess,
-                        "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
-                        "notifications": hooks,
-                    },
-                }
-                http.post(base, json=body).raise_for_status()
+                body = job(name, url, postprocess)
+                body["spec"]["notifications"] = hooks
+                http.post(JOBS, json=body).raise_for_status()
             create_s = time.monotonic() - t0
-            while True:
-                items = http.get(base).json()["items"]
-                done = sum(1 for o in items if (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
-                if done == n_jobs:
-                    break
-                if time.monotonic() - t0 > 600:
-                    raise RuntimeError(f"only {done}/{n_jobs} finished in 600 s")
-                time.sleep(0.2)
+            items = wait_until_finished(http, n_jobs, timeout_s=600, poll_s=0.2)
             elapsed = time.monotonic() - t0
-            failed = [o["metadata"]["name"] for o in items if o["status"]["phase"] != "Succeeded"]
-            if failed:
-                raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
             while hooks:  # then until every delivery is recorded as done (bounded)
-                items = http.get(base).json()["items"]
+                items = http.get(JOBS).json()["items"]
                 records = [r for o in items for r in o["status"].get("notifications", [])]
                 if len(records) == n_jobs and all(r["state"] == "Delivered" for r in records):
                     break

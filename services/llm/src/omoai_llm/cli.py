@@ -132,28 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: LlmSettings) -> int:
-    import uvicorn
-    from omoai_core.errors import ConfigError
-    from omoai_http.server import check_bindable
-    from omoai_http.shutdown import build_server
+    from omoai_http.shutdown import serve
 
     from omoai_llm.app import create_app
 
-    check_bindable(settings.host, settings.port)
-    server: uvicorn.Server | None = None
-
-    def stop(_: BaseException) -> None:
-        if server is not None:
-            server.should_exit = True
-
-    app = create_app(settings, on_fatal=stop)
-    # SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
-    server = build_server(app, settings, access_log=False)
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
-        if server.started:
-            raise
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+    # One bind; SIGTERM drains: in-flight requests finish (up to shutdown_timeout_s), new ones get 503.
+    app = serve(create_app, settings, access_log=False)
     # The failure was logged as one line ("cannot start: ..."); 2 is the documented start-up code.
     return 2 if app.state.load_error is not None else 0

@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from omoai_core.errors import InvalidInputError, UnavailableError
+from omoai_core.errors import UnavailableError
 from omoai_http.lifecycle import Body, RequestLifecycle
-from pydantic import BaseModel, ValidationError
+from omoai_http.validation import validate
+from pydantic import BaseModel
 
 from omoai_llm.protocol import (
     PostprocessRequest,
@@ -31,18 +32,6 @@ from omoai_llm.service import LlmService
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def validate(model: type[M], data: Any) -> M:
-    """``model`` from parsed JSON; a failure is one 400 naming every bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
-            problems.append(f"{loc}: {err.get('msg')}")
-        raise InvalidInputError("invalid request: " + "; ".join(problems), details={"errors": problems}) from None
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:

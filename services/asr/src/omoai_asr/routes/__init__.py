@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
-from omoai_core.errors import InvalidInputError
-from pydantic import BaseModel, ValidationError
+from omoai_http.validation import validate
 
 from omoai_asr.serving import AsrServing
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = ["ServingDep", "get_serving", "validate"]
 
 
 def get_serving(request: Request) -> AsrServing:
@@ -19,18 +18,3 @@ def get_serving(request: Request) -> AsrServing:
 
 
 ServingDep = Annotated[AsrServing, Depends(get_serving)]
-
-
-def validate(model: type[M], data: Any) -> M:
-    """``model`` from request data; a validation failure is one 400 naming every bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
-            msg = err.get("msg", "invalid")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            problems.append(f"{loc}: {msg}")
-        raise InvalidInputError("invalid request: " + "; ".join(problems), details={"errors": problems}) from None
