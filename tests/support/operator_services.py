@@ -275,7 +275,7 @@ class StubServices(LoopbackApp):
         self.window_delay_s = 0.0
         self.audio_seconds = 2.0
         self.stream_end = "done"
-        self.strict = False  # refuse unknown fields (``stream``) as a replica predating streaming
+        self.strict = False  # a replica predating streaming: no SSE, and ``stream`` in a body refused
         self.fetch_audio = False  # download audio_url like the real service (presigned S3 URLs)
         self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
@@ -335,7 +335,7 @@ class StubServices(LoopbackApp):
             "language": "vi",
             "segments": [segment],
         }
-        if self.stream_windows and request.query.get("stream") == "true":
+        if self.stream_windows and request.query.get("stream") == "true" and not self.strict:
             return await self._stream(request, transcript, segment)
         return aiohttp.web.json_response(transcript)
 

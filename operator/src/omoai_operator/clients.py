@@ -208,30 +208,17 @@ class AsrClient:
     async def _call(
         self, on_progress: ProgressCallback | None, payload: Mapping[str, Any] | None, **kw: Any
     ) -> Transcript:
-        """With ``on_progress``, ask for the streamed answer (``stream=true`` as the query parameter
-        and as the JSON or form field): progress events as windows are decoded, then ``done`` with
-        the transcript. A service that does not stream answers plain JSON, read as before; one that
-        refuses the field (an older replica's strict schema) is asked again without it."""
+        """With ``on_progress``, ask for the streamed answer with the query parameter
+        ``stream=true`` (a replica that predates streaming ignores a query parameter, where its strict
+        body schema would refuse an unknown field): progress events as windows are decoded, then
+        ``done`` with the transcript. A plain JSON answer (no streaming there) is read as before."""
         if on_progress is None:
             return _parse("ASR", self.PATH, Transcript, await self.client.post_json(self.PATH, payload, **kw))
-        streamed = dict(kw)
-        if payload is not None:
-            payload_s: Mapping[str, Any] | None = {**payload, "stream": True}
-        else:
-            payload_s, streamed["data"] = None, {**kw.get("data", {}), "stream": "true"}
-        try:
-            async with self.client.post(
-                self.PATH, payload_s, stream=True, params={"stream": "true"}, **streamed
-            ) as resp:
-                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                    await _read(resp, "ASR", self.PATH)
-                    return _parse("ASR", self.PATH, Transcript, _json(resp, "ASR", self.PATH))
-                return await self._events(resp, on_progress)
-        except StageError as e:
-            if e.failure.retryable or "stream" not in e.failure.message:
-                raise
-            log.info("the ASR service refused stream=true (%s); asking without it", e.failure.message[:200])
-        return _parse("ASR", self.PATH, Transcript, await self.client.post_json(self.PATH, payload, **kw))
+        async with self.client.post(self.PATH, payload, stream=True, params={"stream": "true"}, **kw) as resp:
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                await _read(resp, "ASR", self.PATH)
+                return _parse("ASR", self.PATH, Transcript, _json(resp, "ASR", self.PATH))
+            return await self._events(resp, on_progress)
 
     async def _events(self, resp: httpx.Response, on_progress: ProgressCallback) -> Transcript:
         parser = EventParser()
