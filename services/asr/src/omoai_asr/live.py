@@ -27,11 +27,12 @@ masked batches (one batch per set of identical decode options) on the engine's s
 thread, the same thread as file requests (the :class:`~omoai_asr.batcher.Batcher`'s), so live
 streams and files share the device fairly in FIFO order. Limits: at most ``max_streams`` open
 streams (:meth:`LiveScheduler.open` raises :class:`~omoai_core.errors.OverloadedError`);
-backpressure when a stream's audio not yet decoded exceeds ``max_buffered_s``:
+backpressure when a stream's audio not yet decoded exceeds ``max_buffered_s`` while the decoder
+has a window of it ready (audio that only completes a window is always taken):
 :meth:`LiveStream.feed` waits until the decoder has caught up (a transport that must not block
 uses :meth:`LiveStream.feed_nowait`, which raises :class:`StreamBackpressureError` instead), so a
-client that sends faster than the replica decodes holds at most ``max_buffered_s`` plus one piece
-of audio in memory. Events are queued without bound only in number of windows decoded (each event
+client that sends faster than the replica decodes holds at most ``max_buffered_s`` (or one window
+and its right context, if that is longer) plus one piece of audio in memory. Events are queued without bound only in number of windows decoded (each event
 is small); a transport whose client never reads should close the stream.
 :meth:`LiveStream.close` (or cancelling) frees the decoder state at once.
 
@@ -47,7 +48,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from omoai_core.errors import InvalidInputError, OmoaiError, OverloadedError, UnavailableError
@@ -161,6 +162,7 @@ class StreamUpdate(Protocol):
     def final(self) -> Transcript | None: ...  # the item's transcript, when finished
 
 
+@runtime_checkable
 class StreamingEngine(Protocol):
     """What the scheduler needs from the engine (``ChunkFormerEngine`` implements it)."""
 
@@ -195,8 +197,8 @@ class LiveStream:
     _closed: bool = False
     _item_start_samples: int = 0  # stream clock of the current item's first sample
     _fed_samples: int = 0  # samples of the stream so far (stream clock)
-    _new_audio: bool = False  # audio arrived since the last step
-    _partial_due: bool = False
+    _partial_due: bool = False  # audio arrived since the last partial
+    _partial_at: float = float("-inf")  # loop time of the last partial
 
     # -- the transport's side ------------------------------------------------------------------------
 
@@ -218,7 +220,7 @@ class LiveStream:
         """Append 16 kHz mono int16 samples; raises :class:`StreamBackpressureError` past the bound."""
         self._check_open()
         samples = _as_pcm(pcm)
-        if self.buffered_seconds + len(samples) / SAMPLE_RATE > self.scheduler.max_buffered_s:
+        if self._behind(len(samples)):
             raise StreamBackpressureError(
                 f"the stream holds {self.buffered_seconds:.1f} s of audio not yet decoded (at most "
                 f"{self.scheduler.max_buffered_s:.1f} s): send slower",
@@ -230,9 +232,7 @@ class LiveStream:
         """Append samples, first waiting while the stream's undecoded audio is over the bound."""
         self._check_open()
         samples = _as_pcm(pcm)
-        while self.buffered_seconds > 0 and self.buffered_seconds + len(samples) / SAMPLE_RATE > (
-            self.scheduler.max_buffered_s
-        ):
+        while self._behind(len(samples)):
             self._drained.clear()
             await self._drained.wait()
             self._check_open()
@@ -282,6 +282,18 @@ class LiveStream:
 
     # -- internals -----------------------------------------------------------------------------------
 
+    def _behind(self, more: int) -> bool:
+        """Whether ``more`` samples would put the stream over its bound of audio not yet decoded.
+
+        Only audio the decoder could already work on counts against the bound: while no window is
+        ready the stream still needs audio to complete one (a window and its right context, see
+        ``docs/asr-engine.md``), so that much is always accepted.
+        """
+        stream = self._engine_stream
+        if stream is None or not stream.has_ready_window:
+            return False
+        return self.buffered_seconds + more / SAMPLE_RATE > self.scheduler.max_buffered_s
+
     def _check_open(self) -> None:
         if self._closed:
             raise StreamClosedError("the stream is closed")
@@ -291,7 +303,6 @@ class LiveStream:
             self._engine_stream = self.scheduler.engine.open_stream(self.options)
         self._engine_stream.push(samples)
         self._fed_samples += len(samples)
-        self._new_audio = True
         self._partial_due = self.partials
         self.scheduler._wake.set()
 
@@ -301,7 +312,12 @@ class LiveStream:
         if self._commits:
             return True
         stream = self._engine_stream
-        return stream is not None and (stream.has_ready_window or self._partial_due)
+        return stream is not None and (stream.has_ready_window or self._partial_ready())
+
+    def _partial_ready(self) -> bool:
+        if not self._partial_due:
+            return False
+        return asyncio.get_running_loop().time() - self._partial_at >= self.scheduler.partial_interval_s
 
     def _deliver(self, update: StreamUpdate, finished: bool) -> None:
         clock = self._item_start_samples / SAMPLE_RATE
@@ -370,6 +386,7 @@ class LiveScheduler:
         *,
         max_streams: int,
         max_buffered_s: float,
+        partial_interval_s: float = 0.5,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
@@ -379,6 +396,7 @@ class LiveScheduler:
         self.run_in_engine_thread = run_in_engine_thread
         self.max_streams = max_streams
         self.max_buffered_s = max_buffered_s
+        self.partial_interval_s = partial_interval_s
         self._streams: dict[str, LiveStream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -425,7 +443,12 @@ class LiveScheduler:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            delay = self._next_partial_in()
+            if delay is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
             due = [s for s in self._streams.values() if s._wants_step()]
             if not due:
@@ -438,6 +461,14 @@ class LiveScheduler:
             if any(s._wants_step() for s in self._streams.values()):
                 self._wake.set()
 
+    def _next_partial_in(self) -> float | None:
+        """Seconds until the next partial falls due (None: no partial waits)."""
+        now = asyncio.get_running_loop().time()
+        waits = [
+            max(0.0, s._partial_at + self.partial_interval_s - now) for s in self._streams.values() if s._partial_due
+        ]
+        return min(waits) if waits else None
+
     async def _step(self, group: list[LiveStream]) -> None:
         jobs: list[tuple[LiveStream, EngineStream, bool]] = []
         for s in group:
@@ -448,10 +479,12 @@ class LiveScheduler:
             jobs.append((s, s._engine_stream, bool(s._commits)))
         if not jobs:
             return
-        partial = [s._partial_due and not finish for s, _, finish in jobs]
-        for s, _, _ in jobs:
-            s._partial_due = False
-            s._new_audio = False
+        partial = [s._partial_ready() and not finish for s, _, finish in jobs]
+        now = asyncio.get_running_loop().time()
+        for (s, _, _), wanted in zip(jobs, partial, strict=True):
+            if wanted:
+                s._partial_due = False
+                s._partial_at = now
         streams = [e for _, e, _ in jobs]
         finish = [f for _, _, f in jobs]
         try:
