@@ -191,7 +191,7 @@ class LiveStream:
     partials: bool
     id: str = field(default_factory=lambda: f"live-{next(_ids)}")
     _engine_stream: EngineStream | None = None
-    _events: asyncio.Queue[LiveEvent] = field(default_factory=asyncio.Queue)
+    _events: asyncio.Queue[LiveEvent | None] = field(default_factory=asyncio.Queue)  # None: closed
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _commits: list[asyncio.Future[Transcript]] = field(default_factory=list)
     _closed: bool = False
@@ -255,14 +255,20 @@ class LiveStream:
         self._drained.set()
 
     async def next_event(self) -> LiveEvent:
-        return await self._events.get()
+        """The next event; raises :class:`StreamClosedError` once the stream is closed and drained."""
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # every later call sees the end too
+            raise StreamClosedError("the stream is closed")
+        return event
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Events until the stream is closed (a :class:`Failed` event ends the iteration too)."""
         while True:
-            if self._closed and self._events.empty():
-                return
             event = await self._events.get()
+            if event is None:
+                self._events.put_nowait(None)
+                return
             yield event
             if isinstance(event, Failed):
                 return
@@ -278,6 +284,7 @@ class LiveStream:
                 future.set_exception(StreamClosedError("the stream was closed"))
         self._commits.clear()
         self._drained.set()
+        self._events.put_nowait(None)
         self.scheduler._forget(self)
 
     # -- internals -----------------------------------------------------------------------------------
