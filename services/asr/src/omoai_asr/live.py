@@ -79,7 +79,7 @@ __all__ = [
 class Committed:
     """Newly committed text of the current item (append it; it never changes)."""
 
-    text: str  # the delta: the item's committed text grows by exactly this string
+    text: str  # the delta: the item's committed text grows by exactly this string (may be empty: progress)
     segments: tuple[Segment, ...]  # segments that became final, times in the stream's audio clock
     audio_seconds_done: float  # stream clock: audio decoded and committed up to here
 
@@ -197,6 +197,7 @@ class LiveStream:
     _closed: bool = False
     _item_start_samples: int = 0  # stream clock of the current item's first sample
     _fed_samples: int = 0  # samples of the stream so far (stream clock)
+    _samples_done: int = 0  # item samples committed (as last reported)
     _partial_due: bool = False  # audio arrived since the last partial
     _partial_at: float = float("-inf")  # loop time of the last partial
 
@@ -328,7 +329,8 @@ class LiveStream:
 
     def _deliver(self, update: StreamUpdate, finished: bool) -> None:
         clock = self._item_start_samples / SAMPLE_RATE
-        if update.text_delta or update.segments:
+        if update.text_delta or update.segments or update.samples_done > self._samples_done:
+            self._samples_done = update.samples_done
             self._events.put_nowait(
                 Committed(
                     update.text_delta,
@@ -346,6 +348,7 @@ class LiveStream:
                 future.set_result(update.final)
             self._engine_stream = None
             self._item_start_samples = self._fed_samples
+            self._samples_done = 0
         self._drained.set()
 
     def _fail(self, error: OmoaiError) -> None:
@@ -509,4 +512,4 @@ class LiveScheduler:
         for (s, engine_stream, finished), update in zip(jobs, updates, strict=True):
             if s._closed or s._engine_stream is not engine_stream:
                 continue  # closed or cleared while the step ran: its results are dropped
-            s._deliver(update, finished)
+            s._deliver(update, finished and update.final is not None)

@@ -62,6 +62,11 @@ class SpeakerOptions(contract.SpeakerFields):
 class TranscriptionOptions(contract.TranscriptionOptions, SpeakerOptions):
     """Decode, speaker and output options (the contract's fields); unset fields take the server's defaults."""
 
+    stream: bool = Field(
+        default=False,
+        description="Answer text/event-stream: progress and segment events as windows are decoded, then done.",
+    )
+
     def decode_options(self, settings: AsrSettings) -> DecodeOptions:
         """The engine's options; combinations the model cannot run raise ``InvalidInputError`` (400)."""
         return DecodeOptions(
