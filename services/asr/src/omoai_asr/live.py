@@ -37,7 +37,9 @@ is small); a transport whose client never reads should close the stream.
 :meth:`LiveStream.close` (or cancelling) frees the decoder state at once.
 
 API stability: the names and signatures here are what ``/v1/realtime`` codes against; changes
-stay backwards compatible and are noted in this docstring.
+stay backwards compatible and are noted in this docstring. Changes so far: :meth:`LiveStream.events`
+ends by itself when the stream is closed; ``shift_segment`` is public (it was ``_shift``);
+:class:`Committed` may carry empty text (progress: one per decoded window).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "StreamBackpressureError",
     "StreamClosedError",
     "StreamingEngine",
+    "shift_segment",
 ]
 
 
@@ -334,7 +337,7 @@ class LiveStream:
             self._events.put_nowait(
                 Committed(
                     update.text_delta,
-                    tuple(_shift(s, clock) for s in update.segments),
+                    tuple(shift_segment(s, clock) for s in update.segments),
                     clock + update.samples_done / SAMPLE_RATE,
                 )
             )
@@ -363,7 +366,7 @@ def _as_pcm(pcm: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _shift(segment: Segment, seconds: float) -> Segment:
+def shift_segment(segment: Segment, seconds: float) -> Segment:
     """A segment (and its words) moved by ``seconds`` (item clock -> stream clock)."""
     if seconds == 0:
         return segment
