@@ -11,6 +11,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import AsrServer, MediaServer
 
 MANY_WINDOWS = {"chunk_size": "8", "left_context": "16", "right_context": "4", "total_batch_duration": "3"}
@@ -88,3 +89,25 @@ def test_stream_json_field_streams_an_audio_url(server: AsrServer, media_server:
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = parse_events(streamed.text)
     assert events[-1] == ("done", plain.json())
+
+
+def test_the_openai_client_streams_deltas_then_done(server: AsrServer, engine, clips: list[Path]) -> None:
+    """``stream=True`` with the official SDK: text deltas, then the done event with usage."""
+    import openai
+    from omoai_asr.engine import DecodeOptions
+    from omoai_audio import decode_audio
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    want = engine.transcribe(decode_audio(clips[1]).samples, DecodeOptions())
+    with clips[1].open("rb") as fh:
+        stream = client.audio.transcriptions.create(model="chunkformer-tiny", file=fh, stream=True)
+        events = list(stream)
+    assert [e.type for e in events][-1] == "transcript.text.done"
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = events[-1]
+    assert "".join(deltas) == done.text == want.text and want.text
+    assert done.usage is not None and done.usage.seconds == pytest.approx(int(want.duration) + 1)
+    with clips[1].open("rb") as fh, pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(
+            model="chunkformer-tiny", file=fh, stream=True, response_format="verbose_json"
+        )

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: One event of a streamed file transcription: ("progress", dict), ("segment", Segment), ("done", Transcript).
+#: One event of a streamed file transcription: ("delta", str), ("progress", dict), ("segment", Segment),
+#: ("done", Transcript).
 FileStreamEvent = tuple[str, Any]
 
 __all__ = ["AsrServing", "ClientClosedError"]
@@ -174,7 +175,8 @@ class AsrServing:
 
         Called inside the request lifecycle, so bad audio and a full replica (``live_max_streams``)
         are ordinary error answers; the returned iterator then feeds the audio (as fast as the
-        decoder takes it) and yields ``("progress", {...})`` after each decoded window,
+        decoder takes it) and yields ``("delta", text)`` for each piece of committed text,
+        ``("progress", {...})`` after each decoded window,
         ``("segment", segment)`` for each segment as soon as it is final and ``("done", transcript)``
         (the batch transcript of the file). Closing the iterator (client hang-up) stops the work
         and frees the stream.
@@ -201,6 +203,8 @@ class AsrServing:
         try:
             async for event in stream.events():
                 if isinstance(event, Committed):
+                    if event.text:
+                        yield "delta", event.text
                     for segment in event.segments:
                         yield "segment", segment
                     yield (

@@ -5,15 +5,13 @@ a raw ``audio/*`` body, or as JSON with ``audio_url``; decode and output options
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from omoai_core.errors import EmptyAudioError, InvalidInputError, OmoaiError, UnsupportedMediaError, error_body
+from fastapi.responses import JSONResponse, PlainTextResponse
+from omoai_core.errors import EmptyAudioError, InvalidInputError, UnsupportedMediaError
 from omoai_core.schemas import Transcript
 from omoai_formats import render
 from omoai_http.jsonbody import parse_json
@@ -22,10 +20,8 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, TranscriptionOptions, UrlTranscriptionRequest
-from omoai_asr.routes import ServingDep, validate
-from omoai_asr.serving import AsrServing
-
-log = logging.getLogger(__name__)
+from omoai_asr.routes import ServingDep, sse_response, validate
+from omoai_asr.serving import AsrServing, FileStreamEvent
 
 router = APIRouter(tags=["transcription"])
 
@@ -150,22 +146,10 @@ def _check_streamable(options: TranscriptionOptions) -> None:
         raise InvalidInputError("stream=true answers JSON events without diarization; drop format or diarization")
 
 
-def _sse_response(events: AsyncIterator[tuple[str, Any]]) -> Response:
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for name, data in events:
-                payload = data.model_dump(exclude_none=True) if isinstance(data, BaseModel) else data
-                yield sse(name, payload)
-        except OmoaiError as e:
-            yield sse("error", e.to_dict())
-        except Exception:
-            log.exception("a streamed transcription failed")
-            yield sse("error", error_body("internal_error", "the transcription failed", retryable=True))
+def _sse_response(events: AsyncIterator[FileStreamEvent]) -> Response:
+    async def named() -> AsyncIterator[tuple[str | None, object]]:
+        async for name, data in events:
+            if name != "delta":  # the text arrives with the segments
+                yield name, data.model_dump(exclude_none=True) if isinstance(data, BaseModel) else data
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def sse(event: str | None, data: object) -> bytes:
-    """One server-sent event (``event:`` line only when named)."""
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+    return sse_response(named())
