@@ -245,3 +245,27 @@ async def test_live_streams_commit_items_equal_to_batch_with_limits_and_cleanup(
         assert live.open_streams == 0
     finally:
         await live.stop()
+
+
+async def test_closing_a_streamed_file_answer_stops_the_work_and_frees_the_stream() -> None:
+    """What a client hang-up does to ``stream=true``: the event iterator is closed mid-way."""
+    from types import SimpleNamespace
+
+    from omoai_asr.serving import AsrServing
+
+    eng = engine("small")
+    options = DecodeOptions(8, 16, 4, 11.0)
+    clip = audio("small", longest_clip("small"))
+    live = LiveScheduler(eng, _Thread(), max_streams=1, max_buffered_s=5.0)
+    live.start()
+    try:
+        stream = live.open(options)
+        events = AsrServing._file_events(SimpleNamespace(model_name="m"), stream, clip)  # type: ignore[arg-type]
+        name, _ = await anext(events)
+        assert name in ("delta", "segment", "progress")
+        await events.aclose()  # the client went away
+        assert stream.closed and live.open_streams == 0
+        assert stream.audio_seconds < len(clip) / 16000  # feeding stopped (backpressure held the rest)
+        live.open(options).close()  # the slot is free again
+    finally:
+        await live.stop()
