@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from omoai_operator.runner import RunResult, run_jobs
 from omoai_operator.settings import OperatorSettings
+from operator_harness import RealServices
 
 from tests.support.operator_services import StubServices
 
@@ -86,3 +87,35 @@ def test_a_stream_that_breaks_off_or_fails_is_a_retryable_failed_attempt(
     assert not res.ok and res.status.reason == "BackoffLimitExceeded"
     assert why in (res.status.message or "")
     assert len(stubs.asr_order) == 2  # retried once (backoffLimit 1), like a non-streamed failure
+
+
+@pytest.mark.slow
+def test_the_real_asr_service_streams_progress_that_the_operator_writes(
+    real_services: RealServices, shared_root: Path, tmp_path: Path
+) -> None:
+    cfg = OperatorSettings.model_validate(
+        {
+            "asr_url": real_services.asr_url,
+            "llm_url": real_services.llm_url,
+            "endpoint_discovery": False,
+            "volumes": {"omoai-data": str(shared_root)},
+            "progress_interval_s": 0.1,
+        }
+    )
+    doc = {
+        "apiVersion": "omoai.io/v1alpha1",
+        "kind": "TranscriptionJob",
+        "metadata": {"name": "xin-chao"},
+        "spec": {
+            "source": {"pvc": {"claimName": "omoai-data", "path": "samples/xin-chao.wav"}},  # uploaded
+            # 2 s windows: the 7.2 s sample is decoded in several, each reported as it is done
+            "asr": {"totalBatchDuration": 2, "chunkSize": 16, "leftContext": 16, "rightContext": 16},
+            "postprocess": {"punctuation": False, "summary": "none", "topics": False},
+            "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
+        },
+    }
+    (res,) = asyncio.run(run_jobs([doc], cfg, data_dir=shared_root, output_dir=tmp_path / "out"))
+    assert res.ok, res.status.message
+    done = [w["audioSecondsDone"] for w in audio_writes(res)]
+    assert len(done) >= 2 and done == sorted(done) and done[0] < done[-1]  # moved during the stage
+    assert done[-1] == res.status.audio_seconds_total == round(res.status.audio_duration_seconds or 0, 1)
