@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
+from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
+from omoai_llm.backends.base import ChatMessage, Completion, JsonSchema, check_room, render_prompt, require_model
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class _Request:
     max_tokens: int
     temperature: float
     future: asyncio.Future[Completion] = field(repr=False)
+    schema: JsonSchema | None = None
     #: Set when the caller has gone (its future was cancelled); read by generation's worker thread.
     abandoned: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -45,6 +46,36 @@ class _StopAbandoned:
         import torch
 
         return torch.tensor([r.abandoned.is_set() for r in self.group], dtype=torch.bool, device=input_ids.device)
+
+
+class _SchemaRows:
+    """A ``prefix_allowed_tokens_fn`` for a batch: rows with a schema get the tokens that keep their
+    answer valid JSON of that shape (lm-format-enforcer), the other rows get every token."""
+
+    def __init__(self, group: list[_Request], tokenizer_data: Any, vocab: int) -> None:
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        self._enforcers = [
+            TokenEnforcer(tokenizer_data, JsonSchemaParser(r.schema)) if r.schema is not None else None
+            for r in group
+        ]
+        self._everything = list(range(vocab))
+
+    def __call__(self, batch_id: int, sent: Any) -> list[int]:
+        enforcer = self._enforcers[batch_id]
+        if enforcer is None:
+            return self._everything
+        allowed: list[int] = enforcer.get_allowed_tokens(sent.tolist())
+        return allowed or self._everything
+
+
+def constrained_decoding_available() -> bool:
+    """Whether lm-format-enforcer (the ``constrained`` extra) is installed."""
+    try:
+        import lmformatenforcer  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _import_transformers() -> Any:
@@ -99,6 +130,8 @@ class TransformersBackend:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self._fast = getattr(tokenizer, "backend_tokenizer", None)
+        self._enforcer_data: Any = None  # built on the first call with a schema (it walks the vocabulary)
+        self.constrained = constrained_decoding_available()
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -117,8 +150,7 @@ class TransformersBackend:
     ) -> TransformersBackend:
         """Blocking: load tokenizer and weights from a directory or hub id onto the policy's device."""
         tf = _import_transformers()
-        if not model:
-            raise ConfigError("no model configured: set OMOAI_MODEL or --model to a hub id or a directory")
+        require_model(model)
         path = Path(model).expanduser()
         if model.startswith(("/", ".", "~")) and not path.is_dir():
             raise ModelLoadError(f"model directory {model!r} does not exist", details={"model": model})
@@ -164,26 +196,31 @@ class TransformersBackend:
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text: the chat template when the tokenizer has one, else a plain format."""
-        if self.has_chat_template:
-            return self._tok.apply_chat_template(
-                [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
-            )
-        return render_plain_prompt(messages)
+        return render_prompt(self._tok, messages)
 
     async def generate(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        schema: JsonSchema | None = None,
     ) -> Completion:
+        """``schema`` is enforced token by token when lm-format-enforcer is installed (the
+        ``constrained`` extra); without it the answer is free text that callers parse defensively."""
         if self._closed:
             raise UnavailableError(f"model {self._name} was unloaded")
         prompt = self.render(messages)
         ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
-        room = self._context - len(ids)
-        if room < 1:
-            raise InvalidInputError(
-                f"the prompt has {len(ids)} tokens, over the context of {self._context} tokens of {self._name}"
-            )
+        room = check_room(len(ids), self._context, self._name)
         loop = asyncio.get_running_loop()
-        req = _Request(list(ids), max(1, min(max_tokens, room)), temperature, loop.create_future())
+        req = _Request(
+            list(ids),
+            max(1, min(max_tokens, room)),
+            temperature,
+            loop.create_future(),
+            schema if self.constrained else None,
+        )
         req.future.add_done_callback(lambda f: req.abandoned.set() if f.cancelled() else None)
         if self._loop is not loop:  # first call, or the backend moved to another event loop
             self._loop, self._queue, self._worker = loop, asyncio.Queue(), None
@@ -266,9 +303,18 @@ class TransformersBackend:
             if temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        constrain: dict[str, Any] = {}
+        if any(r.schema is not None for r in group):
+            if self._enforcer_data is None:
+                from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
+
+                self._enforcer_data = build_token_enforcer_tokenizer_data(tok)
+            vocab = int(model.get_output_embeddings().weight.shape[0])
+            constrain["prefix_allowed_tokens_fn"] = _SchemaRows(group, self._enforcer_data, vocab)
         with self._policy.inference():
             out = model.generate(
                 stopping_criteria=[_StopAbandoned(group)],
+                **constrain,
                 input_ids=ids.to(self._policy.device),
                 attention_mask=mask.to(self._policy.device),
                 max_new_tokens=max_new,
