@@ -70,12 +70,14 @@ class CallContext:
     ) -> Completion:
         """One model call; the answer's text is cleaned (:mod:`omoai_llm.hygiene`) before anyone
         reads it. ``schema`` asks the backend to enforce a JSON shape where it can."""
+        # ``schema`` is passed only when there is one: backends written before it keep working.
+        extra: dict[str, Any] = {"schema": schema} if schema is not None else {}
         async with self._sem:
             c = await self.backend.generate(
                 [ChatMessage("system", system), ChatMessage("user", user)],
                 max_tokens=max_tokens,
                 temperature=self.temperature if temperature is None else temperature,
-                schema=schema,
+                **extra,
             )
         text, removed = clean_model_text(c.text)
         if removed or text != c.text:

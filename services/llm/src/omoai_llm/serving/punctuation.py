@@ -21,6 +21,7 @@ from omoai_llm.chunking import word_ranges
 from omoai_llm.edits import Outcome, apply_edits, capitalise_sentence_starts, edits_schema, numbered, parse_edits
 from omoai_llm.parsing import clean_answer
 from omoai_llm.serving.common import CallContext, map_concurrently
+from omoai_llm.serving.tagging import resplit
 
 #: Generated tokens allowed per input token: punctuation adds marks, casing can split tokens.
 OUTPUT_RATIO = 1.3
@@ -110,13 +111,7 @@ async def punctuate(
     if len(out_words) != len(flat):  # cannot happen: align_words returns one word per input word
         raise RuntimeError(f"alignment returned {len(out_words)} words for {len(flat)}")
 
-    result: list[Segment] = []
-    pos = 0
-    for seg, words in zip(segments, seg_words, strict=True):
-        mine = out_words[pos : pos + len(words)]
-        pos += len(words)
-        result.append(seg.model_copy(update={"text": " ".join(mine) if words else seg.text.strip()}))
-    return PunctuationResult(result, stats, len(ranges), answers)
+    return PunctuationResult(resplit(segments, seg_words, out_words), stats, len(ranges), answers)
 
 
 def _edit_stats(words: Sequence[str], segments: Sequence[int], *, used: bool) -> AlignmentStats:
