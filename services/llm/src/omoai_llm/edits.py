@@ -43,7 +43,11 @@ Case = Literal["capital", "upper"]
 
 def edits_schema(words: int) -> JsonSchema:
     """The answer's shape for a chunk of ``words`` words (numbers 1..words, each listed once)."""
-    numbers = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": max(1, words)}}
+    numbers = {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 1, "maximum": max(1, words)},
+        "maxItems": max(1, words),
+    }
     return {
         "type": "object",
         "properties": {key: numbers for key in KEYS},

@@ -65,8 +65,32 @@ class _SchemaRows:
         enforcer = self._enforcers[batch_id]
         if enforcer is None:
             return self._everything
-        allowed: list[int] = enforcer.get_allowed_tokens(sent.tolist())
+        found = enforcer.get_allowed_tokens(sent.tolist())
+        allowed: list[int] = list(getattr(found, "allowed_tokens", found))
         return allowed or self._everything
+
+
+def enforcer_tokenizer_data(tokenizer: Any, eos_ids: list[int], vocab: int) -> Any:
+    """lm-format-enforcer's view of a tokenizer: each regular token's text, and whether it starts a
+    word (decoded after a ``0`` token, a word-start token gains its leading space). Written here
+    because the library's own transformers helper imports modules transformers 5 removed."""
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    special = set(tokenizer.all_special_ids)
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    regular = []
+    for i in range(min(vocab, len(tokenizer))):
+        if i in special:
+            continue
+        after_zero = tokenizer.decode([zero, i])[1:]
+        alone = tokenizer.decode([i])
+        regular.append((i, after_zero, len(after_zero) > len(alone)))
+
+    def decode(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids)
+        return text.rstrip("\ufffd")  # a cut multi-byte character is not text yet
+
+    return TokenEnforcerTokenizerData(regular, decode, eos_ids, False, vocab)
 
 
 def constrained_decoding_available() -> bool:
@@ -305,11 +329,9 @@ class TransformersBackend:
         )
         constrain: dict[str, Any] = {}
         if any(r.schema is not None for r in group):
-            if self._enforcer_data is None:
-                from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
-
-                self._enforcer_data = build_token_enforcer_tokenizer_data(tok)
             vocab = int(model.get_output_embeddings().weight.shape[0])
+            if self._enforcer_data is None:
+                self._enforcer_data = enforcer_tokenizer_data(tok, sorted(self._eos_ids), vocab)
             constrain["prefix_allowed_tokens_fn"] = _SchemaRows(group, self._enforcer_data, vocab)
         with self._policy.inference():
             out = model.generate(
