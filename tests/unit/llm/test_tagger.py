@@ -94,10 +94,8 @@ async def test_seq2labels_word_changing_labels_are_counted_and_never_applied(che
     assert engine.license == "cc-by-sa-4.0"
 
 
-async def test_min_error_probability_of_one_leaves_the_text_alone(checkpoints):
-    engine = TaggerEngine.load(
-        str(checkpoints["seq2labels"]), _policy(), options=TaggerOptions(min_error_probability=1.0)
-    )
+async def test_a_full_confidence_bias_keeps_every_word_as_it_came(checkpoints):
+    engine = TaggerEngine.load(str(checkpoints["seq2labels"]), _policy(), options=TaggerOptions(confidence_bias=1.0))
     assert (await engine.tag(TEXT)).words == TEXT
 
 
