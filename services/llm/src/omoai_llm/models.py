@@ -78,6 +78,10 @@ class ModelManager:
         return list(self._loaded)
 
     @property
+    def loaded(self) -> dict[str, Resident]:
+        return dict(self._loaded)
+
+    @property
     def models(self) -> list[str]:
         """Every configured model, the default punctuation model first."""
         ordered = [self.tagger_model, self.punctuation_model] if self._tagger_first else [self.punctuation_model]

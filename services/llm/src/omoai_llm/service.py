@@ -23,6 +23,8 @@ from omoai_llm.models import ModelManager, Resident
 from omoai_llm.prompts import Prompts
 from omoai_llm.protocol import (
     AlignmentReport,
+    ModelInfo,
+    ModelsResponse,
     PostprocessRequest,
     PostprocessResponse,
     PunctuateRequest,
@@ -70,6 +72,13 @@ def report_of(s: AlignmentStats, policy: Policy) -> AlignmentReport:
         restored=s.restored,
         invented=s.invented,
     )
+
+
+#: Licences of published taggers (shown before they are loaded; a loaded one shows its card's).
+KNOWN_TAGGER_LICENSES = {
+    "dragonSwing/vibert-capu": "cc-by-sa-4.0",
+    "dragonSwing/xlm-roberta-capu": "cc-by-sa-4.0",
+}
 
 
 def _extractive_warning(parts: int, chunks: int) -> str:
@@ -155,6 +164,19 @@ class LlmService:
         )
 
     # -- operations -------------------------------------------------------------------------------
+
+    def models(self) -> ModelsResponse:
+        """The configured models, which are loaded, and the licences known for them."""
+        resident = self.manager.loaded
+        out = []
+        for name in self.manager.models:
+            loaded = resident.get(name)
+            if name == self.manager.tagger_model:
+                license = getattr(loaded, "license", None) or KNOWN_TAGGER_LICENSES.get(name)
+                out.append(ModelInfo(id=name, kind="tagger", license=license, resident=loaded is not None))
+            else:
+                out.append(ModelInfo(id=name, kind="llm", resident=loaded is not None))
+        return ModelsResponse(data=out)
 
     async def punctuate(self, req: PunctuateRequest) -> PunctuateResponse:
         self.check_size(req.segments)

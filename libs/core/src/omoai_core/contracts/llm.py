@@ -133,6 +133,18 @@ class TopicsResponse(TopicsResult):
     usage: Usage
 
 
+class ModelInfo(_Model):
+    id: str
+    kind: Literal["llm", "tagger"]
+    license: str | None = Field(default=None, description="From the model card, or known for published taggers.")
+    resident: bool = Field(description="Loaded now (a single-resident service switches between its models).")
+
+
+class ModelsResponse(_Model):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
 class PostprocessResponse(_Model):
     segments: list[Segment]
     text: str
