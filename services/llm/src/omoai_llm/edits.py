@@ -154,3 +154,24 @@ def capitalise_sentence_starts(words: list[str]) -> list[str]:
         t = split_token(words[i])
         start = bool(t.trail) and t.trail[-1] in SENTENCE_END if t.core else start
     return words
+
+
+def edits_of(reference: Sequence[str]) -> dict[str, list[int]]:
+    """The ideal answer for a chunk whose punctuated, cased form is ``reference``: what a perfect
+    model returns (benchmarks and the quality harness use it). Sentence starts are left to the rule."""
+    answer: dict[str, list[int]] = {key: [] for key in KEYS}
+    marks = {mark: key for key, mark in MARK_KEYS.items()}
+    start = True
+    for n, word in enumerate(reference, 1):
+        t = split_token(word)
+        letters = [c for c in t.core if c.isalpha()]
+        if letters and len(letters) > 1 and all(c.isupper() for c in letters):
+            answer["upper"].append(n)
+        elif letters and t.core[0].isupper() and not start:
+            answer["capital"].append(n)
+        mark = t.trail[-1:] if t.trail else ""
+        if mark in marks:
+            answer[marks[mark]].append(n)
+        if t.core:
+            start = mark in SENTENCE_END
+    return answer
