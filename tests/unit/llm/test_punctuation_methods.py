@@ -72,7 +72,8 @@ async def test_edits_mode_sends_the_schema_and_applies_marks_and_casing():
         ("Hôm nay, đài VTV đưa tin về Đà Nẵng.", "malformed"),  # the model rewrote instead
         ('{"period": [1, 99, "boom"], "comma": {"a": 1}}', "partial"),
         ('[{"period": 1}]', "malformed"),
-        ("\x00\ufffd{\u202e}", "malformed"),
+        ("\x00\ufffd\u202e<b>ok</b>", "malformed"),
+        ("\x00{\u202e}", "ok"),  # cleaned to {}: nothing to edit
     ],
 )
 async def test_bad_edits_answers_fall_back_to_the_words_and_are_counted(answer, outcome):

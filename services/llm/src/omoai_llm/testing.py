@@ -129,12 +129,12 @@ def _wordpiece_tokenizer(directory: Path, context: int) -> object:
     return fast
 
 
-def _bert_sizes(hidden_size: int, layers: int, context: int) -> dict[str, object]:
+def _bert_sizes(hidden_size: int, layers: int, context: int, heads: int = 4, ffn: int = 2) -> dict[str, object]:
     return {
         "hidden_size": hidden_size,
         "num_hidden_layers": layers,
-        "num_attention_heads": 4,
-        "intermediate_size": hidden_size * 2,
+        "num_attention_heads": heads,
+        "intermediate_size": hidden_size * ffn,
         "max_position_embeddings": context,
         "type_vocab_size": 2,
         "layer_norm_eps": 1e-12,
@@ -144,7 +144,15 @@ def _bert_sizes(hidden_size: int, layers: int, context: int) -> dict[str, object
 
 
 def write_tiny_seq2labels(
-    directory: Path, *, hidden_size: int = 32, layers: int = 2, context: int = 128, seed: int = 0, scale: float = 4.0
+    directory: Path,
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    context: int = 128,
+    seed: int = 0,
+    scale: float = 4.0,
+    heads: int = 4,
+    ffn: int = 2,
 ) -> Path:
     """A random Seq2Labels tagger in the published layout: ``config.json`` naming ``Seq2LabelsModel``
     with the encoder's sizes, ``vocabulary/labels.txt`` and ``d_tags.txt``, a WordPiece tokenizer,
@@ -158,7 +166,7 @@ def write_tiny_seq2labels(
     directory = Path(directory)
     (directory / "vocabulary").mkdir(parents=True, exist_ok=True)
     fast = _wordpiece_tokenizer(directory, context)
-    sizes = _bert_sizes(hidden_size, layers, context)
+    sizes = _bert_sizes(hidden_size, layers, context, heads, ffn)
     config = {
         "architectures": ["Seq2LabelsModel"],
         "model_type": "bert",
