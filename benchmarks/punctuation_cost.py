@@ -57,7 +57,9 @@ def _tiktoken(path: Path) -> Callable[[str], int]:
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
 
-    enc = tiktoken.Encoding(name=path.stem, pat_str=GPT2_PATTERN, mergeable_ranks=load_tiktoken_bpe(str(path)), special_tokens={})
+    enc = tiktoken.Encoding(
+        name=path.stem, pat_str=GPT2_PATTERN, mergeable_ranks=load_tiktoken_bpe(str(path)), special_tokens={}
+    )
     return lambda s: len(enc.encode(s))
 
 
@@ -73,7 +75,9 @@ def token_table(counters: dict[str, Callable[[str], int]], chunk_words: int) -> 
 
     words = [w for p in read_set() for w in p.words]
     chunks = [words[i : i + chunk_words] for i in range(0, len(words), chunk_words)]
-    rows = ["| tokenizer | rewrite tokens / 1,000 words | edits tokens / 1,000 words | edits / rewrite | target <= 0.33 |"]
+    rows = [
+        "| tokenizer | rewrite tokens / 1,000 words | edits tokens / 1,000 words | edits / rewrite | target <= 0.33 |"
+    ]
     rows.append("|---|---|---|---|---|")
     ratios = {}
     for name, count in counters.items():
@@ -82,7 +86,9 @@ def token_table(counters: dict[str, Callable[[str], int]], chunk_words: int) -> 
         ratio = edits / rewrite
         ratios[name] = ratio
         per = 1000 / len(words)
-        rows.append(f"| {name} | {rewrite * per:.0f} | {edits * per:.0f} | {ratio:.2f} | {'met' if ratio <= 1 / 3 else 'not met'} |")
+        rows.append(
+            f"| {name} | {rewrite * per:.0f} | {edits * per:.0f} | {ratio:.2f} | {'met' if ratio <= 1 / 3 else 'not met'} |"
+        )
     return "\n".join(rows), ratios
 
 
@@ -212,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         counters[f"tiktoken {args.tiktoken.name}"] = _tiktoken(args.tiktoken)
     if args.tokenizer:
         counters[args.tokenizer] = _hf(args.tokenizer)
-    print(f"punctuation cost on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}\n")
+    print(
+        f"punctuation cost on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}\n"
+    )
     table, _ = token_table(counters, args.chunk_words)
     print("## output tokens, edits vs rewrite (expected answers of the quality set)\n")
     print(table)

@@ -78,7 +78,15 @@ def test_vietnamese_casing_keeps_diacritics_and_marks_around_words():
     assert capitalise("đà") == "Đà" and capitalise("ơn") == "Ơn" and capitalise("ước") == "Ước"
     assert capitalise("«ông") == "«Ông" and capitalise("123") == "123"
     assert upper("vtv") == "VTV" and upper("đh,") == "ĐH,"
-    assert capitalise_sentence_starts(["a.", "b", "c?", "đi", "e!", "…", "f"]) == ["A.", "B", "c?", "Đi", "e!", "…", "F"]
+    assert capitalise_sentence_starts(["a.", "b", "c?", "đi", "e!", "…", "f"]) == [
+        "A.",
+        "B",
+        "c?",
+        "Đi",
+        "e!",
+        "…",
+        "F",
+    ]
 
 
 _letters = st.text(alphabet="aăâbcdđeêghiklmnoôơpqrstuưvxyàáảãạđĐÀÁẢÃẠỲỸ.,?!«»-%0", min_size=1, max_size=8)

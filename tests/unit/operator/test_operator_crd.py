@@ -114,7 +114,9 @@ VALID: dict[str, dict[str, Any]] = {
     "diarization estimated": with_spec(diarization={"enabled": True}),
     "punctuation by edits": with_spec(postprocess={"punctuationMethod": "edits"}),
     "punctuation by rewrite": with_spec(postprocess={"punctuation": True, "punctuationMethod": "rewrite"}),
-    "tagger only, no llm tasks": with_spec(postprocess={"punctuationMethod": "tagger", "summary": "none", "topics": False}),
+    "tagger only, no llm tasks": with_spec(
+        postprocess={"punctuationMethod": "tagger", "summary": "none", "topics": False}
+    ),
     "diarization bounded": with_spec(diarization={"enabled": True, "minSpeakers": 2, "maxSpeakers": 4}),
     "diarization given": with_spec(diarization={"enabled": True, "numSpeakers": 3, "minSpeakers": 3, "maxSpeakers": 3}),
 }

@@ -37,8 +37,8 @@ from omoai_llm.protocol import (
 )
 from omoai_llm.serving.common import CallContext
 from omoai_llm.serving.punctuation import punctuate
-from omoai_llm.serving.tagging import tag_segments
 from omoai_llm.serving.summary import SummaryPrompts, summarize
+from omoai_llm.serving.tagging import tag_segments
 from omoai_llm.serving.topics import find_topics
 from omoai_llm.settings import LlmSettings
 from omoai_llm.speakers import clean_summary, clean_topics, note, speakers_of, tagged

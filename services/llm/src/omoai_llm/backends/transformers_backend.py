@@ -20,6 +20,7 @@ from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
 from omoai_llm.backends.base import ChatMessage, Completion, JsonSchema, check_room, render_prompt, require_model
+from omoai_llm.batching import gather_batch
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class _SchemaRows:
         from lmformatenforcer import JsonSchemaParser, TokenEnforcer
 
         self._enforcers = [
-            TokenEnforcer(tokenizer_data, JsonSchemaParser(r.schema)) if r.schema is not None else None
-            for r in group
+            TokenEnforcer(tokenizer_data, JsonSchemaParser(r.schema)) if r.schema is not None else None for r in group
         ]
         self._everything = list(range(vocab))
 
@@ -273,23 +273,8 @@ class TransformersBackend:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self._wait_s
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+            batch = await gather_batch(self._queue, self._max_batch, self._wait_s)
             live = [r for r in batch if not r.future.done()]
             # Greedy and sampled requests cannot share one generate() call.
             groups: dict[float, list[_Request]] = {}

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
+from omoai_llm.batching import gather_batch
 from omoai_llm.tagger.labels import KEEP, MARKS, Action, action_of, apply_action
 
 log = logging.getLogger(__name__)
@@ -397,24 +398,8 @@ class TaggerEngine:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        wait_s = self.options.batch_wait_ms / 1000.0
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + wait_s
-            while len(batch) < self.options.max_batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+            batch = await gather_batch(self._queue, self.options.max_batch_size, self.options.batch_wait_ms / 1000.0)
             live = [w for w in batch if not w.future.done()]  # callers that hung up are skipped
             if not live:
                 continue
