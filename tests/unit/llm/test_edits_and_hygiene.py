@@ -62,7 +62,7 @@ def test_malformed_and_truncated_answers_are_not_used():
 def test_hostile_entries_are_dropped_and_counted():
     answer = json.dumps(
         {
-            "period": [0, -1, 6, 1e9, True, "2", "x", None, [1], 3],
+            "period": [3, 0, -1, 6, 1e9, True, "2", "x", "²", "٣", None, [1]],
             "comma": "1,2",
             "capital": list(range(1, 100_000)),
         }

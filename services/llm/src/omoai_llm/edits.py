@@ -22,6 +22,7 @@ bounded and the words safe; every outcome is counted (``omoai_llm_edit_answers_t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -69,7 +70,7 @@ class Edits:
 def _index(value: Any, words: int) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):  # not "²" (a digit to str.isdigit)
         value = int(value.strip())
     if isinstance(value, int) and 1 <= value <= words:
         return value - 1
