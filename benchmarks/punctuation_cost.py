@@ -131,7 +131,6 @@ def encoder_flops_per_token(shape: dict[str, int], length: int) -> float:
 
 def speed_table(words: list[str], *, quick: bool, device: str, count: Callable[[str], int]) -> tuple[str, float]:
     import torch
-
     from omoai_gpu.memory import MemoryPolicy
     from omoai_llm.tagger.engine import TaggerEngine, TaggerOptions
     from omoai_llm.testing import write_tiny_seq2labels

@@ -9,8 +9,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from omoai_core.contracts import FORMATS, OutputFormat
-from omoai_core.contracts.llm import PunctuationMethod
 from omoai_core.contracts.asr import DECODE_DEFAULTS
+from omoai_core.contracts.llm import PunctuationMethod
 from omoai_core.errors import InvalidInputError
 from pydantic import (
     BaseModel,
