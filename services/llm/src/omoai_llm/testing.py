@@ -105,7 +105,7 @@ D_TAGS = ("CORRECT", "INCORRECT", "@@UNKNOWN@@", "@@PADDING@@")
 
 def _wordpiece_tokenizer(directory: Path, context: int) -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # exported lazily
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.NFC()

@@ -54,7 +54,7 @@ class _SchemaRows:
     answer valid JSON of that shape (lm-format-enforcer), the other rows get every token."""
 
     def __init__(self, group: list[_Request], tokenizer_data: Any, vocab: int) -> None:
-        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer  # type: ignore[import-untyped]
 
         self._enforcers = [
             TokenEnforcer(tokenizer_data, JsonSchemaParser(r.schema)) if r.schema is not None else None for r in group

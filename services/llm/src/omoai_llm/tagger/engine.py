@@ -104,7 +104,9 @@ def _seq2labels_module(config: dict[str, Any], state: dict[str, Any], labels: in
         def __init__(self) -> None:
             super().__init__()
             vocab = int(state["bert.embeddings.word_embeddings.weight"].shape[0])
-            self.bert = AutoModel.from_config(_encoder_config(config, vocab), add_pooling_layer=False)
+            self.bert = AutoModel.from_config(  # type: ignore[no-untyped-call]
+                _encoder_config(config, vocab), add_pooling_layer=False
+            )
             hidden = self.bert.config.hidden_size
             self.classifier = torch.nn.Linear(hidden, labels)
             self.detector = torch.nn.Linear(hidden, detect)
@@ -464,11 +466,11 @@ class TaggerEngine:
             shift = 1 if seq2labels else 0
             row: list[tuple[int, float, float]] = []
             for j in range(len(tokens)):
-                t = firsts.get(j + shift)
-                if t is None:  # truncated away: keep the word as it is
+                first = firsts.get(j + shift)
+                if first is None:  # truncated away: keep the word as it is
                     row.append((self._keep if self._keep is not None else -1, 1.0, 0.0))
                 else:
-                    row.append((int(best[b, t]), float(best_p[b, t]), float(error[b, t])))
+                    row.append((int(best[b, first]), float(best_p[b, first]), float(error[b, first])))
             out.append(row)
         return out
 
