@@ -8,6 +8,7 @@ more).
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import random
 import time
@@ -53,11 +54,14 @@ def _best(fn: Callable[[Any, Any], Any], pairs: list[tuple[Any, Any]], reps: int
     return best / len(pairs) * 1e6
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer chunks (seconds)")
+    args = ap.parse_args(argv)
     rng = random.Random(0)
     words = [w.lower().strip(".,?:!") for p in read_set() for w in p.words]
     chunks = []
-    for _ in range(200):
+    for _ in range(20 if args.quick else 200):
         i = rng.randrange(len(words) - 200)
         chunks.append((words[i : i + 200], _mutate(words[i : i + 200], rng)))
     word_pairs = [

@@ -221,14 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         f"punctuation cost on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {args.device}\n"
     )
-    table, _ = token_table(counters, args.chunk_words)
+    table, ratios = token_table(counters, args.chunk_words)
     print("## output tokens, edits vs rewrite (expected answers of the quality set)\n")
     print(table)
+    verdicts = [
+        f"edits/rewrite output tokens, {name} {ratio:.2f} (target <= 0.33: {'met' if ratio <= 1 / 3 else 'NOT met'})"
+        for name, ratio in ratios.items()
+    ]
     if not args.no_speed:
         words = [w for p in paragraphs for w in p.words][: 60 if args.quick else args.llm_words]
         print("\n## words per second, tagger vs LLM rewrite (random weights, same text)\n")
-        speed, _ = speed_table(words, quick=args.quick, device=args.device, count=own)
+        speed, speedup = speed_table(words, quick=args.quick, device=args.device, count=own)
         print(speed)
+        shapes = "small shapes" if args.quick else "BERT-base vs 0.5B"
+        verdicts.append(
+            f"tagger vs LLM rewrite words/s ({shapes}) {speedup:.0f}x (target >= 20x: {'met' if speedup >= 20 else 'NOT met'})"
+        )
+    print("\n- punctuation cost: " + "; ".join(verdicts))
     return 0
 
 
