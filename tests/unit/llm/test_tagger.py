@@ -99,22 +99,25 @@ async def test_a_full_confidence_bias_keeps_every_word_as_it_came(checkpoints):
     assert (await engine.tag(TEXT)).words == TEXT
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture(scope="module")
+def seq2labels(checkpoints) -> TaggerEngine:
+    return TaggerEngine.load(str(checkpoints["seq2labels"]), _policy())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     words=st.lists(st.sampled_from([*TEXT, "Đà", "VTV", "3,5%", "«ơi»", "x" * 40]), min_size=0, max_size=60),
     window=st.integers(8, 20),
     margin=st.integers(0, 6),
 )
-def test_windows_cover_every_word_once_with_margins_and_keep_the_words(checkpoints, words, window, margin):
-    engine = TaggerEngine.load(
-        str(checkpoints["seq2labels"]), _policy(), options=TaggerOptions(window_words=window, margin_words=margin)
-    )
-    plan = engine.windows(words)
+def test_windows_cover_every_word_once_with_margins_and_keep_the_words(seq2labels, words, window, margin):
+    seq2labels.options = TaggerOptions(window_words=window, margin_words=margin)
+    plan = seq2labels.windows(words)
     assert [i for own, _ in plan for i in own] == list(range(len(words)))
     for own, shown in plan:
         assert len(own) <= window and shown.start == max(0, own.start - margin)
         assert shown.stop == min(len(words), own.stop + margin)
-    assert _keys(asyncio.run(engine.tag(words)).words) == _keys(words)
+    assert _keys(asyncio.run(seq2labels.tag(words)).words) == _keys(words)
 
 
 async def test_a_window_is_bounded_by_the_encoders_positions(tmp_path):
