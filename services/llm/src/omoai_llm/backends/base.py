@@ -33,6 +33,24 @@ class Completion:
     finish_reason: str | None = None  # "stop", "length" (truncated) or backend specific
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where an in-process backend (transformers, vLLM) loads its weights from, and its context."""
+
+    offline: bool = False  # never download: a directory or the local hub cache only
+    revision: str | None = None  # hub branch, tag or commit
+    trust_remote_code: bool = False
+    context_tokens: int | None = None  # unset = the model's own
+
+    @classmethod
+    def of(cls, settings: Any) -> ModelSource:
+        """From LlmSettings (``offline``, ``revision``, ``trust_remote_code``, ``context_tokens``)."""
+        return cls(settings.offline, settings.revision, settings.trust_remote_code, settings.context_tokens)
+
+
+DEFAULT_SOURCE = ModelSource()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One loaded model. ``generate`` may be called concurrently; the backend batches or serialises."""

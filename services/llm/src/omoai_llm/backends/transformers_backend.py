@@ -19,7 +19,16 @@ from typing import Any
 from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import ChatMessage, Completion, JsonSchema, check_room, render_prompt, require_model
+from omoai_llm.backends.base import (
+    DEFAULT_SOURCE,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+    ModelSource,
+    check_room,
+    render_prompt,
+    require_model,
+)
 from omoai_llm.batching import gather_batch
 
 log = logging.getLogger(__name__)
@@ -164,27 +173,25 @@ class TransformersBackend:
         cls,
         model: str,
         policy: MemoryPolicy,
+        source: ModelSource = DEFAULT_SOURCE,
         *,
-        offline: bool = False,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        context_tokens: int | None = None,
         max_batch_size: int = 8,
         batch_wait_ms: float = 5.0,
     ) -> TransformersBackend:
         """Blocking: load tokenizer and weights from a directory or hub id onto the policy's device."""
+        offline, context_tokens = source.offline, source.context_tokens
         tf = _import_transformers()
         require_model(model)
         path = Path(model).expanduser()
         if model.startswith(("/", ".", "~")) and not path.is_dir():
             raise ModelLoadError(f"model directory {model!r} does not exist", details={"model": model})
-        source = str(path) if path.is_dir() else model
-        kwargs: dict[str, Any] = {"local_files_only": offline, "trust_remote_code": trust_remote_code}
-        if revision:
-            kwargs["revision"] = revision
+        where = str(path) if path.is_dir() else model
+        kwargs: dict[str, Any] = {"local_files_only": offline, "trust_remote_code": source.trust_remote_code}
+        if source.revision:
+            kwargs["revision"] = source.revision
         try:
-            tokenizer = tf.AutoTokenizer.from_pretrained(source, **kwargs)
-            weights = tf.AutoModelForCausalLM.from_pretrained(source, dtype=policy.dtype, **kwargs)
+            tokenizer = tf.AutoTokenizer.from_pretrained(where, **kwargs)
+            weights = tf.AutoModelForCausalLM.from_pretrained(where, dtype=policy.dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise _load_error(model, offline, e) from e
         weights.to(policy.device)

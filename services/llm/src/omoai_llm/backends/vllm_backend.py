@@ -13,7 +13,16 @@ from typing import Any
 from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import ChatMessage, Completion, JsonSchema, check_room, render_prompt, require_model
+from omoai_llm.backends.base import (
+    DEFAULT_SOURCE,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+    ModelSource,
+    check_room,
+    render_prompt,
+    require_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +53,23 @@ class VllmBackend:
         cls,
         model: str,
         policy: MemoryPolicy,
+        source: ModelSource = DEFAULT_SOURCE,
         *,
-        offline: bool = False,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        context_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
         tensor_parallel_size: int = 1,
     ) -> VllmBackend:
         vllm = _import_vllm()
         require_model(model)
-        if offline:
+        if source.offline:
             import os
 
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         args = vllm.AsyncEngineArgs(
             model=model,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
+            revision=source.revision,
+            trust_remote_code=source.trust_remote_code,
             dtype=_DTYPE_NAMES.get(str(policy.dtype), "auto"),
-            max_model_len=context_tokens,
+            max_model_len=source.context_tokens,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             disable_log_stats=False,  # keeps vllm:* metrics flowing
