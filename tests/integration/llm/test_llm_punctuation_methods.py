@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,22 @@ def test_edits_on_the_transformers_backend_are_constrained_to_the_schema(tiny_mo
     }
     # The random model's answer is JSON of the schema's shape (never malformed); it may run out of tokens.
     assert outcomes["malformed"] == 0 and sum(outcomes.values()) == r.json()["chunks"]
+
+
+def test_a_random_models_summary_and_topics_reach_the_output_clean(tiny_model: Path, servers):
+    """The demo's Markdown once held control characters and U+FFFD from the random model's summary."""
+    registry = CollectorRegistry()
+    settings = load_settings(LlmSettings, backend="transformers", model=str(tiny_model), device="cpu")
+    with servers.thread(create_app(settings, registry=registry)) as url:
+        r = httpx.post(f"{url}/v1/postprocess", json={"segments": SEGS, "tasks": ["summarize", "topics"]}, timeout=300)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    texts = [body["summary"]["title"], body["summary"]["abstract"], *body["summary"]["bullets"]]
+    texts += [t["title"] for t in body["topics"]] + [t.get("summary") or "" for t in body["topics"]]
+    bad = [c for t in texts for c in t if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\t")]
+    assert not bad, bad
+    cleaned = sum(
+        registry.get_sample_value("omoai_llm_cleaned_characters_total", {"task": task}) or 0
+        for task in ("summarize", "topics")
+    )
+    assert cleaned > 0  # the random model's bytes were there to clean
