@@ -42,7 +42,7 @@ from omoai_llm.serving.tagging import tag_segments
 from omoai_llm.serving.topics import find_topics
 from omoai_llm.settings import LlmSettings
 from omoai_llm.speakers import clean_summary, clean_topics, note, speakers_of, tagged
-from omoai_llm.tagger.engine import TaggerEngine
+from omoai_llm.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class LlmService:
 
     async def _punctuate_by_tagger(self, req: PunctuateRequest, policy: Policy) -> PunctuateResponse:
         async with self._resident("punctuate", "tagger") as resident:
-            tagger = cast(TaggerEngine, resident)
+            tagger = cast(Tagger, resident)
             result = await tag_segments(req.segments, tagger)
         self.metrics.alignment(result.stats)
         if result.refused:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from omoai_core.schemas import Segment
 
 from omoai_llm.alignment import AlignmentStats, words_of
-from omoai_llm.tagger.engine import TaggerEngine
+from omoai_llm.tagger import Tagger
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def resplit(segments: Sequence[Segment], seg_words: Sequence[Sequence[str]], out
     return result
 
 
-async def tag_segments(segments: Sequence[Segment], tagger: TaggerEngine) -> TaggingResult:
+async def tag_segments(segments: Sequence[Segment], tagger: Tagger) -> TaggingResult:
     seg_words = [words_of(s.text) for s in segments]
     flat = [w for words in seg_words for w in words]
     tagged = await tagger.tag(flat)

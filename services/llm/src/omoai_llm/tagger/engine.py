@@ -39,6 +39,7 @@ from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
 from omoai_llm.batching import gather_batch
+from omoai_llm.tagger import TagResult
 from omoai_llm.tagger.labels import KEEP, MARKS, Action, action_of, apply_action
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ class TaggerOptions:
     margin_words: int = 16
     max_batch_size: int = 16
     batch_wait_ms: float = 5.0
-
-
-@dataclass
-class TagResult:
-    words: list[str]
-    refused: int = 0  # labels that would have changed a word (never applied)
-    windows: int = 0
-    rounds: int = 0
 
 
 # -- the network ------------------------------------------------------------------------------------
