@@ -217,6 +217,32 @@ def judge_system(out: str) -> list[Row]:
     ]
 
 
+def judge_streaming(out: str) -> list[Row]:
+    rows: list[Row] = []
+    for r in _table_rows(out, "| streams"):
+        ratio = _num(r"([0-9.]+)x", r[3])
+        rows.append(
+            (
+                f"ASR live: {r[0]} stream(s), live / batch audio s per CPU s (finals == batch: {r[4]})",
+                r[3],
+                ">= 0.5x",
+                None if ratio is None else ratio >= 0.5 and r[4] == "yes",
+            )
+        )
+    first = _num(r"first committed text of .* = ([0-9.]+) \(target", out)
+    rows.append(
+        (
+            "ASR live: first committed text / whole decode",
+            f"{first}" if first is not None else "-",
+            "<= 0.2",
+            None if first is None else first <= 0.2,
+        )
+    )
+    state = re.findall(r"state per open stream \(peak\): (.*) \(target", out)
+    rows.append(("ASR live: state per open stream", "; ".join(state) or "-", "< 20 MiB, flat", None))
+    return rows
+
+
 @dataclass
 class Bench:
     """One benchmark: its script, the arguments both forms share, and what each form adds."""
@@ -267,6 +293,7 @@ KNOWN = [
         quick=("--requests", "4", "--concurrency", "1", "4"),
         env=ONE_THREAD,
     ),
+    Bench("asr_streaming", "benchmarks/asr_streaming.py", judge_streaming, quick=("--quick",), env=ONE_THREAD),
     Bench(
         "llm_service", "benchmarks/llm_service.py", judge_llm, args=LLM_RANDOM, quick=("--repeats", "1"), env=ONE_THREAD
     ),
