@@ -345,6 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
     from omoai_http.shutdown import build_server
 
     from omoai_asr.app import create_app
+    from omoai_asr.realtime.route import max_frame_bytes
 
     check_bindable(settings.host, settings.port)
     server: uvicorn.Server | None = None
@@ -354,7 +355,7 @@ def _serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = build_server(app, settings)  # SIGTERM: drain, then stop
+    server = build_server(app, settings, ws_max_size=max_frame_bytes(settings))  # SIGTERM: drain, then stop
     try:
         server.run()
     except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
