@@ -155,11 +155,9 @@ async def _run(websocket: WebSocket, session: RealtimeSession, outbox: _Outbox, 
         if reason in ("shutting_down", "session_expired", "idle_timeout"):
             await _finish(websocket, session, outbox, sender, decoder, reader, reason)
         elif reason == "client_too_slow":
-            with contextlib.suppress(Exception):
-                await websocket.close(CLOSE_POLICY, "client too slow: it does not read its events")
+            await _close(websocket, CLOSE_POLICY, "client too slow: it does not read its events")
         elif reason == "error":
-            with contextlib.suppress(Exception):
-                await websocket.close(CLOSE_INTERNAL, "internal error")
+            await _close(websocket, CLOSE_INTERNAL, "internal error")
     finally:
         session.abandon()
         for task in (reader, sender, decoder, expiry, stopping):
@@ -221,6 +219,12 @@ async def _finish(
         await asyncio.wait_for(sender, FINAL_SEND_S)
     except (OutboxFullError, asyncio.QueueFull, TimeoutError, WebSocketDisconnect, RuntimeError):
         pass
+    await _close(websocket, code, message)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """The close frame, unless the client does not read (then the send would wait forever): the
+    connection is dropped when the app returns, its unsent bytes bounded by the transport's buffer."""
     if websocket.client_state is WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(code, message[:120])
+            await asyncio.wait_for(websocket.close(code, reason[:120]), FINAL_SEND_S)

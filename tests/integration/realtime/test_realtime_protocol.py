@@ -1,0 +1,385 @@
+"""``/v1/realtime`` on a real uvicorn server on loopback with the shared fixtures' checkpoints: the
+official ``openai`` SDK's realtime client unmodified, plain ``websockets`` for the protocol's
+corners, exactness against the batch transcript (CTC and transducer, random-size appends),
+concurrency, every bad input, limits, capacity and metrics, and 1,000 sessions with flat memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gc
+import json
+import random
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+from omoai_asr.protocol import TranscriptionOptions
+from omoai_asr.realtime.audio import resample_all
+from scipy.signal import resample_poly
+
+from tests.support.realtime import LiveServer, fixture_clips, fixture_model, live_asr
+
+pytestmark = pytest.mark.timeout(300)
+
+TOKEN = "realtime-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+@pytest.fixture(scope="module")
+def ctc() -> Iterator[LiveServer]:
+    with live_asr(fixture_model("small"), api_token=TOKEN, realtime_max_append_bytes=64 * 1024) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def rnnt() -> Iterator[LiveServer]:
+    with live_asr(fixture_model("rnnt_small"), api_token=TOKEN) as s:
+        yield s
+
+
+def batch(server: LiveServer, samples: np.ndarray) -> Any:
+    """What the batch path gives for these 16 kHz samples under the session's decode settings."""
+    serving = server.app.state.serving
+    return serving.runtime.engine.transcribe(samples, TranscriptionOptions().decode_options(serving.settings))
+
+
+def to_24k(samples: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(resample_poly(samples.astype(np.float64), 3, 2)), -32768, 32767).astype(np.int16)
+
+
+def b64(samples: np.ndarray) -> str:
+    return base64.b64encode(samples.astype("<i2").tobytes()).decode()
+
+
+def pieces(samples: np.ndarray, rng: random.Random, most: int = 6000) -> Iterator[np.ndarray]:
+    i = 0
+    while i < len(samples):
+        n = rng.randint(1, most)
+        yield samples[i : i + n]
+        i += n
+
+
+def config(rate: int = 24000, **input_: Any) -> dict[str, Any]:
+    audio = {"format": {"type": "audio/pcm", "rate": rate}, "turn_detection": None, **input_}
+    return {"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio}}}
+
+
+async def recv(ws: Any, until: str = COMPLETED, timeout: float = 120) -> list[dict[str, Any]]:
+    """Server events up to and including the first of type ``until``."""
+    out: list[dict[str, Any]] = []
+    while True:
+        out.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+        if out[-1]["type"] == until:
+            return out
+
+
+async def stream(server: LiveServer, samples: np.ndarray, rate: int, seed: int) -> list[dict[str, Any]]:
+    """One session: configure (turn detection off), random-size appends, one commit; its events."""
+    async with websockets.connect(server.ws_url, additional_headers=AUTH) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await ws.send(json.dumps(config(rate)))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+        for piece in pieces(samples, random.Random(seed)):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        return await recv(ws)
+
+
+def assert_same(events: list[dict[str, Any]], want: Any) -> None:
+    completed = events[-1]
+    deltas = "".join(e["delta"] for e in events if e["type"].endswith(".delta"))
+    assert completed["transcript"] == deltas == want.text
+    assert completed["omoai"]["segments"] == [s.model_dump(exclude_none=True) for s in want.segments]
+    assert completed["usage"] == {"type": "duration", "seconds": round(want.duration, 3)}
+
+
+# -- the official client --------------------------------------------------------------------------
+
+
+async def test_the_official_sdk_runs_a_transcription_session_unmodified(ctc: LiveServer) -> None:
+    import openai
+
+    samples = fixture_clips("small")["short"]
+    x24 = to_24k(samples)
+    client = openai.AsyncOpenAI(base_url=ctc.url + "/v1", api_key=TOKEN, max_retries=0)
+    async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "transcription": {"model": "gpt-4o-transcribe", "language": "vi"},
+                        "turn_detection": None,
+                        "noise_reduction": {"type": "near_field"},
+                    }
+                },
+            }
+        )
+        for piece in pieces(x24, random.Random(1), 9000):
+            await conn.input_audio_buffer.append(audio=b64(piece))
+        await conn.input_audio_buffer.commit()
+        seen: list[Any] = []
+        async for event in conn:
+            seen.append(event)
+            if event.type == COMPLETED:
+                break
+    types = [e.type for e in seen]
+    assert types[:2] == ["session.updated", "input_audio_buffer.committed"]
+    assert seen[0].session.audio.input.noise_reduction is None  # accepted, reported as not applied
+    want = batch(ctc, resample_all(x24, 24000))
+    assert seen[-1].transcript == want.text
+    assert seen[-1].usage.seconds == round(want.duration, 3)
+
+
+async def test_a_missing_or_wrong_token_is_refused_before_the_upgrade(ctc: LiveServer) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}):
+        with pytest.raises(websockets.InvalidStatus) as e:
+            async with websockets.connect(ctc.ws_url, additional_headers=headers):
+                pass
+        assert e.value.response.status_code == 401
+
+
+# -- exactness ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ctc", "rnnt"])
+async def test_one_commit_at_the_end_gives_exactly_the_batch_transcript(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    server: LiveServer = request.getfixturevalue(kind)
+    clips = fixture_clips("small" if kind == "ctc" else "rnnt_small")
+    for seed, name in enumerate(("short", "tiny")):
+        samples = clips[name]
+        # 16 kHz (our extension): the very samples of the batch call.
+        assert_same(await stream(server, samples, 16000, seed), batch(server, samples))
+        # 24 kHz (OpenAI's rate): compared on the server's deterministic resampling of it.
+        x24 = to_24k(samples)
+        assert_same(await stream(server, x24, 24000, seed + 10), batch(server, resample_all(x24, 24000)))
+
+
+async def test_concurrent_sessions_each_get_their_own_batch_transcript(ctc: LiveServer) -> None:
+    clips = fixture_clips("small")
+    audio = [clips["short"], clips["tiny"], clips["short"][::-1].copy(), clips["short"][: 3 * 16000]]
+    got = await asyncio.gather(*(stream(ctc, a, 16000, i) for i, a in enumerate(audio)))
+    for events, a in zip(got, audio, strict=True):
+        assert_same(events, batch(ctc, a))
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+async def test_every_bad_input_gets_an_error_event_and_the_session_goes_on(ctc: LiveServer) -> None:
+    short = fixture_clips("small")["tiny"]
+    bad: list[tuple[str | bytes, str]] = [
+        ("{not json", "invalid_json"),
+        ('"a string"', "invalid_event"),
+        ('{"type": "response.create"}', "unknown_event_type"),
+        ('{"type": "input_audio_buffer.append", "audio": 5}', "invalid_event"),
+        ('{"type": "input_audio_buffer.append", "audio": "%%%="}', "invalid_audio"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": b64(short)[:-4] + "AAA="}), "invalid_audio"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": b64(np.zeros(33000, np.int16))}), "invalid_audio"),
+        ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_commit_empty"),
+        (b"\x00\x01binary", "binary_frame"),
+        ('{"type": "session.update", "session": {"type": "realtime", "model": "gpt-realtime"}}', "unsupported_session_type"),
+    ]  # fmt: skip
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        await recv(ws, "session.created")
+        await ws.send(json.dumps(config(16000)))
+        await recv(ws, "session.updated")
+        for frame, code in bad:
+            await ws.send(frame)
+            event = json.loads(await ws.recv())
+            assert (event["type"], event["error"]["code"]) == ("error", code), frame
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(short)}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        assert (await recv(ws))[-1]["transcript"] == batch(ctc, short).text
+
+
+async def test_a_frame_over_the_size_limit_closes_only_that_session(ctc: LiveServer) -> None:
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH, max_size=None) as ws:
+        await recv(ws, "session.created")
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 200_000}))
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1009
+    events = await stream(ctc, fixture_clips("small")["tiny"], 16000, 3)  # the replica serves on
+    assert events[-1]["type"] == COMPLETED
+
+
+async def test_server_events_follow_the_openai_shapes(ctc: LiveServer) -> None:
+    from openai.types.realtime import (
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+        ConversationItemInputAudioTranscriptionDeltaEvent,
+        InputAudioBufferCommittedEvent,
+        RealtimeErrorEvent,
+    )
+
+    shapes = {
+        "input_audio_buffer.committed": InputAudioBufferCommittedEvent,
+        "conversation.item.input_audio_transcription.delta": ConversationItemInputAudioTranscriptionDeltaEvent,
+        COMPLETED: ConversationItemInputAudioTranscriptionCompletedEvent,
+        "error": RealtimeErrorEvent,
+    }
+    events = await stream(ctc, fixture_clips("small")["short"], 16000, 5)
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        await recv(ws, "session.created")
+        await ws.send("{")
+        events.append(json.loads(await ws.recv()))
+    for event in events:
+        if event["type"] in shapes:
+            shapes[event["type"]].model_validate(event)  # strict validation of every required field
+
+
+async def test_the_older_transcription_session_update_works_end_to_end(ctc: LiveServer) -> None:
+    tiny = fixture_clips("small")["tiny"]
+    ulaw = _ulaw_encode(tiny)
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        await recv(ws, "session.created")
+        legacy = {"input_audio_format": "g711_ulaw", "turn_detection": None}
+        await ws.send(json.dumps({"type": "transcription_session.update", "session": legacy}))
+        updated = json.loads(await ws.recv())
+        assert (updated["type"], updated["session"]["input_audio_format"]) == (
+            "transcription_session.updated",
+            "g711_ulaw",
+        )
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(ulaw).decode()}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        done = (await recv(ws))[-1]
+    assert done["usage"]["seconds"] == pytest.approx(len(ulaw) / 8000, abs=0.002)
+
+
+def _ulaw_encode(samples: np.ndarray) -> bytes:
+    """16 kHz int16 -> 8 kHz G.711 mu-law (the test's own encoder: every other sample, the standard table)."""
+    x = samples[::2].astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tight() -> Iterator[LiveServer]:
+    with live_asr(
+        fixture_model("small"),
+        realtime_max_sessions=2,
+        realtime_idle_timeout_s=1.0,
+        realtime_max_outbox_events=8,
+        max_concurrency=4,
+        realtime_sessions_per_slot=1,
+    ) as s:
+        yield s
+
+
+async def test_sessions_beyond_the_maximum_are_refused_with_1013_and_capacity_counts_them(tight: LiveServer) -> None:
+    async with (
+        websockets.connect(tight.ws_url) as a,
+        websockets.connect(tight.ws_url) as b,
+        websockets.connect(tight.ws_url) as c,
+    ):
+        await recv(a, "session.created")
+        await recv(b, "session.created")
+        refused = json.loads(await c.recv())
+        assert refused["error"]["code"] == "too_many_sessions"
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await c.recv()
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1013
+        assert httpx.get(tight.url + "/v1/capacity").json()["slots"] == 2  # 4 slots, 2 taken by sessions
+        metrics = httpx.get(tight.url + "/metrics").text
+        assert "omoai_asr_realtime_sessions_open 2.0" in metrics
+        assert 'omoai_asr_realtime_refusals_total{reason="too_many_sessions"} 1.0' in metrics
+
+
+async def test_an_idle_session_gets_its_text_then_an_error_and_1008(tight: LiveServer) -> None:
+    tiny = fixture_clips("small")["tiny"]
+    async with websockets.connect(tight.ws_url) as ws:
+        await recv(ws, "session.created")
+        await ws.send(json.dumps(config(16000)))
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(tiny)}))
+        events = await recv(ws, "error", timeout=30)
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await ws.recv()
+    assert [x["type"] for x in events][-2:] == [COMPLETED, "error"]
+    assert events[-1]["error"]["code"] == "idle_timeout"
+    assert events[-2]["transcript"] == batch(tight, tiny).text  # the uncommitted audio was not lost
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1008
+
+
+async def test_a_client_that_never_reads_is_closed_and_cannot_grow_memory(tight: LiveServer) -> None:
+    hub = tight.app.state.realtime
+    port = int(tight.url.rsplit(":", 1)[1])
+    update = json.dumps(config(16000)).encode()
+    with socket.socket() as raw:
+        # A client that reads nothing after the handshake, with a small receive buffer.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", port))
+        raw.sendall(
+            b"GET /v1/realtime?intent=transcription HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert raw.recv(12) == b"HTTP/1.1 101"
+        frame = bytes([0x81, 0xFE]) + len(update).to_bytes(2, "big") + bytes(4) + update  # masked with zeros
+        raw.settimeout(0.5)
+        sent = 0
+        with contextlib.suppress(OSError):  # the server closes the connection: sends fail
+            while hub.sessions and sent < 200_000:
+                raw.sendall(frame * 50)
+                sent += 50
+        deadline = time.monotonic() + 20
+        while hub.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not hub.sessions
+    assert sent < 200_000  # the server ended the session; the client did not just give up
+    metrics = httpx.get(tight.url + "/metrics").text
+    assert 'omoai_asr_realtime_sessions_ended_total{reason="client_too_slow"} 1.0' in metrics
+
+
+# -- many sessions --------------------------------------------------------------------------------
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+async def test_a_thousand_sessions_open_and_close_with_flat_memory(ctc: LiveServer) -> None:
+    from omoai_asr.realtime.session import RealtimeSession
+
+    async def one() -> None:
+        async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+
+    async def rounds(n: int) -> None:
+        for _ in range(n):  # 25 at a time: under the replica's maximum of 32
+            await asyncio.gather(*(one() for _ in range(25)))
+
+    await rounds(8)  # warm-up: allocator pools, caches
+    rss = [_rss_mib()]
+    for _ in range(4):
+        await rounds(8)
+        rss.append(_rss_mib())
+    print("RSS MiB every 200 sessions:", [round(r, 1) for r in rss])
+    hub = ctc.app.state.realtime
+    deadline = time.monotonic() + 10
+    while hub.sessions and time.monotonic() < deadline:  # the server sees the last closes
+        await asyncio.sleep(0.05)
+    assert not hub.sessions
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, RealtimeSession)]
+    # Flat: the last 400 sessions add (next to) nothing; a leak of even 20 KiB a session would.
+    assert rss[-1] - rss[2] < 8, f"RSS every 200 sessions: {rss}"
