@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from omoai_asr.batcher import Batcher, Engine
 from omoai_asr.geometry import SAMPLE_RATE
+from omoai_asr.live import LiveScheduler, StreamingEngine
 from omoai_asr.metrics import AsrMetrics
 from omoai_asr.protocol import TranscriptionOptions
 from omoai_asr.settings import AsrSettings
@@ -66,6 +67,7 @@ class AsrRuntime:
     engine: Engine
     batcher: Batcher
     diarizer: DiarizationBackend | None = None
+    live: LiveScheduler | None = None  # None: the engine cannot decode live streams
 
 
 @contextlib.asynccontextmanager
@@ -99,15 +101,27 @@ async def asr_runtime(
         on_oom=lambda: policy.clear_cache("oom_recovery"),
     )
     batcher.start()
+    live: LiveScheduler | None = None
     try:
         diarizer = await asyncio.to_thread(diarizer_factory, policy) if diarizer_factory is not None else None
         if policy.device.type == "cuda":
             metrics.gpu_memory(str(policy.device), policy.memory_stats)
         if settings.warmup:
             await batcher.run_in_engine_thread(lambda: _warm_up(engine, settings))
+        if isinstance(engine, StreamingEngine):
+            live = LiveScheduler(
+                engine,
+                batcher.run_in_engine_thread,
+                max_streams=settings.live_max_streams,
+                max_buffered_s=settings.live_max_buffered_s,
+                partial_interval_s=settings.live_partial_interval_s,
+            )
+            live.start()
         log.info("model %s ready in %.1f s", settings.served_name(), time.perf_counter() - started)
-        yield AsrRuntime(policy, engine, batcher, diarizer)
+        yield AsrRuntime(policy, engine, batcher, diarizer, live)
     finally:
+        if live is not None:
+            await live.stop()
         await batcher.stop()
         if policy.device.type == "cuda":
             policy.clear_cache("shutdown")

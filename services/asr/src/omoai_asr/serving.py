@@ -29,6 +29,7 @@ from omoai_asr.diarization.alignment import assign_speakers
 from omoai_asr.diarization.types import Diarization, DiarizationBackend, DiarizationOptions
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
 from omoai_asr.geometry import DecodeOptions
+from omoai_asr.live import LiveScheduler
 from omoai_asr.metrics import AsrMetrics, DiarizationMetrics, outcome_of
 from omoai_asr.settings import AsrSettings
 
@@ -89,6 +90,15 @@ class AsrServing:
         if self.runtime is None:
             raise UnavailableError("the model is still loading; retry shortly")
         return self.runtime.batcher
+
+    @property
+    def live(self) -> LiveScheduler:
+        """The live-stream scheduler (the realtime WebSocket's decoder); 503 while loading."""
+        if self.runtime is None:
+            raise UnavailableError("the model is still loading; retry shortly")
+        if self.runtime.live is None:
+            raise UnavailableError("this server's engine cannot decode live streams")
+        return self.runtime.live
 
     @property
     def diarizer(self) -> DiarizationBackend | None:

@@ -54,6 +54,20 @@ class AsrSettings(InferenceSettings, ServerSettings):
         default=16, ge=1, description="Requests admitted at once (decoding audio, batching, computing)."
     )
 
+    # -- live streams (the realtime WebSocket's decoding; omoai_asr/live.py) ----------------------
+    live_max_streams: int = Field(
+        default=64, ge=1, description="Live streams decoded at once on this replica (more are refused)."
+    )
+    live_max_buffered_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Audio a live stream may hold not yet decoded; feeding more waits (backpressure).",
+    )
+    live_partial_interval_s: float = Field(
+        default=0.5, ge=0, description="Least time between two partial hypotheses of one live stream."
+    )
+
     # -- default decode options (a request may override them) -------------------------------------
     chunk_size: int = Field(default=DEFAULTS.chunk_size, ge=1, description="Encoder frames per chunk (80 ms each).")
     left_context: int = Field(default=DEFAULTS.left_context, ge=0, description="Left context in encoder frames.")

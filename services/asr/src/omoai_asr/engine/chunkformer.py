@@ -9,33 +9,42 @@ error, so one short request never fails a batch it shares.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omoai_core.schemas import Transcript
+from omoai_core.schemas import Segment, Transcript
 from omoai_gpu.memory import MemoryPolicy
 
 from omoai_asr.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from omoai_asr.engine.decoding import (
+    FrameSegment,
+    TokenRuns,
     Vocabulary,
     ctc_text,
+    emission_runs,
+    frame_segments,
+    schema_segments,
     segments_from_path,
+    token_runs,
+    transducer_frame_segments,
     transducer_segments,
     transducer_text,
 )
 from omoai_asr.engine.features import SAMPLE_RATE, Cmvn, fbank, samples_to_tensor
 from omoai_asr.engine.model import ChunkFormer, ModelDimensions
 from omoai_asr.engine.options import DecodeOptions
+from omoai_asr.engine.streaming import LongFormStream, advance, endless_decode, open_stream
 from omoai_asr.engine.transcribe import (
     LongFormResult,
     batch_decode,
-    endless_decode,
-    max_batch_frames,
     reference_batches,
     window_keep_frames,
 )
+from omoai_asr.geometry import FRAME_SHIFT, SUBSAMPLING, fbank_frames
 
 log = logging.getLogger(__name__)
 
@@ -158,38 +167,56 @@ class ChunkFormerEngine:
         """Several recordings, the short ones together in masked batches.
 
         A recording that fits one long-form window (``8 * keep + 7`` fbank frames, 896 s at
-        the defaults) is decoded in a masked batch with others, up to the reference's batch
-        budget of input frames; its result is the same as :meth:`transcribe` (the same
-        computation, batched). Longer recordings go through :meth:`transcribe` one by one.
+        the defaults) is decoded in a masked batch with others, grouped by the one batching rule
+        (:func:`reference_batches`, as :meth:`decode_frames_batch`); its result is the same as
+        :meth:`transcribe` (the same computation, batched). Longer recordings go through
+        :meth:`transcribe` one by one.
         """
         feats = [self.features(s) for s in batch]
         single_window = 8 * window_keep_frames(options) + 7
-        budget = max_batch_frames(options)
         results: list[LongFormResult | None] = [None] * len(batch)
-        group: list[int] = []
-        used = 0
-
-        def flush() -> None:
-            nonlocal group, used
-            if group:
-                decoded = batch_decode(self.model, [feats[i] for i in group], options, self.policy)
-                for i, r in zip(group, decoded, strict=True):
-                    results[i] = r
-            group, used = [], 0
-
+        short = [i for i, f in enumerate(feats) if f.size(0) <= single_window]
         for i, f in enumerate(feats):
-            n = f.size(0)
-            if n > single_window:
+            if f.size(0) > single_window:
                 results[i] = endless_decode(self.model, f, options, self.policy)
-                continue
-            if group and used + n > budget:
-                flush()
-            group.append(i)
-            used += n
-        flush()
+        for group in reference_batches([feats[i].size(0) for i in short], options):
+            members = [short[j] for j in group]
+            decoded = batch_decode(self.model, [feats[i] for i in members], options, self.policy)
+            for i, r in zip(members, decoded, strict=True):
+                results[i] = r
         done = [r for r in results if r is not None]
         assert len(done) == len(batch), "every recording is decoded by one of the two paths"
         return [self._transcript(r, len(s), options) for r, s in zip(done, batch, strict=True)]
+
+    # -- live streams -----------------------------------------------------------------------
+
+    def open_stream(self, options: DecodeOptions = DEFAULT_OPTIONS) -> TranscriptStream:
+        """A new live stream (one item): push samples, then :meth:`step_streams`."""
+        return TranscriptStream(self, options)
+
+    def step_streams(
+        self,
+        streams: Sequence[TranscriptStream],
+        *,
+        finish: Sequence[bool] | None = None,
+        partial: Sequence[bool] | None = None,
+    ) -> list[StreamUpdate]:
+        """Decode every window the streams have ready, in masked batches across streams (one
+        window per stream per batch), finish the streams flagged in ``finish`` (the rest of their
+        audio as final: their ``final`` transcript is the batch transcript of all they were fed)
+        and decode a partial hypothesis of the tail for those flagged in ``partial``.
+
+        Streams decoded together must share their decode options (the scheduler groups them).
+        """
+        finish = finish if finish is not None else [False] * len(streams)
+        partial = partial if partial is not None else [False] * len(streams)
+        for s in streams:
+            s.featurize()
+        advance(self.model, [s.decoder for s in streams], self.policy, finish=finish)
+        forks = {i: s.decoder.fork() for i, s in enumerate(streams) if partial[i] and not finish[i]}
+        if forks:
+            advance(self.model, list(forks.values()), self.policy, finish=[True] * len(forks))
+        return [s.update(finished=finish[i], tail=forks[i] if i in forks else None) for i, s in enumerate(streams)]
 
     def _transcript(self, result: LongFormResult, n_samples: int, options: DecodeOptions) -> Transcript:
         path = result.argmax
@@ -221,3 +248,127 @@ class ChunkFormerEngine:
             model=self.name,
             frames=[int(t) for t in path.tolist()] if options.include_frames else None,
         )
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """What one :meth:`ChunkFormerEngine.step_streams` produced for one stream (item clock)."""
+
+    text_delta: str = ""  # appended to the committed text (never revised)
+    segments: tuple[Segment, ...] = ()  # segments that became final
+    samples_done: int = 0  # samples whose text is committed
+    partial: str | None = None  # the tail's revisable hypothesis, when asked for
+    partial_samples: int = 0  # samples the partial covers
+    final: Transcript | None = None  # when finished: the batch transcript of everything fed
+
+
+class TranscriptStream:
+    """One live item on the engine: samples in, committed text and final segments out.
+
+    ``push`` may be called from another thread than the engine's (the event loop): the sample
+    buffer is guarded. Everything else runs on the engine thread (``step_streams``). Memory: the
+    decoder's bounded state, the samples not yet turned into features (what the scheduler's
+    backpressure bounds) and the committed text.
+    """
+
+    def __init__(self, engine: ChunkFormerEngine, options: DecodeOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.decoder: LongFormStream = open_stream(engine.model, options)
+        self._lock = threading.Lock()
+        self._buffer: list[np.ndarray] = []  # samples from FRAME_SHIFT * decoder.n_input on
+        self._n_samples = 0
+        self._text = ""  # committed text
+        self._closed_frames = 0  # frame segments already final and sent
+        self._segments_sent = 0  # schema segments sent
+        self._full_window = self.decoder.full_window_frames
+
+    @property
+    def n_samples(self) -> int:
+        return self._n_samples
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append int16 mono 16 kHz samples."""
+        with self._lock:
+            self._buffer.append(np.asarray(samples, dtype=np.int16))
+            self._n_samples += len(samples)
+
+    @property
+    def has_ready_window(self) -> bool:
+        """Whether a window can be decoded now (its right context has arrived)."""
+        decoder = self.decoder
+        return not decoder.done and fbank_frames(self._n_samples) >= decoder.start + self._full_window
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples fed but not yet decoded into committed text (from the next window's start)."""
+        return max(0, self._n_samples - FRAME_SHIFT * self.decoder.start)
+
+    def featurize(self) -> None:
+        """Turn the buffered samples into fbank frames for the decoder (engine thread)."""
+        with self._lock:
+            available = fbank_frames(self._n_samples)
+            first = self.decoder.n_input
+            if available <= first:
+                return
+            samples = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+            used = FRAME_SHIFT * (available - 1) + 400 - FRAME_SHIFT * first
+            self._buffer = [samples[FRAME_SHIFT * (available - first) :].copy()]
+        self.decoder.push(self.engine.features(samples[:used]))
+
+    def update(self, *, finished: bool, tail: LongFormStream | None) -> StreamUpdate:
+        """The committed delta and new final segments since the last update (and the partial)."""
+        if finished:
+            final = self.engine._transcript(self.decoder.result(), self._n_samples, self.options)
+            delta = self._delta(final.text)
+            return StreamUpdate(delta, tuple(final.segments[self._segments_sent :]), self._n_samples, None, 0, final)
+        text, closed = self._committed(self.decoder)
+        delta = self._delta(text)
+        frames = self.decoder.frames_done
+        partial = None
+        if tail is not None:
+            hypothesis, _ = self._committed(tail)
+            partial = hypothesis[len(text) :].strip() if hypothesis.startswith(text) else hypothesis
+        return StreamUpdate(
+            delta,
+            tuple(closed),
+            min(frames * SUBSAMPLING * FRAME_SHIFT, self._n_samples),
+            partial,
+            self._n_samples,
+        )
+
+    def _delta(self, text: str) -> str:
+        if not text.startswith(self._text):  # cannot happen: committed text only grows
+            log.error("committed text was revised; the delta is dropped")
+            return ""
+        delta = text[len(self._text) :]
+        self._text = text
+        return delta
+
+    def _committed(self, decoder: LongFormStream) -> tuple[str, list[Segment]]:
+        """The text of what ``decoder`` has decoded, and the segments that became final since the
+        last call (only for the stream's own decoder: a fork's are not counted)."""
+        result = decoder.result()
+        n = decoder.frames_done
+        msf = self.options.max_silence_frames
+        vocab = self.engine.vocab
+        runs: TokenRuns
+        fsegs: list[FrameSegment]
+        if result.emissions is not None:
+            runs = emission_runs(result.emissions.tokens, result.emissions.frames)
+            fsegs = transducer_frame_segments(runs.ids, runs.first, n, msf)
+            text = transducer_text(schema_segments(runs, fsegs, vocab, False))
+        else:
+            runs = token_runs(result.argmax, vocab.blank_id)
+            fsegs = frame_segments(result.argmax, vocab.blank_id, msf)
+            text = ctc_text(result.argmax, vocab)
+        if decoder is not self.decoder:
+            return text, []
+        closed = len(fsegs)
+        if fsegs and not decoder.done and int(runs.last[fsegs[-1].stop_token - 1]) + msf > n - 1:
+            closed -= 1  # the last segment may still grow
+        # Frame segments carry their start (which depends on the previous one's end) already.
+        new = schema_segments(runs, fsegs[self._closed_frames : closed], vocab, self.options.word_timestamps)
+        self._closed_frames = closed
+        self._segments_sent += len(new)
+        return text, new

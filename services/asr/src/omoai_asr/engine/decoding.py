@@ -199,7 +199,7 @@ def segments_from_path(
     Segments whose text is empty (only special tokens or "▁") are left out.
     """
     runs = token_runs(path, vocab.blank_id)
-    return _schema_segments(runs, frame_segments(path, vocab.blank_id, max_silence_frames), vocab, word_timestamps)
+    return schema_segments(runs, frame_segments(path, vocab.blank_id, max_silence_frames), vocab, word_timestamps)
 
 
 def emission_runs(tokens: np.ndarray, frames: np.ndarray) -> TokenRuns:
@@ -241,10 +241,10 @@ def transducer_segments(
     """
     runs = emission_runs(tokens, frames)
     segments = transducer_frame_segments(runs.ids, runs.first, n_frames, max_silence_frames)
-    return _schema_segments(runs, segments, vocab, word_timestamps)
+    return schema_segments(runs, segments, vocab, word_timestamps)
 
 
-def _schema_segments(
+def schema_segments(
     runs: TokenRuns, segments: list[FrameSegment], vocab: Vocabulary, word_timestamps: bool
 ) -> list[Segment]:
     """Frame segments (CTC or transducer) as schema segments; those without text are left out."""

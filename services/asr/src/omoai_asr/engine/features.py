@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from omoai_asr.geometry import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE
 from omoai_asr.geometry import fbank_frames as num_frames
@@ -105,8 +106,26 @@ def fbank(waveform: torch.Tensor, n_mels: int = 80, *, block_frames: int | None 
         previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
         frames = (frames - PREEMPHASIS * previous) * window
         power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2.0)  # (B, 257), zero-padded to 512
-        out[lo : lo + frames.size(0)] = torch.clamp(power @ banks_t, min=_EPS).log()
+        out[lo : lo + frames.size(0)] = torch.clamp(_mel_energies(power, banks_t), min=_EPS).log()
     return out
+
+
+MEL_ROWS = 256  # frames per GEMM of the mel projection (see _mel_energies)
+
+
+def _mel_energies(power: torch.Tensor, banks_t: torch.Tensor) -> torch.Tensor:
+    """(B, 257) power spectra -> (B, n_mels), each row independent of the others bit for bit.
+
+    A GEMM's rounding depends on its shape (the kernel chosen for M rows), so ``power @ banks``
+    would give a frame slightly different values depending on how many frames were computed
+    with it. Live decoding computes features piece by piece and must get exactly the batch
+    decode's values, so the frames go through zero-padded blocks of ``MEL_ROWS`` rows, one
+    fixed-shape GEMM each (a batched matmul): a frame's energies depend on that frame alone.
+    """
+    b = power.size(0)
+    blocks = -(-b // MEL_ROWS)
+    padded = F.pad(power, (0, 0, 0, blocks * MEL_ROWS - b)).view(blocks, MEL_ROWS, -1)
+    return torch.bmm(padded, banks_t.expand(blocks, -1, -1)).view(blocks * MEL_ROWS, -1)[:b]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ right attention context, L = kernel // 2 convolution context, D model width, h h
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -277,6 +277,7 @@ class ChunkAttention(nn.Module):
         left: int,
         right: int,
         keep: int,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (N, c, D), key_invalid (N, 1, 1, l+c+r) bool, cache (l, h, 2dk), pos (h, dk, 2c+l+r-1):
         the relative-position table through ``linear_pos`` (:meth:`project_positions`).
@@ -284,6 +285,9 @@ class ChunkAttention(nn.Module):
         Every chunk attends to the l frames before it and the r after it in the flattened
         sequence of all chunks, the cache standing before the first chunk. Returns the output
         (N, c, D) and the next cache: the l frames before position ``keep`` (None without cache).
+        With ``streams`` (chunks per stream, summing to N) the chunks are S independent streams,
+        each with its own cache (S, l, h, 2dk) before its first chunk; the next caches are
+        (S, l, h, 2dk).
         """
         n, c, d = x.shape
         h, dk = self.h, self.d_k
@@ -291,15 +295,18 @@ class ChunkAttention(nn.Module):
         k = linear(x, self.linear_k.weight, self.linear_k.bias).view(n * c, h, dk)
         v = linear(x, self.linear_v.weight, self.linear_v.bias).view(n * c, h, dk)
         kv = torch.cat([k, v], dim=-1)  # (N*c, h, 2dk)
-        if cache is None:
+        window = left + c + right
+        if streams is not None:
+            kv, new_cache = _stream_windows(kv, cache, streams, c, left, right, keep)
+        elif cache is None:
             kv = F.pad(kv, (0, 0, 0, 0, left, right))
             new_cache = None
         else:
             kv = torch.cat([cache.to(kv.dtype), kv])
             new_cache = _frames_before(kv, keep, left, dim=0)
             kv = F.pad(kv, (0, 0, 0, 0, 0, right))
-        window = left + c + right
-        kv = kv.unfold(0, window, c)  # (N, h, 2dk, l+c+r), overlapping views, no copy
+        if streams is None:
+            kv = kv.unfold(0, window, c)  # (N, h, 2dk, l+c+r), overlapping views, no copy
         k, v = kv.transpose(2, 3).split(dk, dim=-1)  # (N, h, l+c+r, dk) each
 
         # Position scores of every query against the shared table in one GEMM per head (no
@@ -345,6 +352,32 @@ def _frames_before(x: torch.Tensor, keep: int, size: int, dim: int) -> torch.Ten
     return x.narrow(dim, max(end - size, 0), min(size, end)).clone()
 
 
+def _stream_windows(
+    frames: torch.Tensor,
+    caches: torch.Tensor | None,
+    streams: Sequence[int],
+    c: int,
+    left: int,
+    right: int,
+    keep: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key windows of S independent streams, each with its own cache before its first chunk.
+
+    frames (N*c, ...) of all streams' chunks in order, caches (S, left, ...) (None: zeros),
+    ``streams`` chunks per stream. Returns the windows (N, ..., left+c+right), as the single-stream
+    ``unfold`` gives them but copied, and the next caches (S, left, ...).
+    """
+    windows: list[torch.Tensor] = []
+    next_caches: list[torch.Tensor] = []
+    for s, part in enumerate(frames.split([n * c for n in streams])):
+        cache = part.new_zeros((left, *part.shape[1:])) if caches is None else caches[s].to(part.dtype)  # (left, ...)
+        seq = torch.cat([cache, part])
+        next_caches.append(_frames_before(seq, keep, left, dim=0))
+        pad = [0, 0] * (seq.dim() - 1) + [0, right]
+        windows.append(F.pad(seq, pad).unfold(0, left + c + right, c))
+    return torch.cat(windows), torch.stack(next_caches)
+
+
 def _relative_shift(x: torch.Tensor, n: int, c: int, window: int) -> torch.Tensor:
     """(h, N*c, P) scores of queries against positions -> (N, h, c, window) against keys (a view).
 
@@ -372,11 +405,18 @@ class ChunkConvolution(nn.Module):
         self.activation = activation
 
     def forward(
-        self, x: torch.Tensor, invalid: torch.Tensor, cache: torch.Tensor | None, keep: int
+        self,
+        x: torch.Tensor,
+        invalid: torch.Tensor,
+        cache: torch.Tensor | None,
+        keep: int,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (N, c, D), invalid (N, 1, c+2L) bool over [L | chunk | L], cache (L, D).
 
         Returns (N, c, D) and the next cache: the L GLU outputs before position ``keep``.
+        With ``streams`` (chunks per stream) the cache is per stream, (S, L, D), as in
+        :meth:`ChunkAttention.forward`.
         Frames stay (N, c, D) (time-major) except inside the depthwise convolution, so the
         pointwise convolutions are plain GEMMs and no layout copies are needed around them.
         """
@@ -385,14 +425,17 @@ class ChunkConvolution(nn.Module):
         pw1, pw2 = self.pointwise_conv1, self.pointwise_conv2
         x = F.glu(linear(x, pw1.weight.view(2 * d, d), pw1.bias), dim=-1)  # (N, c, D)
         flat = x.reshape(n * c, d)  # (N*c, D)
-        if cache is None:
-            flat = F.pad(flat, (0, 0, lc, lc))
-            new_cache = None
+        if streams is not None:
+            x, new_cache = _stream_windows(flat, cache, streams, c, lc, lc, keep)
         else:
-            flat = torch.cat([cache.to(flat.dtype), flat])
-            new_cache = _frames_before(flat, keep, lc, dim=0)
-            flat = F.pad(flat, (0, 0, 0, lc))
-        x = flat.unfold(0, c + 2 * lc, c)  # (N, D, c+2L) view
+            if cache is None:
+                flat = F.pad(flat, (0, 0, lc, lc))
+                new_cache = None
+            else:
+                flat = torch.cat([cache.to(flat.dtype), flat])
+                new_cache = _frames_before(flat, keep, lc, dim=0)
+                flat = F.pad(flat, (0, 0, 0, lc))
+            x = flat.unfold(0, c + 2 * lc, c)  # (N, D, c+2L) view
         x = self.depthwise_conv(x.masked_fill(invalid, 0.0))  # (N, D, c)
         if self.use_layer_norm:
             x = self.activation(self.norm(x.transpose(1, 2)))  # (N, c, D)
@@ -448,8 +491,10 @@ class ChunkFormerBlock(nn.Module):
         left: int,
         right: int,
         keep: int,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x (N, c, D) -> (N, c, D), next attention cache (l, h, 2dk), next conv cache (L, D).
+        """x (N, c, D) -> (N, c, D), next attention cache (l, h, 2dk), next conv cache (L, D)
+        (per stream, with a leading S, when ``streams`` gives the chunks of S streams).
 
         att_invalid (N, 1, 1, l+c+r) and conv_invalid (N, 1, c+2L): keys that must not be seen;
         pos (h, dk, 2c+l+r-1) this layer's projected relative positions.
@@ -463,7 +508,7 @@ class ChunkFormerBlock(nn.Module):
 
         def attend(y: torch.Tensor) -> torch.Tensor:
             nonlocal new_att_cache
-            out, new_att_cache = self.self_attn(y, att_invalid, pos, att_cache, left, right, keep)
+            out, new_att_cache = self.self_attn(y, att_invalid, pos, att_cache, left, right, keep, streams)
             return out
 
         x = self._residual(x, self.norm_mha, attend)
@@ -475,7 +520,7 @@ class ChunkFormerBlock(nn.Module):
 
             def convolve(y: torch.Tensor) -> torch.Tensor:
                 nonlocal new_conv_cache
-                out, new_conv_cache = conv(y, conv_invalid, conv_cache, keep)
+                out, new_conv_cache = conv(y, conv_invalid, conv_cache, keep, streams)
                 return out
 
             x = self._residual(x, self.norm_conv, convolve)
@@ -534,6 +579,7 @@ class ChunkFormerEncoder(nn.Module):
         att_cache: torch.Tensor | None = None,
         conv_cache: torch.Tensor | None = None,
         keep: int = 0,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Encode normalised feature chunks.
 
@@ -541,6 +587,11 @@ class ChunkFormerEncoder(nn.Module):
         (N, c+2L) key validity, att_cache (layers, l, h, 2dk) and conv_cache (layers, L, D) from
         the previous window (None: zeros, no cache returned), ``keep`` the encoder frames of this
         window that the next window continues from. Returns (N, c, D) and the next caches.
+
+        ``streams`` (chunks per stream, summing to N): the windows of S independent streams in
+        one pass (live decoding), each continuing from its own caches, att_cache
+        (S, layers, l, h, 2dk) and conv_cache (S, layers, L, D) (None: zeros); the next caches
+        are always returned, per stream, in the same layout.
         """
         x = self.embed(chunks)  # (N, c, D)
         positions = self._positions(chunk, left, right, x.device, x.dtype)
@@ -549,16 +600,18 @@ class ChunkFormerEncoder(nn.Module):
         att_caches: list[torch.Tensor] = []
         conv_caches: list[torch.Tensor] = []
         for i, layer in enumerate(self.encoders):
+            layer_dim = 0 if streams is None else 1
             x, a, cv = layer(
                 x,
                 att_invalid,
                 conv_invalid,
                 positions[i],
-                None if att_cache is None else att_cache[i],
-                None if conv_cache is None else conv_cache[i],
+                None if att_cache is None else att_cache.select(layer_dim, i),
+                None if conv_cache is None else conv_cache.select(layer_dim, i),
                 left,
                 right,
                 keep,
+                streams,
             )
             if a is not None:
                 att_caches.append(a)
@@ -566,8 +619,9 @@ class ChunkFormerEncoder(nn.Module):
                 conv_caches.append(cv)
         if self.dims.normalize_before:
             x = self.after_norm(x)
-        next_att = torch.stack(att_caches) if att_caches else None
-        next_conv = torch.stack(conv_caches) if conv_caches else None
+        layer_dim = 0 if streams is None else 1
+        next_att = torch.stack(att_caches, dim=layer_dim) if att_caches else None
+        next_conv = torch.stack(conv_caches, dim=layer_dim) if conv_caches else None
         return x, next_att, next_conv
 
 

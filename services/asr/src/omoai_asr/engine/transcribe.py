@@ -6,7 +6,7 @@ overlapping pieces of ``8c + 7`` frames every ``8c`` frames, each of which subsa
 one forward pass; key masks keep every chunk inside its own utterance and inside
 ``[-offset, length)`` of it.
 
-Long form (the reference's ``endless_decode``): windows of ``8 * keep`` input frames, each with
+Long form (the reference's ``endless_decode``, here ``engine/streaming.py``): windows of ``8 * keep`` input frames, each with
 ``rel_right`` extra frames of right context (enough for every layer's right and convolution
 context); a window keeps its first ``keep`` encoder frames (all of them in the last window) and
 hands the next one its attention and convolution caches and the number of frames emitted so
@@ -23,7 +23,7 @@ batches are searched as one batch of streams, each up to its own length.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from omoai_asr.engine.model import SUBSAMPLING, SUBSAMPLING_CONTEXT, ChunkFormer, subsampled_length
 from omoai_asr.engine.options import DecodeOptions
-from omoai_asr.engine.transducer import SearchState, StreamEmissions, frame_path, greedy_search, project_encoder
+from omoai_asr.engine.transducer import StreamEmissions, frame_path, greedy_search, project_encoder
 from omoai_asr.geometry import max_batch_frames as max_batch_frames  # the engine's window budget
 from omoai_asr.geometry import window_keep_frames as window_keep_frames
 
@@ -83,9 +83,10 @@ def _transducer_result(emissions: StreamEmissions, n_frames: int) -> LongFormRes
 
 
 def reference_batches(frame_counts: Sequence[int], options: DecodeOptions) -> list[list[int]]:
-    """The reference's ``batch_decode`` grouping: in input order, an utterance joins the batch
-    and the batch is decoded once its fbank frames reach the budget (so the utterance that
-    crosses it is in the batch), and at the end."""
+    """The one batching rule (the reference's ``batch_decode`` grouping): in input order, an
+    utterance joins the batch and the batch is decoded once its fbank frames reach the budget
+    (so the utterance that crosses it is in the batch), and at the end. A batch therefore holds
+    less than the budget plus one utterance of at most one window."""
     budget = max_batch_frames(options)
     batches: list[list[int]] = []
     group: list[int] = []
@@ -105,14 +106,18 @@ def right_context_frames(options: DecodeOptions, n_layer: int, conv_context: int
     return (r + max(options.chunk_size, r) * (n_layer - 1)) * SUBSAMPLING
 
 
-def plan_windows(n_frames: int, options: DecodeOptions, n_layer: int, conv_context: int) -> list[WindowPlan]:
-    """The reference's window boundaries, without its windows that produce no frame."""
+def plan_windows(
+    n_frames: int, options: DecodeOptions, n_layer: int, conv_context: int, *, start: int = 0, offset: int = 0
+) -> list[WindowPlan]:
+    """The reference's window boundaries, without its windows that produce no frame.
+
+    ``start`` and ``offset`` continue a plan from one of its windows (the rest of an utterance
+    whose first windows are decoded: live decoding).
+    """
     keep = window_keep_frames(options)
     step = keep * SUBSAMPLING
     right = right_context_frames(options, n_layer, conv_context)
     plans: list[WindowPlan] = []
-    offset = 0
-    start = 0
     while start < n_frames:
         stop = min(min(start + step + SUBSAMPLING - 1, n_frames) + right, n_frames)
         final = start + right >= n_frames
@@ -164,10 +169,13 @@ def _encode(
     att_cache: torch.Tensor | None,
     conv_cache: torch.Tensor | None,
     keep: int,
+    *,
+    streams: bool = False,
 ) -> tuple[list[torch.Tensor], list[int], torch.Tensor | None, torch.Tensor | None]:
     """Encode several utterance pieces ``(feats (T, F), offset)`` in one masked forward pass.
 
-    Returns each piece's encoder output (T'_i, D), chunk counts, and the next caches.
+    Returns each piece's encoder output (T'_i, D), chunk counts, and the next caches. With
+    ``streams`` each piece continues its own utterance from its own caches (S, layers, ...).
     """
     dims = model.dims
     chunks, att_masks, conv_masks, n_chunks, lengths = [], [], [], [], []
@@ -191,94 +199,10 @@ def _encode(
         att_cache,
         conv_cache,
         keep,
+        n_chunks if streams else None,
     )
     outs = [o.reshape(-1, dims.n_state)[:length] for o, length in zip(out.split(n_chunks), lengths, strict=True)]
     return outs, n_chunks, att_cache, conv_cache
-
-
-def endless_decode(
-    model: ChunkFormer,
-    feats: torch.Tensor,
-    options: DecodeOptions,
-    policy: MemoryPolicy,
-    *,
-    keep_encoder_out: bool = False,
-    keep_logprobs: bool = False,
-    progress: Callable[[float], None] | None = None,
-) -> LongFormResult:
-    """Long-form decoding of one utterance's normalised fbank (T, F) on the policy's device.
-
-    The CTC head runs per window and only the argmax path stays on the device; encoder
-    outputs and log-probs are copied to the host only when asked for (tests, diagnostics).
-    """
-    dims = model.dims
-    plans = plan_windows(feats.size(0), options, dims.n_layer, dims.conv_context)
-    keep = window_keep_frames(options)
-    device = feats.device
-    with policy.inference():
-        att_cache: torch.Tensor | None = None
-        conv_cache: torch.Tensor | None = None
-        # A single window needs no caches: zero caches are the cache-less (batch) forward, and
-        # no window follows (keep 0: none returned).
-        if len(plans) > 1:
-            att_cache = torch.zeros(dims.n_layer, options.left_context, dims.n_head, 2 * dims.head_dim, device=device)
-            conv_cache = torch.zeros(dims.n_layer, dims.conv_context, dims.n_state, device=device)
-        paths: list[torch.Tensor] = []
-        enc_parts: list[torch.Tensor] = []
-        logp_parts: list[torch.Tensor] = []
-        stats: list[WindowStats] = []
-        transducer = dims.is_transducer
-        search_state: SearchState | None = None
-        tokens: list[np.ndarray] = []
-        token_frames: list[np.ndarray] = []
-        frames_done = 0
-        for i, plan in enumerate(plans):
-            (out,), (n_chunks,), att_cache, conv_cache = _encode(
-                model,
-                [(feats[plan.start : plan.stop], plan.offset)],
-                options,
-                att_cache,
-                conv_cache,
-                keep if att_cache is not None else 0,
-            )
-            produced = out.size(0)
-            if not plan.final:
-                out = out[:keep]
-            if transducer:
-                lengths = torch.tensor([out.size(0)], device=device)
-                (found,), search_state = greedy_search(model, project_encoder(model, out)[None], lengths, search_state)
-                tokens.append(found.tokens)
-                token_frames.append(found.frames + frames_done)
-            elif keep_logprobs:
-                assert model.ctc is not None
-                logp = model.ctc(out)
-                paths.append(logp.argmax(dim=-1))
-                logp_parts.append(logp.float().cpu())
-            else:
-                assert model.ctc is not None
-                paths.append(model.ctc.greedy(out))
-            frames_done += out.size(0)
-            if keep_encoder_out:
-                enc_parts.append(out.float().cpu())
-            stats.append(WindowStats(plan.n_frames, produced, n_chunks, out.size(0), plan.offset + produced))
-            policy.window_done()
-            if progress is not None:
-                progress((i + 1) / len(plans))
-        if transducer:
-            empty = np.zeros(0, dtype=np.int64)
-            emissions = StreamEmissions(
-                np.concatenate(tokens) if tokens else empty, np.concatenate(token_frames) if token_frames else empty
-            )
-            result = _transducer_result(emissions, frames_done)
-            result.windows = stats
-        else:
-            argmax = torch.cat(paths).cpu().numpy() if paths else np.zeros(0, dtype=np.int64)
-            result = LongFormResult(argmax=argmax.astype(np.int64, copy=False), windows=stats)
-    if keep_encoder_out:
-        result.encoder_out = torch.cat(enc_parts) if enc_parts else torch.zeros(0, dims.n_state)
-    if keep_logprobs and not transducer:
-        result.logprobs = torch.cat(logp_parts) if logp_parts else torch.zeros(0, dims.n_vocab)
-    return result
 
 
 def batch_decode(
