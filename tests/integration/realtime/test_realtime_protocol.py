@@ -278,7 +278,7 @@ def _ulaw_encode(samples: np.ndarray) -> bytes:
 def tight() -> Iterator[LiveServer]:
     with live_asr(
         fixture_model("small"),
-        realtime_max_sessions=2,
+        live_max_streams=2,
         realtime_idle_timeout_s=1.0,
         realtime_max_outbox_events=8,
         max_concurrency=4,

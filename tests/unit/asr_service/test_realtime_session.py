@@ -1,22 +1,23 @@
 """The realtime pieces without a socket: input formats and the exact streaming resampler, the
-endpointer's turn logic, and the session state machine driven with text frames (the decoder seam
-faked: it returns the item's length, so what was committed is visible)."""
+endpointer's turn logic, and the session state machine driven with text frames (the live-stream
+seam faked: an item's text is its sample count, so what was fed and committed is visible)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
 from omoai_asr.geometry import DecodeOptions
+from omoai_asr.live import Committed, Final, Partial
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM24, PCMA, PCMU, AudioFormatError, Resampler, decode_payload, resample_all
 from omoai_asr.realtime.endpointing import FRAME, Endpointer, VadParams
 from omoai_asr.realtime.session import OutboxFullError, RealtimeSession, SessionLimits
-from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Segment, Transcript
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -103,30 +104,67 @@ def test_a_never_ending_turn_is_cut_at_the_maximum_item_length() -> None:
 # -- the session state machine --------------------------------------------------------------------
 
 
-class EchoDecoder:
-    """Transcribes an item as its sample count; ``gate`` holds decodes back (a slow replica)."""
+class FakeStream:
+    """The live stream seam: text is each item's sample count; ``gate`` holds feeding back (a
+    replica behind: backpressure)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: DecodeOptions, partials: bool) -> None:
+        self.options, self.partials = options, partials
         self.gate = asyncio.Event()
         self.gate.set()
-        self.calls: list[int] = []
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.item = 0
+        self.fed: list[int] = []
+        self.commits: list[int] = []
+        self.closed = False
+        self.buffered_seconds = 0.0
 
-    async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcript:
+    async def feed(self, pcm: np.ndarray) -> None:
+        assert pcm.dtype == np.int16
         await self.gate.wait()
-        self.calls.append(len(samples))
-        if len(samples) == 0:
-            raise InvalidInputError("empty")
-        d = len(samples) / 16000
-        return Transcript(
-            text=f"n{len(samples)}", segments=[Segment(text=f"n{len(samples)}", start=0, end=d)], duration=d, model="m"
-        )
+        self.item += len(pcm)
+        self.fed.append(len(pcm))
+        if self.partials:
+            self.queue.put_nowait(Partial(f"~{self.item}", self.item / 16000))
+
+    async def commit(self) -> Transcript:
+        n, self.item = self.item, 0
+        self.commits.append(n)
+        d = n / 16000
+        t = Transcript(text=f"n{n}", segments=[Segment(text=f"n{n}", start=0, end=d)], duration=d, model="m")
+        self.queue.put_nowait(Committed(t.text, (), d))
+        self.queue.put_nowait(Final(t, 0.0))
+        return t
+
+    def clear(self) -> None:
+        self.item = 0
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[Any]:
+        while (event := await self.queue.get()) is not None:
+            yield event
 
 
-def make(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any]], EchoDecoder]:
+class LoudnessVad:
+    """Stands in for Silero: a frame is speech when its samples are loud."""
+
+    def run_rows(self, rows: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.abs(rows[:, 64:]).mean(axis=1) > 0.1).astype(np.float32), h, c
+
+
+def make(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any]], list[FakeStream]]:
     out: list[dict[str, Any]] = []
-    decoder = EchoDecoder()
+    streams: list[FakeStream] = []
+
+    def open_stream(options: DecodeOptions, partials: bool) -> FakeStream:
+        streams.append(FakeStream(options, partials))
+        return streams[-1]
+
     session = RealtimeSession(
-        decoder=decoder,
+        open_stream=open_stream,
         options=DecodeOptions(),
         emit=lambda e: out.append(json.loads(e.model_dump_json())),
         model_name="m",
@@ -134,34 +172,38 @@ def make(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any]], EchoDecoder]
         limits=kw.pop("limits", SessionLimits()),
         **kw,
     )
-    return session, out, decoder
+    return session, out, streams
 
 
-def send(s: RealtimeSession, /, **event: Any) -> None:
-    s.handle_text(json.dumps(event))
+async def send(s: RealtimeSession, /, **event: Any) -> None:
+    await s.handle_text(json.dumps(event))
 
 
-def append16k(session: RealtimeSession, samples: np.ndarray) -> None:
-    send(session, type="input_audio_buffer.append", audio=base64.b64encode(samples.tobytes()).decode())
+async def append16k(session: RealtimeSession, samples: np.ndarray) -> None:
+    await send(session, type="input_audio_buffer.append", audio=base64.b64encode(samples.tobytes()).decode())
 
 
-def pcm16k_session(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any]], EchoDecoder]:
-    session, out, decoder = make(**kw)
+async def pcm16k_session(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any]], list[FakeStream]]:
+    session, out, streams = make(**kw)
     update = {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}
-    send(session, type="session.update", session=update)
+    await send(session, type="session.update", session=update)
     assert out.pop()["type"] == "session.updated"
-    return session, out, decoder
+    return session, out, streams
 
 
-async def test_commits_become_items_transcribed_in_order_with_session_clock_times() -> None:
-    session, out, _ = pcm16k_session()
-    task = asyncio.create_task(session.run_decoder())
-    append16k(session, np.ones(8000, np.int16))
-    send(session, type="input_audio_buffer.commit")
-    append16k(session, np.ones(3200, np.int16))
-    send(session, type="input_audio_buffer.commit")
+async def drain(session: RealtimeSession) -> None:
+    task = asyncio.create_task(session.run_events())
     await session.finish()
-    await task
+    await asyncio.wait_for(task, 5)
+
+
+async def test_commits_become_items_in_order_with_session_clock_times() -> None:
+    session, out, _ = await pcm16k_session()
+    await append16k(session, np.ones(8000, np.int16))
+    await send(session, type="input_audio_buffer.commit")
+    await append16k(session, np.ones(3200, np.int16))
+    await send(session, type="input_audio_buffer.commit")
+    await drain(session)
     types = [e["type"] for e in out]
     assert types == [
         "input_audio_buffer.committed",
@@ -173,44 +215,91 @@ async def test_commits_become_items_transcribed_in_order_with_session_clock_time
     ]
     first, second = out[3], out[5]
     assert (first["transcript"], second["transcript"]) == ("n8000", "n3200")
+    assert (first["item_id"], second["item_id"]) == (out[0]["item_id"], out[1]["item_id"])
     assert out[1]["previous_item_id"] == out[0]["item_id"]
     assert second["usage"] == {"type": "duration", "seconds": 0.2}
     assert second["omoai"]["segments"][0]["start"] == 0.5  # the item started 0.5 s into the session
 
 
 async def test_finish_commits_the_buffer_so_no_audio_is_lost() -> None:
-    session, out, decoder = pcm16k_session()
-    task = asyncio.create_task(session.run_decoder())
-    append16k(session, np.ones(4000, np.int16))
-    await session.finish()
-    await task
-    assert decoder.calls == [4000]
+    session, out, streams = await pcm16k_session()
+    await append16k(session, np.ones(4000, np.int16))
+    await drain(session)
+    assert streams[-1].commits == [4000] and streams[-1].closed
     assert out[-1]["type"] == "conversation.item.input_audio_transcription.completed"
 
 
-async def test_backpressure_holds_the_reader_until_the_decoder_catches_up() -> None:
-    session, _, decoder = pcm16k_session(limits=SessionLimits(max_pending_s=1.0))
-    decoder.gate.clear()
-    task = asyncio.create_task(session.run_decoder())
-    append16k(session, np.ones(24000, np.int16))
-    send(session, type="input_audio_buffer.commit")
-    waiter = asyncio.create_task(session.wait_for_room())
+async def test_backpressure_holds_the_frame_until_the_decoder_takes_the_audio() -> None:
+    session, _, streams = await pcm16k_session()
+    streams[-1].gate.clear()
+    waiter = asyncio.create_task(append16k(session, np.ones(1600, np.int16)))
     await asyncio.sleep(0.05)
-    assert not waiter.done() and session.lag_s == 1.5
-    decoder.gate.set()
+    assert not waiter.done()
+    streams[-1].gate.set()
     await asyncio.wait_for(waiter, 5)
+    assert streams[-1].fed == [1600]
+
+
+async def test_24_khz_input_reaches_the_stream_as_the_whole_recording_resampled() -> None:
+    session, _, streams = make()
+    x = (np.random.default_rng(0).standard_normal(24000) * 2000).astype(np.int16)
+    for i in range(0, len(x), 7001):
+        await send(
+            session, type="input_audio_buffer.append", audio=base64.b64encode(x[i : i + 7001].tobytes()).decode()
+        )
+    await send(session, type="input_audio_buffer.commit")
+    assert streams[-1].commits == [len(resample_all(x, 24000))] == [16000]
+
+
+async def test_partials_are_an_opt_in_extension_event_never_mixed_into_deltas() -> None:
+    session, out, streams = make()
+    update = {
+        "type": "transcription",
+        "include": ["omoai.partials"],
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+    }
+    await send(session, type="session.update", session=update)
+    assert streams[-1].partials  # the stream was reopened with partials (it held no audio yet)
+    task = asyncio.create_task(session.run_events())
+    await append16k(session, np.ones(1600, np.int16))
+    await send(session, type="input_audio_buffer.commit")
     await session.finish()
-    await task
-    assert session.lag_s == 0
+    await asyncio.wait_for(task, 5)
+    kinds = [e["type"] for e in out]
+    assert "omoai.input_audio_transcription.partial" in kinds
+    partial = out[kinds.index("omoai.input_audio_transcription.partial")]
+    assert (partial["text"], partial["audio_end_ms"]) == ("~1600", 100)
+    assert [e["delta"] for e in out if e["type"].endswith(".delta")] == ["n1600"]
 
 
-def test_a_full_buffer_refuses_the_append_and_says_to_commit() -> None:
-    session, out, _ = pcm16k_session(limits=SessionLimits(max_buffer_s=1.0))
-    append16k(session, np.ones(12000, np.int16))
-    append16k(session, np.ones(8000, np.int16))
-    assert out[-1]["error"]["code"] == "input_audio_buffer_full"
-    append16k(session, np.ones(4000, np.int16))  # what fits is still taken
-    assert out[-1]["type"] == "error" and len(out) == 1
+async def test_server_vad_feeds_only_the_turns_and_a_hesitation_stays_in_one_item() -> None:
+    vad = VadParams(prefix_padding_ms=96, silence_duration_ms=900)
+    session, out, streams = make(vad_model=LoudnessVad(), limits=SessionLimits(vad=vad))
+    update = {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}
+    await send(session, type="session.update", session=update)
+    task = asyncio.create_task(session.run_events())
+    quiet, loud = np.zeros(512, np.int16), np.full(512, 8000, np.int16)
+    # 0.64 s quiet, 1.28 s speech, a 0.64 s hesitation, 1.28 s speech, 1.28 s quiet.
+    audio = np.concatenate([quiet] * 20 + [loud] * 40 + [quiet] * 20 + [loud] * 40 + [quiet] * 40)
+    for i in range(0, len(audio), 3000):
+        await append16k(session, audio[i : i + 3000])
+    await session.finish()
+    await asyncio.wait_for(task, 5)
+    kinds = [e["type"] for e in out if not e["type"].startswith("session")]
+    assert kinds == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    started = next(e for e in out if e["type"] == "input_audio_buffer.speech_started")
+    stopped = next(e for e in out if e["type"] == "input_audio_buffer.speech_stopped")
+    assert started["audio_start_ms"] == 640 - 96
+    completed = out[-1]
+    item_samples = (stopped["audio_end_ms"] - started["audio_start_ms"]) * 16
+    assert streams[-1].commits == [item_samples]  # exactly the turn's audio, nothing between turns
+    assert completed["omoai"]["audio_start_ms"] == started["audio_start_ms"]
 
 
 @pytest.mark.parametrize(
@@ -231,30 +320,30 @@ def test_a_full_buffer_refuses_the_append_and_says_to_commit() -> None:
          '{"format": {"type": "audio/pcm", "rate": 44100}}}}}', "invalid_event"),
     ],
 )  # fmt: skip
-def test_each_client_mistake_is_one_error_event_and_the_session_stays_usable(frame: str, code: str) -> None:
-    session, out, _ = pcm16k_session()
-    session.handle_text(frame)
+async def test_each_client_mistake_is_one_error_event_and_the_session_stays_usable(frame: str, code: str) -> None:
+    session, out, _ = await pcm16k_session()
+    await session.handle_text(frame)
     assert [e["type"] for e in out] == ["error"]
     assert out[0]["error"]["code"] == code
     if '"event_id": "c1"' in frame:
         assert out[0]["error"]["event_id"] == "c1"
-    append16k(session, np.ones(3200, np.int16))
-    send(session, type="input_audio_buffer.commit")
+    await append16k(session, np.ones(3200, np.int16))
+    await send(session, type="input_audio_buffer.commit")
     assert out[-1]["type"] == "input_audio_buffer.committed"
 
 
-def test_the_format_cannot_change_under_buffered_audio() -> None:
-    session, out, _ = pcm16k_session()
-    append16k(session, np.ones(1600, np.int16))
-    send(
+async def test_the_format_cannot_change_under_buffered_audio() -> None:
+    session, out, _ = await pcm16k_session()
+    await append16k(session, np.ones(1600, np.int16))
+    await send(
         session,
         type="session.update",
         session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
     )
     assert out[-1]["error"]["code"] == "input_audio_buffer_not_empty"
-    send(session, type="input_audio_buffer.clear")
+    await send(session, type="input_audio_buffer.clear")
     assert out[-1]["type"] == "input_audio_buffer.cleared"
-    send(
+    await send(
         session,
         type="session.update",
         session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
@@ -262,9 +351,9 @@ def test_the_format_cannot_change_under_buffered_audio() -> None:
     assert out[-1]["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
 
 
-def test_the_older_transcription_session_update_is_answered_in_its_own_shape() -> None:
+async def test_the_older_transcription_session_update_is_answered_in_its_own_shape() -> None:
     session, out, _ = make()
-    send(
+    await send(
         session,
         type="transcription_session.update",
         session={
@@ -289,10 +378,10 @@ def test_session_created_reports_the_decode_settings_and_extensions() -> None:
     assert created["audio"]["input"]["turn_detection"] is None  # no VAD model given
 
 
-def test_an_outbox_that_overflows_ends_the_session() -> None:
+async def test_an_outbox_that_overflows_ends_the_session() -> None:
     def full(_: ev.ServerEvent) -> None:
         raise OutboxFullError
 
-    session = RealtimeSession(decoder=EchoDecoder(), options=DecodeOptions(), emit=full, model_name="m", language="vi")
+    session = RealtimeSession(open_stream=FakeStream, options=DecodeOptions(), emit=full, model_name="m", language="vi")
     with pytest.raises(OutboxFullError):
-        session.handle_text("{")
+        await session.handle_text("{")

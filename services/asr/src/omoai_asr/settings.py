@@ -124,13 +124,11 @@ class AsrSettings(InferenceSettings, ServerSettings):
 
     # -- realtime WebSocket sessions (omoai_asr.realtime) -------------------------------------------
     realtime_enabled: Switch = Field(default=True, description="Serve GET /v1/realtime (live transcription).")
-    realtime_max_sessions: int = Field(
-        default=32, ge=0, description="Live sessions one replica holds at once (more are refused: close 1013)."
-    )
     realtime_sessions_per_slot: int = Field(
         default=4,
         ge=1,
-        description="Live sessions counted as one request slot in /v1/capacity (they bypass the operator's queue).",
+        description="Live sessions counted as one request slot in /v1/capacity (they bypass the operator's queue; "
+        "their maximum is OMOAI_LIVE_MAX_STREAMS).",
     )
     realtime_max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest a session may stay open (then: final text, close 1008)."
@@ -143,24 +141,10 @@ class AsrSettings(InferenceSettings, ServerSettings):
         gt=0,
         description="Largest decoded audio of one input_audio_buffer.append (larger: an error, the audio dropped).",
     )
-    realtime_max_buffer_s: float = Field(
-        default=600.0,
-        gt=0,
-        description="Most uncommitted audio a session holds (turn detection off): commit before it fills.",
-    )
-    realtime_max_pending_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="Committed audio waiting for the decoder per session; beyond it the server stops reading "
-        "the socket (backpressure).",
-    )
     realtime_max_outbox_events: int = Field(
         default=512,
         ge=8,
         description="Server events queued for a client that does not read; beyond it the session closes (1008).",
-    )
-    realtime_partial_interval_s: float = Field(
-        default=1.0, gt=0, description="Seconds of new audio between two partial transcripts (opt-in extension)."
     )
     realtime_vad_threshold: float = Field(
         default=0.5, ge=0, le=1, description="server_vad default threshold (speech probability)."

@@ -1,5 +1,6 @@
-"""The replica's live sessions: admission (``realtime_max_sessions``), the settings every session is
-built with, the Silero VAD model they share, and the numbers capacity and metrics read.
+"""The replica's live sessions: the settings every session is built with, the Silero VAD model they
+share, their streams on the live scheduler (which admits at most ``OMOAI_LIVE_MAX_STREAMS``), and
+the numbers capacity and metrics read.
 
 Live sessions bypass the operator's queue, so ``/v1/capacity`` subtracts the slots they take
 (``realtime_sessions_per_slot`` sessions per slot) from what the replica offers the operator.
@@ -11,12 +12,11 @@ import logging
 import math
 from collections.abc import Callable
 
-import numpy as np
 from omoai_core.errors import ConfigError
-from omoai_core.schemas import Transcript
 
 from omoai_asr.diarization.vad import SileroVad
 from omoai_asr.geometry import DecodeOptions
+from omoai_asr.live import LiveStream
 from omoai_asr.protocol import TranscriptionOptions
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.endpointing import VadParams
@@ -26,17 +26,6 @@ from omoai_asr.serving import AsrServing
 from omoai_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
-
-
-class BatcherDecoder:
-    """Items go through the same batcher as HTTP requests (decoded together in masked batches)."""
-
-    def __init__(self, serving: AsrServing) -> None:
-        self.serving = serving
-
-    async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcript:
-        transcript = await self.serving.batcher.submit(samples, options)
-        return transcript.model_copy(update={"model": self.serving.model_name})
 
 
 class RealtimeHub:
@@ -57,9 +46,6 @@ class RealtimeHub:
         self._vad_loaded = False
         self.limits = SessionLimits(
             max_append_bytes=settings.realtime_max_append_bytes,
-            max_buffer_s=settings.realtime_max_buffer_s,
-            max_pending_s=settings.realtime_max_pending_s,
-            partial_interval_s=settings.realtime_partial_interval_s,
             min_item_s=max(settings.min_audio_duration_s, 0.1),
             vad=VadParams(
                 threshold=settings.realtime_vad_threshold,
@@ -80,10 +66,6 @@ class RealtimeHub:
                 log.warning("server_vad is off for realtime sessions: %s", e.message)
         return self._vad
 
-    @property
-    def full(self) -> bool:
-        return len(self.sessions) >= self.settings.realtime_max_sessions
-
     def slots_taken(self) -> int:
         """Request slots the live sessions take from what this replica offers."""
         return math.ceil(len(self.sessions) / self.settings.realtime_sessions_per_slot)
@@ -92,8 +74,15 @@ class RealtimeHub:
         return max((s.lag_s for s in self.sessions), default=0.0)
 
     def new_session(self, emit: Callable[[ev.ServerEvent], None]) -> RealtimeSession:
+        """A session with its stream open; ``OverloadedError`` at the live scheduler's maximum,
+        ``UnavailableError`` while the model loads."""
+        live = self.serving.live
+
+        def open_stream(options: DecodeOptions, partials: bool) -> LiveStream:
+            return live.open(options, partials=partials)
+
         session = RealtimeSession(
-            decoder=BatcherDecoder(self.serving),
+            open_stream=open_stream,
             options=TranscriptionOptions().decode_options(self.settings),
             emit=emit,
             model_name=self.serving.model_name,

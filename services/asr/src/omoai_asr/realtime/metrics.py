@@ -1,8 +1,10 @@
 """Prometheus metrics of the realtime sessions, on the service's injected registry.
 
-``omoai_asr_realtime_lag_seconds`` is the alerting signal: the most committed audio any open
-session waits to have transcribed (seconds of audio behind the session's clock). A replica that
-keeps up stays near zero; one that cannot decode as fast as its sessions speak grows it.
+``omoai_asr_realtime_lag_seconds`` is the alerting signal: the most audio any open session has
+fed to the decoder and not yet had decoded (seconds behind the session's audio clock). A replica
+that keeps up stays under the decode settings' window (a chunk and its right context); one that
+cannot decode as fast as its sessions speak grows it up to ``OMOAI_LIVE_MAX_BUFFERED_S``, where
+backpressure holds the clients.
 """
 
 from __future__ import annotations
@@ -48,13 +50,19 @@ class RealtimeMetrics:
         )
         self.commit_latency = Histogram(
             "omoai_asr_realtime_commit_latency_seconds",
-            "Time from an item's commit (client or server VAD) to its completed transcript.",
+            "Time from audio arriving to the delta that commits its text.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.partial_latency = Histogram(
             "omoai_asr_realtime_partial_latency_seconds",
-            "Time from the audio a partial transcript covers arriving to the partial being sent.",
+            "Time from audio arriving to the first partial hypothesis covering it.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.final_latency = Histogram(
+            "omoai_asr_realtime_final_latency_seconds",
+            "Time from an item's commit (client or server VAD) to its completed transcript.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -66,7 +74,7 @@ class RealtimeMetrics:
         )
         self.lag = Gauge(
             "omoai_asr_realtime_lag_seconds",
-            "Most committed audio (seconds) an open session waits to have transcribed.",
+            "Most audio (seconds) an open session has fed and not yet had decoded.",
             registry=registry,
         )
 

@@ -8,7 +8,8 @@ bounded outbox. Every end has an ``error`` event (except the client's own close)
 - 1011: an internal error;
 - 1012: the replica is shutting down (SIGTERM): every committed item and the buffer's audio were
   transcribed and sent first; reconnect (to another replica);
-- 1013: ``too_many_sessions`` or the model is still loading: try again later.
+- 1013: ``too_many_sessions`` (``OMOAI_LIVE_MAX_STREAMS``) or the model is still loading: try
+  again later.
 
 A refused token is an HTTP 401 before the upgrade, as for the HTTP API.
 """
@@ -23,12 +24,12 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
-from omoai_core.errors import UnauthorizedError
+from omoai_core.errors import OverloadedError, UnauthorizedError, UnavailableError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.hub import RealtimeHub
-from omoai_asr.realtime.session import OutboxFullError, RealtimeSession
+from omoai_asr.realtime.session import OutboxFullError, RealtimeSession, StreamFailedError
 from omoai_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
@@ -105,21 +106,17 @@ async def realtime(websocket: WebSocket) -> None:
         hub.metrics.refusals.labels(reason="draining").inc()
         await _refuse(websocket, "shutting_down", "this replica is shutting down; reconnect", CLOSE_RESTART)
         return
-    if not hub.serving.ready:
-        hub.metrics.refusals.labels(reason="not_ready").inc()
-        await _refuse(websocket, "model_loading", "the model is still loading; retry shortly", CLOSE_TRY_AGAIN)
-        return
-    if hub.full:
-        hub.metrics.refusals.labels(reason="too_many_sessions").inc()
-        await _refuse(
-            websocket,
-            "too_many_sessions",
-            f"this replica holds its maximum of {hub.settings.realtime_max_sessions} live sessions; retry later",
-            CLOSE_TRY_AGAIN,
-        )
-        return
     outbox = _Outbox(hub.settings.realtime_max_outbox_events)
-    session = hub.new_session(outbox.put)
+    try:
+        session = hub.new_session(outbox.put)
+    except OverloadedError as e:
+        hub.metrics.refusals.labels(reason="too_many_sessions").inc()
+        await _refuse(websocket, "too_many_sessions", e.message, CLOSE_TRY_AGAIN)
+        return
+    except UnavailableError as e:
+        hub.metrics.refusals.labels(reason="not_ready").inc()
+        await _refuse(websocket, "model_loading", e.message, CLOSE_TRY_AGAIN)
+        return
     try:
         await websocket.accept()
         await _run(websocket, session, outbox, hub, drain)
@@ -131,7 +128,7 @@ async def _run(websocket: WebSocket, session: RealtimeSession, outbox: _Outbox, 
     settings = hub.settings
     outbox.put(session.created())
     sender = asyncio.create_task(outbox.send_all(websocket), name=f"{session.id}-send")
-    decoder = asyncio.create_task(session.run_decoder(), name=f"{session.id}-decode")
+    decoder = asyncio.create_task(session.run_events(), name=f"{session.id}-events")
     reader = asyncio.create_task(_read(websocket, session, settings.realtime_idle_timeout_s), name=f"{session.id}-read")
     watchers = {reader, sender, decoder}
     expiry = asyncio.create_task(asyncio.sleep(settings.realtime_max_session_s))
@@ -150,6 +147,8 @@ async def _run(websocket: WebSocket, session: RealtimeSession, outbox: _Outbox, 
             reason = reader.result() if reader.exception() is None else _failure(reader.exception())
         elif decoder in done:
             reason = _failure(decoder.exception())
+            if reason == "shutting_down":  # the runtime stopped under the session: nothing left to send
+                await _close(websocket, CLOSE_RESTART, "this replica is shutting down; reconnect")
         else:
             reason = "client_closed"  # the sender failed: the client is gone
         if reason in ("shutting_down", "session_expired", "idle_timeout"):
@@ -170,6 +169,8 @@ async def _run(websocket: WebSocket, session: RealtimeSession, outbox: _Outbox, 
 def _failure(e: BaseException | None) -> str:
     if isinstance(e, OutboxFullError):
         return "client_too_slow"
+    if isinstance(e, StreamFailedError) and isinstance(e.error, UnavailableError):
+        return "shutting_down"
     if isinstance(e, WebSocketDisconnect):
         return "client_closed"
     log.error("realtime session failed: %r", e)
@@ -179,7 +180,6 @@ def _failure(e: BaseException | None) -> str:
 async def _read(websocket: WebSocket, session: RealtimeSession, idle_timeout_s: float) -> str:
     """Frames into the session until the client closes or goes idle; backpressure before each read."""
     while True:
-        await session.wait_for_room()
         try:
             message = await asyncio.wait_for(websocket.receive(), idle_timeout_s)
         except TimeoutError:
@@ -187,7 +187,7 @@ async def _read(websocket: WebSocket, session: RealtimeSession, idle_timeout_s: 
         if message["type"] == "websocket.disconnect":
             return "client_closed"
         if message.get("text") is not None:
-            session.handle_text(message["text"])
+            await session.handle_text(message["text"])  # may wait for the decoder: backpressure
         else:
             session.handle_binary()
 
@@ -212,8 +212,10 @@ async def _finish(
     reader.cancel()
     message, code = _MESSAGES[reason]
     try:
+        await asyncio.gather(reader, return_exceptions=True)
         await session.finish()
-        await decoder
+        await session.settled(FINAL_SEND_S)
+        decoder.cancel()
         outbox.put(ev.ErrorEvent(error=ev.ErrorDetail(type="server_error", code=reason, message=message)))
         outbox.queue.put_nowait(None)
         await asyncio.wait_for(sender, FINAL_SEND_S)

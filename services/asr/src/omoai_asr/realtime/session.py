@@ -1,26 +1,31 @@
 """One realtime transcription session as a state machine apart from the transport: text frames in
 (:meth:`RealtimeSession.handle_text`), server events out through ``emit``; the route only moves
-frames. Unit tests drive it without a socket.
+frames. Unit tests drive it without a socket (the decoder seam, :class:`Stream`, faked).
 
-The input buffer holds 16 kHz int16 audio (already converted from the session's format). A commit
-(by the client, or by server VAD at the end of a turn, or at the maximum turn length) turns the
-buffer into an item; items are transcribed in order by :meth:`run_decoder` through an
-:class:`ItemDecoder` (the batch path: each item's transcript is what the batch endpoint gives for
-that item's audio). The text of an item is sent as an append-only delta, then ``completed``.
+Audio is converted to 16 kHz int16 (the session's audio clock counts those samples) and fed to a
+live stream of the engine (:mod:`omoai_asr.live`), which commits text as soon as the decode
+settings allow: each :class:`~omoai_asr.live.Committed` becomes an append-only ``delta`` of the
+current item, each :class:`~omoai_asr.live.Partial` our opt-in partial event. A commit (by the
+client, by server VAD at the end of a turn, or at the maximum turn length) ends the item; its
+``completed`` transcript is exactly the batch transcript of the item's audio. With server VAD only
+the turns' audio (from ``prefix_padding_ms`` before the speech) is fed; the silence between turns
+is never decoded.
 
-Memory is bounded: the buffer by ``max_buffer_s`` (turn detection off) or ``max_item_s`` (server
-VAD), the audio waiting for the decoder by ``max_pending_s`` (the route stops reading the socket
-until it drains: backpressure), the events waiting for a client by the outbox's size.
+Memory is bounded: the stream holds at most ``OMOAI_LIVE_MAX_BUFFERED_S`` of undecoded audio
+(:meth:`handle_text` waits meanwhile, so the route stops reading the socket: backpressure), the
+ring between turns the prefix padding, the events waiting for a client the outbox's size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +36,8 @@ from pydantic import ValidationError
 
 from omoai_asr.diarization.vad import SileroVad
 from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
+from omoai_asr.live import Committed, Final, LiveEvent, Partial
+from omoai_asr.live import _shift as shift_segment
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM16K, PCM24, PCMA, PCMU, AudioFormatError, InputFormat, Resampler, decode_payload
 from omoai_asr.realtime.endpointing import Boundary, Endpointer, StreamingVad, VadParams
@@ -42,10 +49,25 @@ _LEGACY_FORMATS = {"pcm16": PCM24, "g711_ulaw": PCMU, "g711_alaw": PCMA}
 _LEGACY_NAMES = {PCM24: "pcm16", PCM16K: "pcm16", PCMU: "g711_ulaw", PCMA: "g711_alaw"}
 
 
-class ItemDecoder(Protocol):
-    """The seam to the engine: one item's 16 kHz int16 audio to its transcript."""
+class Stream(Protocol):
+    """The seam to the engine (:class:`omoai_asr.live.LiveStream`): audio in, events out."""
 
-    async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcript: ...
+    @property
+    def buffered_seconds(self) -> float: ...
+
+    async def feed(self, pcm: np.ndarray) -> None: ...
+
+    async def commit(self) -> Transcript: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def events(self) -> AsyncIterator[LiveEvent]: ...
+
+
+#: Opens a stream with these decode options, with partial hypotheses or not.
+StreamOpener = Callable[[DecodeOptions, bool], Stream]
 
 
 class OutboxFullError(Exception):
@@ -55,19 +77,8 @@ class OutboxFullError(Exception):
 @dataclass(frozen=True)
 class SessionLimits:
     max_append_bytes: int = 1024 * 1024
-    max_buffer_s: float = 600.0
-    max_pending_s: float = 30.0
-    partial_interval_s: float = 1.0
     min_item_s: float = 0.1
     vad: VadParams = VadParams()
-
-
-@dataclass
-class _Item:
-    id: str
-    start: int  # session sample of its first sample
-    samples: np.ndarray
-    committed_at: float
 
 
 @dataclass
@@ -90,7 +101,7 @@ class RealtimeSession:
     def __init__(
         self,
         *,
-        decoder: ItemDecoder,
+        open_stream: StreamOpener,
         options: DecodeOptions,
         emit: Callable[[ev.ServerEvent], None],
         model_name: str,
@@ -102,7 +113,7 @@ class RealtimeSession:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = ev.new_id("sess")
-        self.decoder = decoder
+        self.open_stream = open_stream
         self.options = options
         self.emit = emit
         self.model_name = model_name
@@ -113,21 +124,42 @@ class RealtimeSession:
         self.clock = clock
         self.config = _Config(vad=limits.vad if default_turn_detection and vad_model is not None else None)
         self._resampler = Resampler(self.config.fmt.rate)
-        self._buffer: list[np.ndarray] = []
-        self._buffer_start = 0  # session sample of the buffer's first sample
-        self._buffered = 0
         self.received = 0  # 16 kHz samples of the session so far (its audio clock)
-        self._items: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self.pending = 0  # committed samples not yet transcribed
-        self._room = asyncio.Event()
-        self._room.set()
+        # The item being spoken: its id, its first sample, the samples fed to the stream for it.
+        self._item_id = ev.new_id("item")
+        self._item_start = 0
+        self._item_samples = 0
+        self._in_turn = self.config.vad is None  # server VAD: audio goes to the stream only in a turn
+        # Between turns (server VAD) the last ``prefix_padding_ms`` of audio wait here.
+        self._ring = np.zeros(0, dtype=np.int16)
+        self._ring_start = 0
+        # Items whose events are still flowing, oldest first: (id, first sample, commit time).
+        self._flowing: collections.deque[tuple[str, int, float | None]] = collections.deque()
         self._previous_item: str | None = None
-        self._turn_item: str | None = None  # the id announced by speech_started
+        self._fed = 0  # samples fed to the stream (its clock)
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()  # (stream clock, time)
         self._vad: StreamingVad | None = None
         self._endpointer: Endpointer | None = None
-        self._partial_task: asyncio.Task[None] | None = None
-        self._partial_mark = 0  # buffer size at the last partial
         self._reset_vad()
+        self.stream = self._open()
+
+    def _open(self) -> Stream:
+        self._flowing.append((self._item_id, self._item_start, None))
+        return self.open_stream(self._decode_options(), ev.INCLUDE_PARTIALS in self.config.include)
+
+    def _decode_options(self) -> DecodeOptions:
+        if self._words() and not self.options.word_timestamps:
+            return dataclasses.replace(self.options, word_timestamps=True)
+        return self.options
+
+    def _reopen_if_idle(self, before: tuple[bool, bool]) -> None:
+        """The stream's options (partials, words) are fixed when it opens: a change reopens it while
+        it holds no audio; otherwise the change applies from the next session."""
+        now = (ev.INCLUDE_PARTIALS in self.config.include, self._words())
+        if now != before and self._fed == 0:
+            self.stream.close()
+            self._flowing.clear()
+            self.stream = self._open()
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -196,7 +228,7 @@ class RealtimeSession:
     def _set_format(self, fmt: InputFormat) -> None:
         if fmt == self.config.fmt:
             return
-        if self._buffered:
+        if self._item_samples or len(self._ring):
             raise ClientMistake(
                 "input_audio_buffer_not_empty",
                 "the input format cannot change while the buffer holds audio: commit or clear it first",
@@ -238,9 +270,11 @@ class RealtimeSession:
     def _reset_vad(self) -> None:
         if self.config.vad is None or self.vad_model is None:
             self._vad, self._endpointer = None, None
+            self._in_turn = True
             return
         self._vad = StreamingVad(self.vad_model)
-        self._endpointer = Endpointer(self.config.vad, first_frame_at=self.received, floor=self._buffer_start)
+        self._endpointer = Endpointer(self.config.vad, first_frame_at=self.received, floor=self.received)
+        self._in_turn = False
 
     def _apply_update(self, update: ev.SessionUpdate) -> None:
         session = update.session
@@ -281,8 +315,9 @@ class RealtimeSession:
 
     # -- client events -----------------------------------------------------------------------------
 
-    def handle_text(self, text: str) -> None:
-        """One text frame: parsed, validated, applied; a client mistake becomes one ``error`` event."""
+    async def handle_text(self, text: str) -> None:
+        """One text frame: parsed, validated, applied; a client mistake becomes one ``error`` event.
+        Feeding audio may wait for the decoder (backpressure: the route reads no further meanwhile)."""
         event_id: str | None = None
         try:
             try:
@@ -296,7 +331,7 @@ class RealtimeSession:
                 event = ev.CLIENT_EVENT.validate_python(data)
             except ValidationError as e:
                 raise _validation_mistake(e, data) from None
-            self._dispatch(event)
+            await self._dispatch(event)
         except ClientMistake as m:
             self.emit(
                 ev.ErrorEvent(error=ev.ErrorDetail(code=m.code, message=m.message, param=m.param, event_id=event_id))
@@ -313,235 +348,219 @@ class RealtimeSession:
             )
         )
 
-    def _dispatch(self, event: ev.ClientEvent) -> None:
-        if isinstance(event, ev.SessionUpdate):
-            self._apply_update(event)
-            self.emit(ev.SessionUpdated(session=self.describe()))
-        elif isinstance(event, ev.TranscriptionSessionUpdate):
-            self._apply_legacy(event)
-            self.emit(ev.TranscriptionSessionUpdated(session=self.describe_legacy()))
+    async def _dispatch(self, event: ev.ClientEvent) -> None:
+        if isinstance(event, ev.SessionUpdate | ev.TranscriptionSessionUpdate):
+            before = (ev.INCLUDE_PARTIALS in self.config.include, self._words())
+            if isinstance(event, ev.SessionUpdate):
+                self._apply_update(event)
+                self.emit(ev.SessionUpdated(session=self.describe()))
+            else:
+                self._apply_legacy(event)
+                self.emit(ev.TranscriptionSessionUpdated(session=self.describe_legacy()))
+            self._reopen_if_idle(before)
         elif isinstance(event, ev.InputAudioBufferAppend):
-            self._append(event.audio)
+            await self._append(event.audio)
         elif isinstance(event, ev.InputAudioBufferCommit):
-            self._commit_by_client()
+            await self._commit_by_client()
         else:
             self._clear()
 
-    def _append(self, audio_b64: str) -> None:
+    async def _append(self, audio_b64: str) -> None:
         try:
             native = decode_payload(audio_b64, self.config.fmt, max_bytes=self.limits.max_append_bytes)
         except AudioFormatError as e:
             raise ClientMistake("invalid_audio", str(e), "audio") from None
-        if self.config.vad is None:
-            room = int(self.limits.max_buffer_s * SAMPLE_RATE) - self._buffered
-            if len(native) * SAMPLE_RATE // self.config.fmt.rate > room:
-                raise ClientMistake(
-                    "input_audio_buffer_full",
-                    f"the buffer holds at most {self.limits.max_buffer_s:.0f} s of audio; this append was dropped: "
-                    "commit, then send it again",
-                    "audio",
-                )
-        samples = self._resampler.feed(native)
-        self._add(samples)
         if self.metrics is not None:
             self.metrics.audio_seconds.inc(len(native) / self.config.fmt.rate)
+        await self._add(self._resampler.feed(native))
 
-    def _add(self, samples: np.ndarray) -> None:
+    async def _add(self, samples: np.ndarray) -> None:
+        """16 kHz samples of the session clock: to the stream (in a turn), else to the ring; server
+        VAD's boundaries inside them split them exactly where the turns start and end."""
         start = self.received
-        self._buffer.append(samples)
-        self._buffered += len(samples)
         self.received += len(samples)
-        if self._vad is not None and self._endpointer is not None:
-            for b in self._endpointer.feed(self._vad.feed(samples)):
-                self._boundary(b)
-            if not self._endpointer.in_speech:
-                # Between turns only the prefix padding can still become part of an item.
-                padding = self._endpointer.params.prefix_padding_ms * 16
-                self._drop_before(max(self._endpointer.floor, self.received - padding))
-        self._maybe_partial(start)
-
-    def _boundary(self, b: Boundary) -> None:
-        if b.kind == "start":
-            self._drop_before(b.at)
-            self._turn_item = ev.new_id("item")
-            self.emit(ev.SpeechStarted(audio_start_ms=b.at // 16, item_id=self._turn_item))
+        if self._vad is None or self._endpointer is None:
+            await self._feed(samples)
             return
-        item_id = self._turn_item or ev.new_id("item")
-        if b.kind == "stop":
-            self.emit(ev.SpeechStopped(audio_end_ms=b.at // 16, item_id=item_id))
-        self._commit(item_id, until=b.at)
-        self._turn_item = None
-        if b.kind == "cut":
-            self._turn_item = ev.new_id("item")
-            self.emit(ev.SpeechStarted(audio_start_ms=b.at // 16, item_id=self._turn_item))
+        pos = start
+        for b in self._endpointer.feed(self._vad.feed(samples)):
+            if b.at > pos:
+                await self._route(samples[pos - start : b.at - start])
+                pos = b.at
+            await self._boundary(b)
+        await self._route(samples[pos - start :])
+        if not self._in_turn:
+            keep = self._endpointer.params.prefix_padding_ms * 16
+            cut = max(0, len(self._ring) - keep)
+            self._ring, self._ring_start = self._ring[cut:], self._ring_start + cut
 
-    def _commit_by_client(self) -> None:
+    async def _route(self, samples: np.ndarray) -> None:
+        if self._in_turn:
+            await self._feed(samples)
+        elif len(samples):
+            if not len(self._ring):
+                self._ring_start = self.received - len(samples)  # never used before a turn's start
+            self._ring = np.concatenate([self._ring, samples])
+
+    async def _feed(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        await self.stream.feed(samples)
+        self._item_samples += len(samples)
+        self._fed += len(samples)
+        self._arrivals.append((self._fed, self.clock()))
+
+    async def _boundary(self, b: Boundary) -> None:
+        if b.kind == "start":
+            self._in_turn = True
+            self._item_start = b.at
+            self._flowing[-1] = (self._item_id, b.at, None)
+            self.emit(ev.SpeechStarted(audio_start_ms=b.at // 16, item_id=self._item_id))
+            padding = self._ring[max(0, b.at - self._ring_start) :]
+            self._ring = np.zeros(0, dtype=np.int16)
+            await self._feed(padding)
+            return
+        if b.kind == "stop":
+            self.emit(ev.SpeechStopped(audio_end_ms=b.at // 16, item_id=self._item_id))
+            self._in_turn = False
+            self._ring, self._ring_start = np.zeros(0, dtype=np.int16), b.at
+        await self._commit(next_start=b.at)
+        if b.kind == "cut":
+            self.emit(ev.SpeechStarted(audio_start_ms=b.at // 16, item_id=self._item_id))
+
+    async def _commit_by_client(self) -> None:
         if self.config.vad is None:
-            self._add_tail()
-        if self._buffered < self.limits.min_item_s * SAMPLE_RATE:
+            await self._feed_tail()
+        if self._item_samples < self.limits.min_item_s * SAMPLE_RATE:
             raise ClientMistake(
                 "input_audio_buffer_commit_empty",
-                f"the buffer holds {self._buffered / 16:.0f} ms of audio; a commit needs at least "
+                f"the buffer holds {self._item_samples / 16:.0f} ms of audio; a commit needs at least "
                 f"{self.limits.min_item_s * 1000:.0f} ms",
             )
-        item_id = self._turn_item or ev.new_id("item")
-        self._turn_item = None
-        self._commit(item_id, until=self.received)
+        await self._commit(next_start=self.received)
         if self._endpointer is not None:
             self._endpointer.restart(self.received)
+            self._in_turn = False
+            self._ring, self._ring_start = np.zeros(0, dtype=np.int16), self.received
 
-    def _add_tail(self) -> None:
+    async def _feed_tail(self) -> None:
         """Turn detection off: the buffer ends here, so the resampler's look-ahead is flushed."""
         tail = self._resampler.flush()
-        if len(tail):
-            self._add(tail)
+        self.received += len(tail)
+        await self._feed(tail)
+
+    async def _commit(self, *, next_start: int) -> None:
+        """The current item ends: ``committed`` now, ``completed`` when the stream's final arrives."""
+        item_id = self._item_id
+        self.emit(ev.Committed(item_id=item_id, previous_item_id=self._previous_item))
+        self._previous_item = item_id
+        head = self._flowing.pop()
+        self._flowing.append((head[0], head[1], self.clock()))
+        self._item_id, self._item_start, self._item_samples = ev.new_id("item"), next_start, 0
+        self._flowing.append((self._item_id, self._item_start, None))
+        with contextlib.suppress(OmoaiError):  # a failure arrives as the stream's Failed event
+            await self.stream.commit()
 
     def _clear(self) -> None:
         self._resampler.reset()
-        self._drop_before(self.received)
-        self._turn_item = None
+        self.stream.clear()
+        self._flowing.pop()
+        self._item_id, self._item_start, self._item_samples = ev.new_id("item"), self.received, 0
+        self._flowing.append((self._item_id, self._item_start, None))
         if self._endpointer is not None:
             self._endpointer.restart(self.received)
+            self._in_turn = False
+            self._ring, self._ring_start = np.zeros(0, dtype=np.int16), self.received
         self.emit(ev.Cleared())
 
-    def _drop_before(self, at: int) -> None:
-        """Forget buffered audio before session sample ``at``."""
-        cut = min(max(0, at - self._buffer_start), self._buffered)
-        if cut == 0:
-            return
-        audio = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        rest = audio[cut:]
-        self._buffer = [rest] if len(rest) else []
-        self._buffered = len(rest)
-        self._buffer_start += cut
-        self._partial_mark = max(0, self._partial_mark - cut)
-
-    def _commit(self, item_id: str, *, until: int) -> None:
-        n = min(max(0, until - self._buffer_start), self._buffered)
-        audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, dtype=np.int16)
-        item = _Item(item_id, self._buffer_start, audio[:n].copy(), self.clock())
-        rest = audio[n:]
-        self._buffer = [rest] if len(rest) else []
-        self._buffered = len(rest)
-        self._buffer_start += n
-        self._partial_mark = 0
-        self.emit(ev.Committed(item_id=item_id, previous_item_id=self._previous_item))
-        self._previous_item = item_id
-        self.pending += len(item.samples)
-        if self.pending > self.limits.max_pending_s * SAMPLE_RATE:
-            self._room.clear()
-        self._items.put_nowait(item)
-
-    # -- decoding ----------------------------------------------------------------------------------
-
-    async def wait_for_room(self) -> None:
-        """Backpressure: returns once the audio waiting for the decoder is under ``max_pending_s``."""
-        await self._room.wait()
+    # -- the stream's events -----------------------------------------------------------------------
 
     @property
     def lag_s(self) -> float:
-        return self.pending / SAMPLE_RATE
+        """Audio fed to the decoder and not yet decoded (seconds behind the session's clock)."""
+        return self.stream.buffered_seconds
 
-    async def run_decoder(self) -> None:
-        """Transcribe committed items in order until :meth:`finish` puts the end marker."""
-        while (item := await self._items.get()) is not None:
-            try:
-                await self._transcribe(item)
-            finally:
-                self.pending -= len(item.samples)
-                if self.pending <= self.limits.max_pending_s * SAMPLE_RATE:
-                    self._room.set()
+    async def run_events(self) -> None:
+        """The stream's events as server events, until the stream is closed or fails."""
+        async for event in self.stream.events():
+            if not self._flowing:
+                continue
+            item_id, item_start, committed_at = self._flowing[0]
+            if isinstance(event, Committed):
+                if event.text:
+                    self.emit(ev.TranscriptionDelta(item_id=item_id, delta=event.text))
+                self._observe(event.audio_seconds_done, "commit")
+            elif isinstance(event, Partial):
+                if ev.INCLUDE_PARTIALS in self.config.include:
+                    end_ms = (item_start + int(round(event.audio_seconds * SAMPLE_RATE))) // 16
+                    self.emit(ev.PartialTranscript(item_id=item_id, text=event.text, audio_end_ms=end_ms))
+                    self._observe(event.audio_seconds, "partial")
+            elif isinstance(event, Final):
+                self._flowing.popleft()
+                self._completed(item_id, item_start, event.transcript, committed_at)
+            else:
+                for pending_id, _, _ in self._flowing:
+                    detail = ev.FailureDetail(code=event.error.code, message=event.error.message)
+                    self.emit(ev.TranscriptionFailed(item_id=pending_id, error=detail))
+                self._flowing.clear()
+                raise StreamFailedError(event.error)
 
-    async def _transcribe(self, item: _Item) -> None:
-        options = self.options
-        if self._words() and not options.word_timestamps:
-            from dataclasses import replace
-
-            options = replace(options, word_timestamps=True)
-        try:
-            transcript = await self.decoder.transcribe(item.samples, options)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            code = e.code if isinstance(e, OmoaiError) else "internal_error"
-            message = e.message if isinstance(e, OmoaiError) else "the transcription failed"
-            if not isinstance(e, OmoaiError):
-                log.exception("realtime item %s failed", item.id)
-            self.emit(ev.TranscriptionFailed(item_id=item.id, error=ev.FailureDetail(code=code, message=message)))
-            return
-        if transcript.text:
-            self.emit(ev.TranscriptionDelta(item_id=item.id, delta=transcript.text))
-        offset = item.start / SAMPLE_RATE
+    def _completed(self, item_id: str, start: int, transcript: Transcript, committed_at: float | None) -> None:
+        offset = start / SAMPLE_RATE
         self.emit(
             ev.TranscriptionCompleted(
-                item_id=item.id,
+                item_id=item_id,
                 transcript=transcript.text,
-                usage=ev.DurationUsage(seconds=round(len(item.samples) / SAMPLE_RATE, 3)),
+                usage=ev.DurationUsage(seconds=round(transcript.duration, 3)),
                 omoai={
-                    "audio_start_ms": item.start // 16,
-                    "audio_end_ms": (item.start + len(item.samples)) // 16,
-                    "segments": [_shifted(s.model_dump(exclude_none=True), offset) for s in transcript.segments],
+                    "audio_start_ms": start // 16,
+                    "audio_end_ms": (start + round(transcript.duration * SAMPLE_RATE)) // 16,
+                    "segments": [shift_segment(s, offset).model_dump(exclude_none=True) for s in transcript.segments],
                 },
             )
         )
         if self.metrics is not None:
-            self.metrics.commit_latency.observe(self.clock() - item.committed_at)
-            self.metrics.item_duration.observe(len(item.samples) / SAMPLE_RATE)
+            if committed_at is not None:
+                self.metrics.final_latency.observe(self.clock() - committed_at)
+            self.metrics.item_duration.observe(transcript.duration)
 
-    # -- partial transcripts (opt-in extension) ----------------------------------------------------
-
-    def _maybe_partial(self, arrived_from: int) -> None:
-        if ev.INCLUDE_PARTIALS not in self.config.include or not self._buffered:
+    def _observe(self, stream_seconds: float, kind: str) -> None:
+        """Latency from the arrival of the audio an event covers up to (stream clock) to now."""
+        target = round(stream_seconds * SAMPLE_RATE)
+        while len(self._arrivals) > 1 and self._arrivals[1][0] <= target:
+            self._arrivals.popleft()
+        if self.metrics is None or not self._arrivals or self._arrivals[0][0] > target + SAMPLE_RATE:
             return
-        if self._partial_task is not None and not self._partial_task.done():
-            return
-        if self._buffered - self._partial_mark < self.limits.partial_interval_s * SAMPLE_RATE:
-            return
-        if self._endpointer is not None and not self._endpointer.in_speech:
-            return
-        self._partial_mark = self._buffered
-        item_id = self._turn_item or "pending"
-        audio = np.concatenate(self._buffer)[-int(self.limits.max_buffer_s * SAMPLE_RATE) :]
-        end_ms = (self._buffer_start + self._buffered) // 16
-        self._partial_task = asyncio.ensure_future(self._partial(item_id, audio, end_ms, self.clock()))
-
-    async def _partial(self, item_id: str, audio: np.ndarray, end_ms: int, arrived_at: float) -> None:
-        with contextlib.suppress(OmoaiError):
-            transcript = await self.decoder.transcribe(audio, self.options)
-            self.emit(ev.PartialTranscript(item_id=item_id, text=transcript.text, audio_end_ms=end_ms))
-            if self.metrics is not None:
-                self.metrics.partial_latency.observe(self.clock() - arrived_at)
+        seconds = self.clock() - self._arrivals[0][1]
+        (self.metrics.commit_latency if kind == "commit" else self.metrics.partial_latency).observe(seconds)
 
     # -- the end -----------------------------------------------------------------------------------
 
     async def finish(self) -> None:
-        """The session ends (drain, expiry, idle): what the buffer holds is committed and every item
-        is transcribed before this returns, so no audio the client sent is lost."""
-        if self._partial_task is not None:
-            self._partial_task.cancel()
+        """The session ends (drain, expiry, idle): what the buffer holds is committed and decoded
+        before this returns, so no audio the client sent is lost; then the stream closes."""
         if self.config.vad is None:
-            self._add_tail()
-        if self._buffered >= self.limits.min_item_s * SAMPLE_RATE and (
-            self.config.vad is None or (self._endpointer is not None and self._endpointer.in_speech)
-        ):
-            self._commit(self._turn_item or ev.new_id("item"), until=self.received)
-        self._items.put_nowait(None)
+            await self._feed_tail()
+        if self._item_samples >= self.limits.min_item_s * SAMPLE_RATE:
+            await self._commit(next_start=self.received)
+        self.stream.close()
+
+    async def settled(self, timeout_s: float) -> None:
+        """Wait until every committed item's events were turned into server events."""
+        deadline = self.clock() + timeout_s
+        while len(self._flowing) > 1 and self.clock() < deadline:
+            await asyncio.sleep(0.01)
 
     def abandon(self) -> None:
-        if self._partial_task is not None:
-            self._partial_task.cancel()
+        self.stream.close()
 
 
-def _shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
-    """A segment (and its words) moved from the item's clock to the session's."""
-    out = dict(segment)
-    out["start"] = round(segment["start"] + offset, 3)
-    out["end"] = round(segment["end"] + offset, 3)
-    if "words" in segment:
-        out["words"] = [
-            {**w, "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)} for w in segment["words"]
-        ]
-    return out
+class StreamFailedError(Exception):
+    """The decoder failed the stream (engine error, or the runtime stopping)."""
+
+    def __init__(self, error: OmoaiError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _validation_mistake(e: ValidationError, data: dict[str, Any]) -> ClientMistake:
