@@ -153,8 +153,9 @@ class Resampler:
         drop = min(max(0, first_needed - self._base), len(self._hist))
         self._hist = self._hist[drop:]
         self._base += drop
-        rounded = (out + (1 << (_SHIFT - 1))) >> _SHIFT
-        return np.clip(rounded, -32768, 32767).astype(np.int16)
+        rounded: np.ndarray = (out + (1 << (_SHIFT - 1))) >> _SHIFT
+        clipped: np.ndarray = np.clip(rounded, -32768, 32767).astype(np.int16)
+        return clipped
 
 
 def resample_all(samples: np.ndarray, rate_in: int) -> np.ndarray:
