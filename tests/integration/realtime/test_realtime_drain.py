@@ -39,7 +39,8 @@ async def test_sigterm_sends_the_final_text_then_closes_with_1012(tmp_path) -> N
     engine = ChunkFormerEngine.load(
         model, MemoryPolicy(torch.device("cpu"), torch.float32, registry=CollectorRegistry())
     )
-    options = TranscriptionOptions().decode_options(AsrSettings())
+    settings = AsrSettings()
+    options = TranscriptionOptions(total_batch_duration=settings.realtime_total_batch_duration).decode_options(settings)
     want = [engine.transcribe(first, options).text, engine.transcribe(rest, options).text]
 
     port = free_port()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gc
 import json
 import random
@@ -22,7 +23,6 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from omoai_asr.protocol import TranscriptionOptions
 from omoai_asr.realtime.audio import resample_all
 from scipy.signal import resample_poly
 
@@ -47,10 +47,11 @@ def rnnt() -> Iterator[LiveServer]:
         yield s
 
 
-def batch(server: LiveServer, samples: np.ndarray) -> Any:
-    """What the batch path gives for these 16 kHz samples under the session's decode settings."""
-    serving = server.app.state.serving
-    return serving.runtime.engine.transcribe(samples, TranscriptionOptions().decode_options(serving.settings))
+def batch(server: LiveServer, samples: np.ndarray, **decode: Any) -> Any:
+    """What the batch path gives for these 16 kHz samples under a session's decode settings (the
+    realtime defaults, with ``decode`` changes)."""
+    options = dataclasses.replace(server.app.state.realtime.options, **decode)
+    return server.app.state.serving.runtime.engine.transcribe(samples, options)
 
 
 def to_24k(samples: np.ndarray) -> np.ndarray:
@@ -161,13 +162,12 @@ async def test_one_commit_at_the_end_gives_exactly_the_batch_transcript(
 ) -> None:
     server: LiveServer = request.getfixturevalue(kind)
     clips = fixture_clips("small" if kind == "ctc" else "rnnt_small")
-    for seed, name in enumerate(("short", "tiny")):
-        samples = clips[name]
-        # 16 kHz (our extension): the very samples of the batch call.
-        assert_same(await stream(server, samples, 16000, seed), batch(server, samples))
-        # 24 kHz (OpenAI's rate): compared on the server's deterministic resampling of it.
-        x24 = to_24k(samples)
-        assert_same(await stream(server, x24, 24000, seed + 10), batch(server, resample_all(x24, 24000)))
+    tiny, short = clips["tiny"], clips["short"]
+    # 16 kHz (our extension): the very samples of the batch call.
+    assert_same(await stream(server, tiny, 16000, 1), batch(server, tiny))
+    # 24 kHz (OpenAI's rate): compared on the server's deterministic resampling of it.
+    x24 = to_24k(short)
+    assert_same(await stream(server, x24, 24000, 2), batch(server, resample_all(x24, 24000)))
 
 
 async def test_concurrent_sessions_each_get_their_own_batch_transcript(ctc: LiveServer) -> None:
@@ -176,6 +176,41 @@ async def test_concurrent_sessions_each_get_their_own_batch_transcript(ctc: Live
     got = await asyncio.gather(*(stream(ctc, a, 16000, i) for i, a in enumerate(audio)))
     for events, a in zip(got, audio, strict=True):
         assert_same(events, batch(ctc, a))
+
+
+async def test_text_arrives_while_the_audio_is_still_coming_and_the_end_is_still_exact(ctc: LiveServer) -> None:
+    long = fixture_clips("small")["long"][: 24 * 16000]  # a window (5.12 s) and its right context fit
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        created = json.loads(await ws.recv())
+        assert created["session"]["omoai"]["decode"]["total_batch_duration"] == 11.0
+        await ws.send(json.dumps(config(16000)))
+        await recv(ws, "session.updated")
+        for piece in pieces(long, random.Random(7), 16000):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
+        # No commit yet: the windows whose right context arrived are committed as deltas already.
+        early = await recv(ws, "conversation.item.input_audio_transcription.delta")
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events = early + await recv(ws)
+    assert_same(events, batch(ctc, long))
+
+
+async def test_a_client_may_choose_the_decode_settings_before_its_audio(ctc: LiveServer) -> None:
+    short = fixture_clips("small")["short"]
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        await recv(ws, "session.created")
+        update = config(16000)
+        update["session"]["omoai"] = {"decode": {"chunk_size": 32, "right_context": 32, "total_batch_duration": 1800}}
+        await ws.send(json.dumps(update))
+        decode = (await recv(ws, "session.updated"))[-1]["session"]["omoai"]["decode"]
+        assert (decode["chunk_size"], decode["right_context"], decode["total_batch_duration"]) == (32, 32, 1800)
+        for piece in pieces(short, random.Random(4)):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events = await recv(ws)
+        update["session"]["omoai"] = {"decode": {"chunk_size": 0}}
+        await ws.send(json.dumps(update))
+        assert json.loads(await ws.recv())["error"]["code"] in ("invalid_event", "invalid_decode_settings")
+    assert_same(events, batch(ctc, short, chunk_size=32, right_context=32, total_batch_duration=1800.0))
 
 
 # -- bad input ------------------------------------------------------------------------------------

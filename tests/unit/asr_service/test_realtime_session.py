@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -141,11 +140,9 @@ class FakeStream:
 
     def close(self) -> None:
         self.closed = True
-        self.queue.put_nowait(None)
 
-    async def events(self) -> AsyncIterator[Any]:
-        while (event := await self.queue.get()) is not None:
-            yield event
+    async def next_event(self) -> Any:
+        return await self.queue.get()
 
 
 class LoudnessVad:
@@ -191,10 +188,12 @@ async def pcm16k_session(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any
     return session, out, streams
 
 
-async def drain(session: RealtimeSession) -> None:
-    task = asyncio.create_task(session.run_events())
+async def drain(session: RealtimeSession, task: asyncio.Task[None] | None = None) -> None:
+    """What the route does at the end: finish, wait for the last transcript, stop the event task."""
+    task = task or asyncio.create_task(session.run_events())
     await session.finish()
-    await asyncio.wait_for(task, 5)
+    await session.settled(5)
+    task.cancel()
 
 
 async def test_commits_become_items_in_order_with_session_clock_times() -> None:
@@ -263,8 +262,7 @@ async def test_partials_are_an_opt_in_extension_event_never_mixed_into_deltas() 
     task = asyncio.create_task(session.run_events())
     await append16k(session, np.ones(1600, np.int16))
     await send(session, type="input_audio_buffer.commit")
-    await session.finish()
-    await asyncio.wait_for(task, 5)
+    await drain(session, task)
     kinds = [e["type"] for e in out]
     assert "omoai.input_audio_transcription.partial" in kinds
     partial = out[kinds.index("omoai.input_audio_transcription.partial")]
@@ -283,8 +281,7 @@ async def test_server_vad_feeds_only_the_turns_and_a_hesitation_stays_in_one_ite
     audio = np.concatenate([quiet] * 20 + [loud] * 40 + [quiet] * 20 + [loud] * 40 + [quiet] * 40)
     for i in range(0, len(audio), 3000):
         await append16k(session, audio[i : i + 3000])
-    await session.finish()
-    await asyncio.wait_for(task, 5)
+    await drain(session, task)
     kinds = [e["type"] for e in out if not e["type"].startswith("session")]
     assert kinds == [
         "input_audio_buffer.speech_started",

@@ -130,6 +130,13 @@ class AsrSettings(InferenceSettings, ServerSettings):
         description="Live sessions counted as one request slot in /v1/capacity (they bypass the operator's queue; "
         "their maximum is OMOAI_LIVE_MAX_STREAMS).",
     )
+    realtime_total_batch_duration: float = Field(
+        default=11.0,
+        gt=0,
+        description="Realtime sessions' default total_batch_duration: text is committed one window (of this many "
+        "seconds' worth of chunks, 5.12 s at 11) plus the right context after its audio arrives; a client may "
+        "change it (session.omoai.decode).",
+    )
     realtime_max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest a session may stay open (then: final text, close 1008)."
     )

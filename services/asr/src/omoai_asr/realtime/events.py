@@ -80,10 +80,24 @@ class AudioConfig(_Lenient):
     input: AudioInput | None = None
 
 
+class DecodeOverrides(_Lenient):
+    """Extension: the session's decode settings (as ``POST /v1/transcriptions`` takes them)."""
+
+    chunk_size: int | None = Field(default=None, ge=1)
+    left_context: int | None = Field(default=None, ge=0)
+    right_context: int | None = Field(default=None, ge=0)
+    total_batch_duration: float | None = Field(default=None, gt=0)
+
+
+class SessionExtension(_Lenient):
+    decode: DecodeOverrides | None = None
+
+
 class TranscriptionSession(_Lenient):
     type: Literal["transcription"]
     audio: AudioConfig | None = None
     include: list[str] | None = None
+    omoai: SessionExtension | None = None
 
 
 class RealtimeSessionRequest(_Lenient):
@@ -108,6 +122,7 @@ class LegacySession(_Lenient):
     turn_detection: LegacyTurnDetection | None = None
     input_audio_noise_reduction: NoiseReduction | None = None
     include: list[str] | None = None
+    omoai: SessionExtension | None = None
 
 
 # -- client events --------------------------------------------------------------------------------

@@ -54,6 +54,11 @@ class RealtimeHub:
                 max_item_ms=int(settings.realtime_max_item_s * 1000),
             ),
         )
+        #: What a session decodes with unless its client changes it: the server's decode defaults,
+        #: with windows short enough for live text (``OMOAI_REALTIME_TOTAL_BATCH_DURATION``).
+        self.options = TranscriptionOptions(total_batch_duration=settings.realtime_total_batch_duration).decode_options(
+            settings
+        )
         metrics.watch_lag(self.max_lag)
 
     @property
@@ -83,7 +88,7 @@ class RealtimeHub:
 
         session = RealtimeSession(
             open_stream=open_stream,
-            options=TranscriptionOptions().decode_options(self.settings),
+            options=self.options,
             emit=emit,
             model_name=self.serving.model_name,
             language=self.settings.language,

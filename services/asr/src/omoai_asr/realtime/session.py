@@ -25,18 +25,18 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from omoai_core.errors import OmoaiError
+from omoai_core.errors import InvalidInputError, OmoaiError
 from omoai_core.schemas import Transcript
 from pydantic import ValidationError
 
 from omoai_asr.diarization.vad import SileroVad
 from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
-from omoai_asr.live import Committed, Final, LiveEvent, Partial
+from omoai_asr.live import Committed, Failed, LiveEvent, Partial
 from omoai_asr.live import _shift as shift_segment
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM16K, PCM24, PCMA, PCMU, AudioFormatError, InputFormat, Resampler, decode_payload
@@ -63,7 +63,7 @@ class Stream(Protocol):
 
     def close(self) -> None: ...
 
-    def events(self) -> AsyncIterator[LiveEvent]: ...
+    async def next_event(self) -> LiveEvent: ...
 
 
 #: Opens a stream with these decode options, with partial hypotheses or not.
@@ -79,6 +79,17 @@ class SessionLimits:
     max_append_bytes: int = 1024 * 1024
     min_item_s: float = 0.1
     vad: VadParams = VadParams()
+
+
+@dataclass
+class _Item:
+    """An item whose events are still flowing: its id, its first sample in the session clock and in
+    the stream's clock, and when it was committed."""
+
+    id: str
+    start: int
+    fed_start: int
+    committed_at: float | None = None
 
 
 @dataclass
@@ -123,7 +134,7 @@ class RealtimeSession:
         self.metrics = metrics
         self.clock = clock
         self.config = _Config(vad=limits.vad if default_turn_detection and vad_model is not None else None)
-        self._resampler = Resampler(self.config.fmt.rate)
+        self._resampler, self._resampler_rate = Resampler(self.config.fmt.rate), self.config.fmt.rate
         self.received = 0  # 16 kHz samples of the session so far (its audio clock)
         # The item being spoken: its id, its first sample, the samples fed to the stream for it.
         self._item_id = ev.new_id("item")
@@ -134,7 +145,8 @@ class RealtimeSession:
         self._ring = np.zeros(0, dtype=np.int16)
         self._ring_start = 0
         # Items whose events are still flowing, oldest first: (id, first sample, commit time).
-        self._flowing: collections.deque[tuple[str, int, float | None]] = collections.deque()
+        self._flowing: collections.deque[_Item] = collections.deque()
+        self._switched = asyncio.Event()  # the stream was reopened: the event task follows it
         self._previous_item: str | None = None
         self._fed = 0  # samples fed to the stream (its clock)
         self._arrivals: collections.deque[tuple[int, float]] = collections.deque()  # (stream clock, time)
@@ -144,7 +156,9 @@ class RealtimeSession:
         self.stream = self._open()
 
     def _open(self) -> Stream:
-        self._flowing.append((self._item_id, self._item_start, None))
+        self._fed = 0
+        self._arrivals.clear()
+        self._flowing.append(_Item(self._item_id, self._item_start, 0))
         return self.open_stream(self._decode_options(), ev.INCLUDE_PARTIALS in self.config.include)
 
     def _decode_options(self) -> DecodeOptions:
@@ -152,14 +166,29 @@ class RealtimeSession:
             return dataclasses.replace(self.options, word_timestamps=True)
         return self.options
 
-    def _reopen_if_idle(self, before: tuple[bool, bool]) -> None:
-        """The stream's options (partials, words) are fixed when it opens: a change reopens it while
-        it holds no audio; otherwise the change applies from the next session."""
-        now = (ev.INCLUDE_PARTIALS in self.config.include, self._words())
-        if now != before and self._fed == 0:
-            self.stream.close()
-            self._flowing.clear()
-            self.stream = self._open()
+    def _stream_settings(self) -> tuple[bool, DecodeOptions]:
+        return ev.INCLUDE_PARTIALS in self.config.include, self._decode_options()
+
+    def _reopen(self) -> None:
+        """The stream's settings (decode options, partials) are fixed when it opens: a change reopens
+        it, which only an idle stream may do (no audio in the item, no item still decoding)."""
+        self.stream.close()
+        self._flowing.clear()
+        self.stream = self._open()
+        self._switched.set()
+
+    @property
+    def _idle(self) -> bool:
+        return self._item_samples == 0 and len(self._flowing) == 1
+
+    def _apply_decode(self, overrides: ev.DecodeOverrides | None) -> None:
+        if overrides is None:
+            return
+        given = {k: v for k, v in overrides.model_dump().items() if v is not None}
+        try:
+            self.options = dataclasses.replace(self.options, **given)
+        except InvalidInputError as e:
+            raise ClientMistake("invalid_decode_settings", e.message, "session.omoai.decode") from None
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -235,7 +264,7 @@ class RealtimeSession:
                 "session.audio.input.format",
             )
         self.config.fmt = fmt
-        self._resampler = Resampler(fmt.rate)
+        self._resampler, self._resampler_rate = Resampler(fmt.rate), fmt.rate
 
     def _set_turn_detection(self, kind: str | None, given: dict[str, Any]) -> None:
         if kind is None:
@@ -298,6 +327,8 @@ class RealtimeSession:
                 self._set_turn_detection(td.type if td is not None else None, td.model_dump() if td else {})
         if session.include is not None:
             self.config.include = list(dict.fromkeys(session.include))
+        if session.omoai is not None:
+            self._apply_decode(session.omoai.decode)
 
     def _apply_legacy(self, update: ev.TranscriptionSessionUpdate) -> None:
         s = update.session
@@ -312,6 +343,8 @@ class RealtimeSession:
             self._set_turn_detection(kind, td.model_dump() if td else {})
         if s.include is not None:
             self.config.include = list(dict.fromkeys(s.include))
+        if s.omoai is not None:
+            self._apply_decode(s.omoai.decode)
 
     # -- client events -----------------------------------------------------------------------------
 
@@ -350,14 +383,31 @@ class RealtimeSession:
 
     async def _dispatch(self, event: ev.ClientEvent) -> None:
         if isinstance(event, ev.SessionUpdate | ev.TranscriptionSessionUpdate):
-            before = (ev.INCLUDE_PARTIALS in self.config.include, self._words())
+            before = self._stream_settings()
+            saved = (dataclasses.replace(self.config, include=list(self.config.include)), self.options)
+            try:
+                if isinstance(event, ev.SessionUpdate):
+                    self._apply_update(event)
+                else:
+                    self._apply_legacy(event)
+                if self._stream_settings() != before:
+                    if not self._idle:
+                        raise ClientMistake(
+                            "session_busy",
+                            "decode settings, partials and word timestamps change only between items: commit or "
+                            "clear the buffer and wait for the last transcript first",
+                            "session",
+                        )
+                    self._reopen()
+            except ClientMistake:
+                self.config, self.options = saved
+                if self._resampler_rate != self.config.fmt.rate:
+                    self._resampler, self._resampler_rate = Resampler(self.config.fmt.rate), self.config.fmt.rate
+                raise
             if isinstance(event, ev.SessionUpdate):
-                self._apply_update(event)
                 self.emit(ev.SessionUpdated(session=self.describe()))
             else:
-                self._apply_legacy(event)
                 self.emit(ev.TranscriptionSessionUpdated(session=self.describe_legacy()))
-            self._reopen_if_idle(before)
         elif isinstance(event, ev.InputAudioBufferAppend):
             await self._append(event.audio)
         elif isinstance(event, ev.InputAudioBufferCommit):
@@ -414,7 +464,7 @@ class RealtimeSession:
         if b.kind == "start":
             self._in_turn = True
             self._item_start = b.at
-            self._flowing[-1] = (self._item_id, b.at, None)
+            self._flowing[-1] = _Item(self._item_id, b.at, self._fed)
             self.emit(ev.SpeechStarted(audio_start_ms=b.at // 16, item_id=self._item_id))
             padding = self._ring[max(0, b.at - self._ring_start) :]
             self._ring = np.zeros(0, dtype=np.int16)
@@ -454,10 +504,9 @@ class RealtimeSession:
         item_id = self._item_id
         self.emit(ev.Committed(item_id=item_id, previous_item_id=self._previous_item))
         self._previous_item = item_id
-        head = self._flowing.pop()
-        self._flowing.append((head[0], head[1], self.clock()))
+        self._flowing[-1].committed_at = self.clock()
         self._item_id, self._item_start, self._item_samples = ev.new_id("item"), next_start, 0
-        self._flowing.append((self._item_id, self._item_start, None))
+        self._flowing.append(_Item(self._item_id, self._item_start, self._fed))
         with contextlib.suppress(OmoaiError):  # a failure arrives as the stream's Failed event
             await self.stream.commit()
 
@@ -466,7 +515,7 @@ class RealtimeSession:
         self.stream.clear()
         self._flowing.pop()
         self._item_id, self._item_start, self._item_samples = ev.new_id("item"), self.received, 0
-        self._flowing.append((self._item_id, self._item_start, None))
+        self._flowing.append(_Item(self._item_id, self._item_start, self._fed))
         if self._endpointer is not None:
             self._endpointer.restart(self.received)
             self._in_turn = False
@@ -481,29 +530,45 @@ class RealtimeSession:
         return self.stream.buffered_seconds
 
     async def run_events(self) -> None:
-        """The stream's events as server events, until the stream is closed or fails."""
-        async for event in self.stream.events():
-            if not self._flowing:
+        """The stream's events as server events, until cancelled (the route does, once the session
+        has settled) or the stream fails. A reopened stream (new settings) is followed at once."""
+        while True:
+            stream = self.stream
+            get = asyncio.ensure_future(stream.next_event())
+            switch = asyncio.ensure_future(self._switched.wait())
+            try:
+                await asyncio.wait({get, switch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                switch.cancel()
+                if not get.done():
+                    get.cancel()
+            if not get.done() or get.cancelled():
+                self._switched.clear()
                 continue
-            item_id, item_start, committed_at = self._flowing[0]
-            if isinstance(event, Committed):
-                if event.text:
-                    self.emit(ev.TranscriptionDelta(item_id=item_id, delta=event.text))
-                self._observe(event.audio_seconds_done, "commit")
-            elif isinstance(event, Partial):
-                if ev.INCLUDE_PARTIALS in self.config.include:
-                    end_ms = (item_start + int(round(event.audio_seconds * SAMPLE_RATE))) // 16
-                    self.emit(ev.PartialTranscript(item_id=item_id, text=event.text, audio_end_ms=end_ms))
-                    self._observe(event.audio_seconds, "partial")
-            elif isinstance(event, Final):
-                self._flowing.popleft()
-                self._completed(item_id, item_start, event.transcript, committed_at)
-            else:
-                for pending_id, _, _ in self._flowing:
-                    detail = ev.FailureDetail(code=event.error.code, message=event.error.message)
-                    self.emit(ev.TranscriptionFailed(item_id=pending_id, error=detail))
-                self._flowing.clear()
-                raise StreamFailedError(event.error)
+            self._handle(get.result())
+
+    def _handle(self, event: LiveEvent) -> None:
+        if isinstance(event, Failed):
+            detail = ev.FailureDetail(code=event.error.code, message=event.error.message)
+            for pending in self._flowing:
+                self.emit(ev.TranscriptionFailed(item_id=pending.id, error=detail))
+            self._flowing.clear()
+            raise StreamFailedError(event.error)
+        if not self._flowing:
+            return
+        item = self._flowing[0]
+        if isinstance(event, Committed):
+            if event.text:
+                self.emit(ev.TranscriptionDelta(item_id=item.id, delta=event.text))
+            self._observe(event.audio_seconds_done, "commit")
+        elif isinstance(event, Partial):
+            if ev.INCLUDE_PARTIALS in self.config.include:
+                end = item.start + round(event.audio_seconds * SAMPLE_RATE) - item.fed_start
+                self.emit(ev.PartialTranscript(item_id=item.id, text=event.text, audio_end_ms=end // 16))
+                self._observe(event.audio_seconds, "partial")
+        else:
+            self._flowing.popleft()
+            self._completed(item.id, item.start, event.transcript, item.committed_at)
 
     def _completed(self, item_id: str, start: int, transcript: Transcript, committed_at: float | None) -> None:
         offset = start / SAMPLE_RATE
