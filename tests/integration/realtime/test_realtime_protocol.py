@@ -14,9 +14,12 @@ import gc
 import json
 import random
 import socket
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -211,6 +214,19 @@ async def test_a_client_may_choose_the_decode_settings_before_its_audio(ctc: Liv
         await ws.send(json.dumps(update))
         assert json.loads(await ws.recv())["error"]["code"] in ("invalid_event", "invalid_decode_settings")
     assert_same(events, batch(ctc, short, chunk_size=32, right_context=32, total_batch_duration=1800.0))
+
+
+def test_the_listen_command_prints_the_committed_text(ctc: LiveServer, tmp_path: Path) -> None:
+    from tests.unit.asr.conftest import FIXTURES
+
+    clip = FIXTURES / "small" / "audio" / "short.wav"
+    (tmp_path / "token").write_text(TOKEN)
+    cmd = [sys.executable, "-m", "omoai_asr", "listen", "--fast", "--url", ctc.url, "--api-token-file"]
+    done = subprocess.run([*cmd, str(tmp_path / "token"), str(clip)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == batch(ctc, fixture_clips("small")["short"]).text + "\n"
+    refused = subprocess.run([*cmd, "/dev/null", str(clip)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "HTTP 401" in refused.stderr
 
 
 # -- bad input ------------------------------------------------------------------------------------
