@@ -35,7 +35,7 @@ from omoai_core.schemas import Transcript
 from pydantic import ValidationError
 
 from omoai_asr.diarization.vad import SileroVad
-from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
+from omoai_asr.geometry import FRAME_SECONDS, SAMPLE_RATE, DecodeOptions, window_keep_frames
 from omoai_asr.live import Committed, Failed, LiveEvent, Partial
 from omoai_asr.live import _shift as shift_segment
 from omoai_asr.realtime import events as ev
@@ -156,10 +156,11 @@ class RealtimeSession:
         self.stream = self._open()
 
     def _open(self) -> Stream:
+        self.stream_options = self._decode_options()
         self._fed = 0
         self._arrivals.clear()
         self._flowing.append(_Item(self._item_id, self._item_start, 0))
-        return self.open_stream(self._decode_options(), ev.INCLUDE_PARTIALS in self.config.include)
+        return self.open_stream(self.stream_options, ev.INCLUDE_PARTIALS in self.config.include)
 
     def _decode_options(self) -> DecodeOptions:
         if self._words() and not self.options.word_timestamps:
@@ -526,8 +527,11 @@ class RealtimeSession:
 
     @property
     def lag_s(self) -> float:
-        """Audio fed to the decoder and not yet decoded (seconds behind the session's clock)."""
-        return self.stream.buffered_seconds
+        """Seconds of audio fed to the decoder and not yet decoded, beyond what the decode settings
+        hold back anyway (a window and its right context): 0 while the replica keeps up."""
+        o = self.stream_options
+        held = (window_keep_frames(o) + o.right_context) * FRAME_SECONDS
+        return max(0.0, self.stream.buffered_seconds - held)
 
     async def run_events(self) -> None:
         """The stream's events as server events, until cancelled (the route does, once the session
