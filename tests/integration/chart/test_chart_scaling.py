@@ -64,8 +64,11 @@ def test_scaled_objects_follow_keda_crd_schema_and_scale_from_zero_on_queue_plus
         (trigger,) = spec["triggers"]
         service = name.removeprefix("omoai-")
         assert trigger["type"] == "prometheus"
+        # Live sessions bypass the queue: the ASR signal adds them, 4 (asr.config.realtimeSessionsPerSlot) a slot.
+        live = " + (sum(omoai_asr_realtime_sessions_open{}) or vector(0)) / 4" if service == "asr" else ""
         assert trigger["metadata"]["query"] == (
             f'sum(omoai_operator_queue_depth{{service="{service}"}}) + sum(omoai_operator_in_flight{{service="{service}"}})'
+            + live
         )
         assert trigger["metadata"]["activationThreshold"] == "0"  # one queued job wakes a service at zero
         # The Deployment's replica count belongs to the scaler now.
