@@ -37,7 +37,9 @@ is small); a transport whose client never reads should close the stream.
 :meth:`LiveStream.close` (or cancelling) frees the decoder state at once.
 
 API stability: the names and signatures here are what ``/v1/realtime`` codes against; changes
-stay backwards compatible and are noted in this docstring.
+stay backwards compatible and are noted in this docstring. Changes so far: :meth:`LiveStream.events`
+ends by itself when the stream is closed; ``shift_segment`` is public (it was ``_shift``);
+:class:`Committed` may carry empty text (progress: one per decoded window).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "StreamBackpressureError",
     "StreamClosedError",
     "StreamingEngine",
+    "shift_segment",
 ]
 
 
@@ -79,7 +82,7 @@ __all__ = [
 class Committed:
     """Newly committed text of the current item (append it; it never changes)."""
 
-    text: str  # the delta: the item's committed text grows by exactly this string
+    text: str  # the delta: the item's committed text grows by exactly this string (may be empty: progress)
     segments: tuple[Segment, ...]  # segments that became final, times in the stream's audio clock
     audio_seconds_done: float  # stream clock: audio decoded and committed up to here
 
@@ -191,12 +194,13 @@ class LiveStream:
     partials: bool
     id: str = field(default_factory=lambda: f"live-{next(_ids)}")
     _engine_stream: EngineStream | None = None
-    _events: asyncio.Queue[LiveEvent] = field(default_factory=asyncio.Queue)
+    _events: asyncio.Queue[LiveEvent | None] = field(default_factory=asyncio.Queue)  # None: closed
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _commits: list[asyncio.Future[Transcript]] = field(default_factory=list)
     _closed: bool = False
     _item_start_samples: int = 0  # stream clock of the current item's first sample
     _fed_samples: int = 0  # samples of the stream so far (stream clock)
+    _samples_done: int = 0  # item samples committed (as last reported)
     _partial_due: bool = False  # audio arrived since the last partial
     _partial_at: float = float("-inf")  # loop time of the last partial
 
@@ -255,14 +259,20 @@ class LiveStream:
         self._drained.set()
 
     async def next_event(self) -> LiveEvent:
-        return await self._events.get()
+        """The next event; raises :class:`StreamClosedError` once the stream is closed and drained."""
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # every later call sees the end too
+            raise StreamClosedError("the stream is closed")
+        return event
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Events until the stream is closed (a :class:`Failed` event ends the iteration too)."""
         while True:
-            if self._closed and self._events.empty():
-                return
             event = await self._events.get()
+            if event is None:
+                self._events.put_nowait(None)
+                return
             yield event
             if isinstance(event, Failed):
                 return
@@ -278,6 +288,7 @@ class LiveStream:
                 future.set_exception(StreamClosedError("the stream was closed"))
         self._commits.clear()
         self._drained.set()
+        self._events.put_nowait(None)
         self.scheduler._forget(self)
 
     # -- internals -----------------------------------------------------------------------------------
@@ -321,11 +332,12 @@ class LiveStream:
 
     def _deliver(self, update: StreamUpdate, finished: bool) -> None:
         clock = self._item_start_samples / SAMPLE_RATE
-        if update.text_delta or update.segments:
+        if update.text_delta or update.segments or update.samples_done > self._samples_done:
+            self._samples_done = update.samples_done
             self._events.put_nowait(
                 Committed(
                     update.text_delta,
-                    tuple(_shift(s, clock) for s in update.segments),
+                    tuple(shift_segment(s, clock) for s in update.segments),
                     clock + update.samples_done / SAMPLE_RATE,
                 )
             )
@@ -339,6 +351,7 @@ class LiveStream:
                 future.set_result(update.final)
             self._engine_stream = None
             self._item_start_samples = self._fed_samples
+            self._samples_done = 0
         self._drained.set()
 
     def _fail(self, error: OmoaiError) -> None:
@@ -353,7 +366,7 @@ def _as_pcm(pcm: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _shift(segment: Segment, seconds: float) -> Segment:
+def shift_segment(segment: Segment, seconds: float) -> Segment:
     """A segment (and its words) moved by ``seconds`` (item clock -> stream clock)."""
     if seconds == 0:
         return segment
@@ -502,4 +515,4 @@ class LiveScheduler:
         for (s, engine_stream, finished), update in zip(jobs, updates, strict=True):
             if s._closed or s._engine_stream is not engine_stream:
                 continue  # closed or cleared while the step ran: its results are dropped
-            s._deliver(update, finished)
+            s._deliver(update, finished and update.final is not None)

@@ -13,7 +13,7 @@ from typing import Literal
 from omoai_core.contracts import asr as contract
 from omoai_core.errors import InvalidInputError
 from omoai_core.schemas import Transcript
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from omoai_asr.diarization.types import DiarizationOptions
 from omoai_asr.geometry import DecodeOptions
@@ -62,6 +62,11 @@ class SpeakerOptions(contract.SpeakerFields):
 class TranscriptionOptions(contract.TranscriptionOptions, SpeakerOptions):
     """Decode, speaker and output options (the contract's fields); unset fields take the server's defaults."""
 
+    stream: bool = Field(
+        default=False,
+        description="Answer text/event-stream: progress and segment events as windows are decoded, then done.",
+    )
+
     def decode_options(self, settings: AsrSettings) -> DecodeOptions:
         """The engine's options; combinations the model cannot run raise ``InvalidInputError`` (400)."""
         return DecodeOptions(
@@ -89,20 +94,16 @@ class OpenAIOptions(SpeakerOptions):
     response_format: OpenAIFormat = "json"
     temperature: float = Field(default=0.0, ge=0, le=1, description="Accepted and ignored (greedy CTC).")
     timestamp_granularities: list[Granularity] = Field(default_factory=list)
-    stream: bool = False
+    stream: bool = Field(
+        default=False,
+        description="Server-sent events: transcript.text.delta as windows are decoded, then transcript.text.done.",
+    )
     known_speaker_names: list[str] = Field(
         default_factory=list, max_length=8, description="Names of the voices in known_speaker_references[]."
     )
     known_speaker_references: list[str] = Field(
         default_factory=list, max_length=8, description="Audio data URLs (2-10 s of each known speaker)."
     )
-
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("streaming transcription is not supported; send stream=false")
-        return v
 
     def check_granularities(self) -> None:
         if self.timestamp_granularities and self.response_format != "verbose_json":

@@ -9,16 +9,17 @@ given into options and a source and calls the ``transcribe_*`` methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from fastapi import Request
-from omoai_audio import decode_audio_async
+from omoai_audio import Audio, decode_audio_async
 from omoai_core.errors import AudioTooShortError, OmoaiError, UnavailableError
 from omoai_core.schemas import Transcript
 from omoai_http.admission import Admission
@@ -28,8 +29,8 @@ from omoai_asr.batcher import Batcher
 from omoai_asr.diarization.alignment import assign_speakers
 from omoai_asr.diarization.types import Diarization, DiarizationBackend, DiarizationOptions
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
-from omoai_asr.geometry import DecodeOptions
-from omoai_asr.live import LiveScheduler
+from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
+from omoai_asr.live import Committed, Failed, Final, LiveScheduler, LiveStream
 from omoai_asr.metrics import AsrMetrics, DiarizationMetrics, outcome_of
 from omoai_asr.settings import AsrSettings
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: One event of a streamed file transcription: ("delta", str), ("progress", dict), ("segment", Segment),
+#: ("done", Transcript).
+FileStreamEvent = tuple[str, Any]
 
 __all__ = ["AsrServing", "ClientClosedError"]
 
@@ -143,6 +148,15 @@ class AsrServing:
     ) -> Transcript:
         if diarization is not None:
             self.require_diarizer()
+        audio = await self._decoded(source)
+        self.metrics.request_audio.observe(audio.duration)
+        if diarization is not None:
+            return await self._transcribe_diarized(audio.samples, options, diarization)
+        transcript = await self.batcher.submit(audio.samples, options)
+        return transcript.model_copy(update={"model": self.model_name})
+
+    async def _decoded(self, source: Path) -> Audio:
+        """The file's samples, within the duration limits."""
         audio = await decode_audio_async(
             source, max_duration_s=self.settings.max_audio_duration_s, timeout_s=self.settings.decode_timeout_s
         )
@@ -152,11 +166,61 @@ class AsrServing:
                 f"{self.settings.min_audio_duration_s * 1000:.0f} ms",
                 details={"duration_s": audio.duration, "min_duration_s": self.settings.min_audio_duration_s},
             )
-        self.metrics.request_audio.observe(audio.duration)
-        if diarization is not None:
-            return await self._transcribe_diarized(audio.samples, options, diarization)
-        transcript = await self.batcher.submit(audio.samples, options)
-        return transcript.model_copy(update={"model": self.model_name})
+        return audio
+
+    # -- streamed transcription (server-sent events) ----------------------------------------------
+
+    async def open_file_stream(self, path: Path, options: DecodeOptions) -> AsyncIterator[FileStreamEvent]:
+        """Decode ``path`` and open a live stream for it; returns the events of its decode.
+
+        Called inside the request lifecycle, so bad audio and a full replica (``live_max_streams``)
+        are ordinary error answers; the returned iterator then feeds the audio (as fast as the
+        decoder takes it) and yields ``("delta", text)`` for each piece of committed text,
+        ``("progress", {...})`` after each decoded window,
+        ``("segment", segment)`` for each segment as soon as it is final and ``("done", transcript)``
+        (the batch transcript of the file). Closing the iterator (client hang-up) stops the work
+        and frees the stream.
+        """
+        audio = await self._decoded(path)
+        stream = self.live.open(options)
+        return self._file_events(stream, audio.samples)
+
+    async def open_url_stream(self, url: str, options: DecodeOptions) -> AsyncIterator[FileStreamEvent]:
+        """:meth:`open_file_stream` of an ``audio_url`` (fetched and decoded before it returns)."""
+        async with open_url(url, self.fetch_policy, resolver=self.resolver) as path:
+            return await self.open_file_stream(path, options)
+
+    async def _file_events(self, stream: LiveStream, samples: np.ndarray) -> AsyncIterator[FileStreamEvent]:
+        total = len(samples) / SAMPLE_RATE
+        piece = SAMPLE_RATE * 10
+
+        async def feed() -> None:
+            for lo in range(0, len(samples), piece):
+                await stream.feed(samples[lo : lo + piece])
+            await stream.commit()
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            async for event in stream.events():
+                if isinstance(event, Committed):
+                    if event.text:
+                        yield "delta", event.text
+                    for segment in event.segments:
+                        yield "segment", segment
+                    yield (
+                        "progress",
+                        {"audio_seconds_done": min(event.audio_seconds_done, total), "audio_seconds_total": total},
+                    )
+                elif isinstance(event, Final):
+                    yield "done", event.transcript.model_copy(update={"model": self.model_name})
+                    return
+                elif isinstance(event, Failed):
+                    raise event.error
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+            stream.close()
 
     # -- speaker diarization -----------------------------------------------------------------------
 

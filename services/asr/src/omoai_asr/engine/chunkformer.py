@@ -201,10 +201,11 @@ class ChunkFormerEngine:
         finish: Sequence[bool] | None = None,
         partial: Sequence[bool] | None = None,
     ) -> list[StreamUpdate]:
-        """Decode every window the streams have ready, in masked batches across streams (one
-        window per stream per batch), finish the streams flagged in ``finish`` (the rest of their
-        audio as final: their ``final`` transcript is the batch transcript of all they were fed)
-        and decode a partial hypothesis of the tail for those flagged in ``partial``.
+        """Decode the next ready window of each stream, in one masked batch across streams (call
+        again while ``has_ready_window``: the caller reports after each window), finish the
+        streams flagged in ``finish`` once they have no ready window left (the rest of their
+        audio as final: their ``final`` transcript is the batch transcript of all they were fed;
+        until then their update has no ``final``) and decode a partial hypothesis of the tail for those flagged in ``partial``.
 
         Streams decoded together must share their decode options (the scheduler groups them).
         """
@@ -212,7 +213,10 @@ class ChunkFormerEngine:
         partial = partial if partial is not None else [False] * len(streams)
         for s in streams:
             s.featurize()
-        advance(self.model, [s.decoder for s in streams], self.policy, finish=finish)
+        # A stream to finish first decodes its ready windows one per call like the others (so
+        # its caller reports after each window); the rest is decoded as final once none is ready.
+        finish = [f and not s.has_ready_window for f, s in zip(finish, streams, strict=True)]
+        advance(self.model, [s.decoder for s in streams], self.policy, finish=finish, one_round=True)
         forks = {i: s.decoder.fork() for i, s in enumerate(streams) if partial[i] and not finish[i]}
         if forks:
             advance(self.model, list(forks.values()), self.policy, finish=[True] * len(forks))

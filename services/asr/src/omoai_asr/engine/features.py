@@ -120,12 +120,14 @@ def _mel_energies(power: torch.Tensor, banks_t: torch.Tensor) -> torch.Tensor:
     would give a frame slightly different values depending on how many frames were computed
     with it. Live decoding computes features piece by piece and must get exactly the batch
     decode's values, so the frames go through zero-padded blocks of ``MEL_ROWS`` rows, one
-    fixed-shape GEMM each (a batched matmul): a frame's energies depend on that frame alone.
+    fixed-shape GEMM each: a frame's energies depend on that frame alone. (A batched matmul
+    would also be row-independent, but it reduces in another order than the reference's one
+    GEMM, which moves the sensitive low mel bins by up to 3e-3.)
     """
     b = power.size(0)
     blocks = -(-b // MEL_ROWS)
-    padded = F.pad(power, (0, 0, 0, blocks * MEL_ROWS - b)).view(blocks, MEL_ROWS, -1)
-    return torch.bmm(padded, banks_t.expand(blocks, -1, -1)).view(blocks * MEL_ROWS, -1)[:b]
+    padded = F.pad(power, (0, 0, 0, blocks * MEL_ROWS - b))
+    return torch.cat([block @ banks_t for block in padded.split(MEL_ROWS)])[:b]
 
 
 @dataclass(frozen=True)

@@ -346,19 +346,25 @@ def advance(
     *,
     finish: Sequence[bool] | None = None,
     progress: Callable[[], None] | None = None,
+    one_round: bool = False,
 ) -> None:
     """Decode every window the streams have ready (finishing those flagged), in rounds of one
-    masked batch with one window per stream, until none is left."""
+    masked batch with one window per stream, until none is left. With ``one_round`` streams
+    not finishing get at most one window (the caller reports after each window)."""
     flags = finish if finish is not None else [False] * len(streams)
+    rounds = 0
     while True:
         jobs = []
         for s, f in zip(streams, flags, strict=True):
+            if one_round and rounds and not f:
+                continue
             plan = next_plan(s, f)
             if plan is not None:
                 jobs.append((s, plan))
         if not jobs:
             return
         decode_windows(model, jobs, policy)
+        rounds += 1
         if progress is not None:
             progress()
 

@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from omoai_asr.checkpoints import checkpoint_license
 from omoai_asr.diarization.types import DiarizationOptions
+from omoai_asr.geometry import DecodeOptions
 from omoai_asr.protocol import (
     MEDIA_TYPES,
     ModelCard,
@@ -25,7 +29,7 @@ from omoai_asr.protocol import (
     diarized_json,
     verbose_json,
 )
-from omoai_asr.routes import ServingDep, validate
+from omoai_asr.routes import ServingDep, sse_response, validate
 from omoai_asr.serving import AsrServing
 from omoai_asr.speaker_references import decode_references
 
@@ -95,8 +99,10 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
     path = await body.upload_to_file(upload)
     if path.stat().st_size == 0:
         raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
-    transcript = await serving.transcribe_path(path, decode, diarization)
     fmt = opts.response_format
+    if opts.stream:
+        return await _streamed(serving, path, decode, diarization, fmt)
+    transcript = await serving.transcribe_path(path, decode, diarization)
     if fmt == "diarized_json":
         return JSONResponse(diarized_json(transcript).model_dump())
     if fmt == "json":
@@ -108,6 +114,46 @@ async def _transcribe_form(body: Body, serving: AsrServing) -> Response:
     language = opts.language or settings.language
     body_out = verbose_json(transcript, language, list(opts.timestamp_granularities))
     return JSONResponse(body_out.model_dump(exclude_none=True))
+
+
+async def _streamed(
+    serving: AsrServing, path: Path, decode: DecodeOptions, diarization: DiarizationOptions | None, fmt: str
+) -> Response:
+    """``stream=true`` as OpenAI answers it: ``transcript.text.delta`` events as text is committed,
+    then ``transcript.text.done`` with the text and usage; with ``diarized_json`` the
+    ``transcript.text.segment`` events (diarization needs the whole recording: they all come at the
+    end, after which the text follows as one delta)."""
+    if fmt not in ("json", "text", "diarized_json"):
+        raise InvalidInputError("stream=true works with response_format json, text or diarized_json")
+
+    # The upload is gone once the handler returns: decode it (and diarize) before that.
+    diarized = None if diarization is None else await serving.transcribe_path(path, decode, diarization)
+    live = None if diarized is not None else await serving.open_file_stream(path, decode)
+
+    async def events() -> AsyncIterator[tuple[str | None, object]]:
+        if diarized is not None:
+            transcript = diarized
+            for segment in diarized_json(transcript).segments:
+                yield None, {"type": "transcript.text.segment", **segment.model_dump()}
+            if transcript.text:
+                yield None, {"type": "transcript.text.delta", "delta": transcript.text}
+        else:
+            assert live is not None
+            async for name, data in live:
+                if name == "delta":
+                    yield None, {"type": "transcript.text.delta", "delta": data}
+                elif name == "done":
+                    transcript = data
+        yield (
+            None,
+            {
+                "type": "transcript.text.done",
+                "text": transcript.text,
+                "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},
+            },
+        )
+
+    return sse_response(events())
 
 
 async def _diarization(opts: OpenAIOptions) -> DiarizationOptions | None:

@@ -5,6 +5,8 @@ a raw ``audio/*`` body, or as JSON with ``audio_url``; decode and output options
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,11 +16,12 @@ from omoai_core.schemas import Transcript
 from omoai_formats import render
 from omoai_http.jsonbody import parse_json
 from omoai_http.lifecycle import Body
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from omoai_asr.protocol import MEDIA_TYPES, TranscriptionOptions, UrlTranscriptionRequest
-from omoai_asr.routes import ServingDep, validate
-from omoai_asr.serving import AsrServing
+from omoai_asr.routes import ServingDep, sse_response, validate
+from omoai_asr.serving import AsrServing, FileStreamEvent
 
 router = APIRouter(tags=["transcription"])
 
@@ -85,6 +88,8 @@ async def _from_form(body: Body, serving: AsrServing) -> Response:
     path = await body.upload_to_file(upload)
     if path.stat().st_size == 0:
         raise EmptyAudioError("the uploaded file is empty (0 bytes of audio)")
+    if options.stream:
+        return await _streamed(serving, path, options)
     transcript = await serving.transcribe_path(path, decode, speakers)
     return render_transcript(transcript, options.format)
 
@@ -95,6 +100,8 @@ async def _from_raw(body: Body, serving: AsrServing, options: TranscriptionOptio
     path = await body.to_file()
     if path.stat().st_size == 0:
         raise EmptyAudioError("the request body is empty (0 bytes of audio)")
+    if options.stream:
+        return await _streamed(serving, path, options)
     transcript = await serving.transcribe_path(path, decode, speakers)
     return render_transcript(transcript, options.format)
 
@@ -110,6 +117,9 @@ async def _from_json(body: Body, serving: AsrServing) -> Response:
 async def _from_url(serving: AsrServing, req: UrlTranscriptionRequest) -> Response:
     decode = req.decode_options(serving.settings)
     speakers = req.diarization_options()
+    if req.stream:
+        _check_streamable(req)
+        return _sse_response(await serving.open_url_stream(req.audio_url, decode))
     transcript = await serving.transcribe_url(req.audio_url, decode, speakers)
     return render_transcript(transcript, req.format)
 
@@ -118,3 +128,28 @@ def render_transcript(transcript: Transcript, fmt: str) -> Response:
     if fmt == "json":
         return JSONResponse(transcript.model_dump(exclude_none=True))
     return PlainTextResponse(render(transcript, fmt), media_type=MEDIA_TYPES[fmt])
+
+
+async def _streamed(serving: AsrServing, path: Path, options: TranscriptionOptions) -> Response:
+    """``stream=true``: server-sent events ``progress``, ``segment``, then ``done`` (or ``error``).
+
+    ``done`` carries the transcript JSON exactly as the non-streamed answer; an error after the
+    stream started arrives as ``event: error`` with the usual error body. Diarization and formats
+    other than json are not streamed (400).
+    """
+    _check_streamable(options)
+    return _sse_response(await serving.open_file_stream(path, options.decode_options(serving.settings)))
+
+
+def _check_streamable(options: TranscriptionOptions) -> None:
+    if options.format != "json" or options.diarization_options() is not None:
+        raise InvalidInputError("stream=true answers JSON events without diarization; drop format or diarization")
+
+
+def _sse_response(events: AsyncIterator[FileStreamEvent]) -> Response:
+    async def named() -> AsyncIterator[tuple[str | None, object]]:
+        async for name, data in events:
+            if name != "delta":  # the text arrives with the segments
+                yield name, data.model_dump(exclude_none=True) if isinstance(data, BaseModel) else data
+
+    return sse_response(named())
