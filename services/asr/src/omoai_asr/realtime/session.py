@@ -36,8 +36,7 @@ from pydantic import ValidationError
 
 from omoai_asr.diarization.vad import SileroVad
 from omoai_asr.geometry import FRAME_SECONDS, SAMPLE_RATE, DecodeOptions, window_keep_frames
-from omoai_asr.live import Committed, Failed, LiveEvent, Partial
-from omoai_asr.live import _shift as shift_segment
+from omoai_asr.live import Committed, Failed, LiveEvent, Partial, shift_segment
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM16K, PCM24, PCMA, PCMU, AudioFormatError, InputFormat, Resampler, decode_payload
 from omoai_asr.realtime.endpointing import Boundary, Endpointer, StreamingVad, VadParams
