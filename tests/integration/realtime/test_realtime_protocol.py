@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import json
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -227,6 +228,45 @@ def test_the_listen_command_prints_the_committed_text(ctc: LiveServer, tmp_path:
     assert done.stdout == batch(ctc, fixture_clips("small")["short"]).text + "\n"
     refused = subprocess.run([*cmd, "/dev/null", str(clip)], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "HTTP 401" in refused.stderr
+
+
+def _speech(text: str, tmp: Path) -> np.ndarray:
+    """Vietnamese speech from espeak-ng, 16 kHz int16 (skips where the tools are missing)."""
+    from tests.unit.asr.conftest import read_wav
+
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("espeak-ng and ffmpeg make the speech (scripts/setup.sh installs them)")
+    raw, wav = tmp / "raw.wav", tmp / f"{abs(hash(text))}.wav"
+    subprocess.run(["espeak-ng", "-v", "vi", "-w", str(raw), text], check=True, capture_output=True, timeout=60)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(raw), "-ar", "16000", "-ac", "1", str(wav)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    return read_wav(wav)
+
+
+async def test_server_vad_splits_turns_not_hesitations_and_each_item_is_its_batch(
+    ctc: LiveServer, tmp_path: Path
+) -> None:
+    silence = np.zeros(16000, np.int16)
+    a = _speech("xin chào các bạn", tmp_path)
+    b = _speech("hôm nay trời đẹp", tmp_path)
+    c = _speech("cảm ơn bạn đã lắng nghe", tmp_path)
+    # Turn 1: a, a 0.5 s hesitation, b. Then 1.5 s of silence, turn 2: c, then silence.
+    audio = np.concatenate([silence, a, silence[:8000], b, silence, silence[:8000], c, silence, silence])
+    async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
+        created = json.loads(await ws.recv())["session"]
+        assert created["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 900
+        await ws.send(json.dumps(config(16000, turn_detection={"type": "server_vad"})))
+        for piece in pieces(audio, random.Random(9)):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
+        events = await recv(ws)
+        events += await recv(ws)
+    kinds = [e["type"] for e in events]
+    assert kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.speech_stopped") == 2
+    for done in (e for e in events if e["type"] == COMPLETED):
+        start, end = done["omoai"]["audio_start_ms"] * 16, done["omoai"]["audio_end_ms"] * 16
+        assert done["transcript"] == batch(ctc, audio[start:end]).text
+    first = next(e for e in events if e["type"] == COMPLETED)
+    assert first["omoai"]["audio_end_ms"] > (16000 + len(a) + 8000 + len(b)) // 16  # the hesitation did not split
 
 
 # -- bad input ------------------------------------------------------------------------------------
