@@ -183,19 +183,25 @@ async def test_concurrent_sessions_each_get_their_own_batch_transcript(ctc: Live
 
 
 async def test_text_arrives_while_the_audio_is_still_coming_and_the_end_is_still_exact(ctc: LiveServer) -> None:
-    long = fixture_clips("small")["long"][: 24 * 16000]  # a window (5.12 s) and its right context fit
+    # Small contexts: a 5.12 s window is committed once 1.84 s of audio past it arrived (3 layers).
+    decode = {"chunk_size": 8, "left_context": 16, "right_context": 4}
+    audio = fixture_clips("small")["long"][: 20 * 16000]
     async with websockets.connect(ctc.ws_url, additional_headers=AUTH) as ws:
         created = json.loads(await ws.recv())
         assert created["session"]["omoai"]["decode"]["total_batch_duration"] == 11.0
-        await ws.send(json.dumps(config(16000)))
+        update = config(16000)
+        update["session"]["omoai"] = {"decode": decode}
+        await ws.send(json.dumps(update))
         await recv(ws, "session.updated")
-        for piece in pieces(long, random.Random(7), 16000):
+        for piece in pieces(audio, random.Random(7), 16000):
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(piece)}))
-        # No commit yet: the windows whose right context arrived are committed as deltas already.
-        early = await recv(ws, "conversation.item.input_audio_transcription.delta")
+        # No commit yet, well before the idle timeout: the windows whose right context arrived are
+        # committed as deltas already.
+        early = await recv(ws, "conversation.item.input_audio_transcription.delta", timeout=30)
+        assert all(e["type"] != "error" for e in early)
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         events = early + await recv(ws)
-    assert_same(events, batch(ctc, long))
+    assert_same(events, batch(ctc, audio, **decode))
 
 
 async def test_a_client_may_choose_the_decode_settings_before_its_audio(ctc: LiveServer) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from omoai_asr.geometry import DecodeOptions
-from omoai_asr.live import Committed, Final, Partial
+from omoai_asr.live import Committed, Final, Partial, StreamClosedError
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM24, PCMA, PCMU, AudioFormatError, Resampler, decode_payload, resample_all
 from omoai_asr.realtime.endpointing import FRAME, Endpointer, VadParams
@@ -140,9 +140,13 @@ class FakeStream:
 
     def close(self) -> None:
         self.closed = True
+        self.queue.put_nowait(None)
 
     async def next_event(self) -> Any:
-        return await self.queue.get()
+        event = await self.queue.get()
+        if event is None:
+            raise StreamClosedError("closed")
+        return event
 
 
 class LoudnessVad:
@@ -189,11 +193,10 @@ async def pcm16k_session(**kw: Any) -> tuple[RealtimeSession, list[dict[str, Any
 
 
 async def drain(session: RealtimeSession, task: asyncio.Task[None] | None = None) -> None:
-    """What the route does at the end: finish, wait for the last transcript, stop the event task."""
+    """What the route does at the end: finish, then the event task ends with the stream."""
     task = task or asyncio.create_task(session.run_events())
     await session.finish()
-    await session.settled(5)
-    task.cancel()
+    await asyncio.wait_for(task, 5)
 
 
 async def test_commits_become_items_in_order_with_session_clock_times() -> None:

@@ -214,12 +214,11 @@ async def _finish(
     try:
         await asyncio.gather(reader, return_exceptions=True)
         await session.finish()
-        await session.settled(FINAL_SEND_S)
-        decoder.cancel()
+        await asyncio.wait_for(decoder, FINAL_SEND_S)  # the event task ends with the closed stream
         outbox.put(ev.ErrorEvent(error=ev.ErrorDetail(type="server_error", code=reason, message=message)))
         outbox.queue.put_nowait(None)
         await asyncio.wait_for(sender, FINAL_SEND_S)
-    except (OutboxFullError, asyncio.QueueFull, TimeoutError, WebSocketDisconnect, RuntimeError):
+    except (OutboxFullError, StreamFailedError, asyncio.QueueFull, TimeoutError, WebSocketDisconnect, RuntimeError):
         pass
     await _close(websocket, code, message)
 

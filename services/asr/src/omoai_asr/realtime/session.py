@@ -18,7 +18,6 @@ ring between turns the prefix padding, the events waiting for a client the outbo
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import dataclasses
@@ -36,7 +35,7 @@ from pydantic import ValidationError
 
 from omoai_asr.diarization.vad import SileroVad
 from omoai_asr.geometry import FRAME_SECONDS, SAMPLE_RATE, DecodeOptions, window_keep_frames
-from omoai_asr.live import Committed, Failed, LiveEvent, Partial, shift_segment
+from omoai_asr.live import Committed, Failed, LiveEvent, Partial, StreamClosedError, shift_segment
 from omoai_asr.realtime import events as ev
 from omoai_asr.realtime.audio import PCM16K, PCM24, PCMA, PCMU, AudioFormatError, InputFormat, Resampler, decode_payload
 from omoai_asr.realtime.endpointing import Boundary, Endpointer, StreamingVad, VadParams
@@ -62,7 +61,7 @@ class Stream(Protocol):
 
     def close(self) -> None: ...
 
-    async def next_event(self) -> LiveEvent: ...
+    async def next_event(self) -> LiveEvent: ...  # StreamClosedError once closed and drained
 
 
 #: Opens a stream with these decode options, with partial hypotheses or not.
@@ -145,7 +144,6 @@ class RealtimeSession:
         self._ring_start = 0
         # Items whose events are still flowing, oldest first: (id, first sample, commit time).
         self._flowing: collections.deque[_Item] = collections.deque()
-        self._switched = asyncio.Event()  # the stream was reopened: the event task follows it
         self._previous_item: str | None = None
         self._fed = 0  # samples fed to the stream (its clock)
         self._arrivals: collections.deque[tuple[int, float]] = collections.deque()  # (stream clock, time)
@@ -175,7 +173,6 @@ class RealtimeSession:
         self.stream.close()
         self._flowing.clear()
         self.stream = self._open()
-        self._switched.set()
 
     @property
     def _idle(self) -> bool:
@@ -533,22 +530,17 @@ class RealtimeSession:
         return max(0.0, self.stream.buffered_seconds - held)
 
     async def run_events(self) -> None:
-        """The stream's events as server events, until cancelled (the route does, once the session
-        has settled) or the stream fails. A reopened stream (new settings) is followed at once."""
+        """The stream's events as server events, until the stream is closed (by :meth:`finish`) or
+        fails. A reopened stream (new settings) is followed at once."""
         while True:
             stream = self.stream
-            get = asyncio.ensure_future(stream.next_event())
-            switch = asyncio.ensure_future(self._switched.wait())
             try:
-                await asyncio.wait({get, switch}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                switch.cancel()
-                if not get.done():
-                    get.cancel()
-            if not get.done() or get.cancelled():
-                self._switched.clear()
-                continue
-            self._handle(get.result())
+                event = await stream.next_event()
+            except StreamClosedError:
+                if stream is not self.stream:
+                    continue
+                return
+            self._handle(event)
 
     def _handle(self, event: LiveEvent) -> None:
         if isinstance(event, Failed):
@@ -612,12 +604,6 @@ class RealtimeSession:
         if self._item_samples >= self.limits.min_item_s * SAMPLE_RATE:
             await self._commit(next_start=self.received)
         self.stream.close()
-
-    async def settled(self, timeout_s: float) -> None:
-        """Wait until every committed item's events were turned into server events."""
-        deadline = self.clock() + timeout_s
-        while len(self._flowing) > 1 and self.clock() < deadline:
-            await asyncio.sleep(0.01)
 
     def abandon(self) -> None:
         self.stream.close()
