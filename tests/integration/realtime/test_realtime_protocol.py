@@ -191,6 +191,7 @@ async def test_text_arrives_while_the_audio_is_still_coming_and_the_end_is_still
         assert created["session"]["omoai"]["decode"]["total_batch_duration"] == 11.0
         update = config(16000)
         update["session"]["omoai"] = {"decode": decode}
+        update["session"]["include"] = ["omoai.partials"]
         await ws.send(json.dumps(update))
         await recv(ws, "session.updated")
         for piece in pieces(audio, random.Random(7), 16000):
@@ -201,7 +202,10 @@ async def test_text_arrives_while_the_audio_is_still_coming_and_the_end_is_still
         assert all(e["type"] != "error" for e in early)
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         events = early + await recv(ws)
-    assert_same(events, batch(ctc, audio, **decode))
+    assert_same(events, batch(ctc, audio, **decode))  # partials never mixed into the deltas
+    partials = [e for e in events if e["type"] == "omoai.input_audio_transcription.partial"]
+    assert partials and partials[0]["item_id"] == events[-1]["item_id"]
+    assert all(0 < p["audio_end_ms"] <= len(audio) // 16 for p in partials)
 
 
 async def test_a_client_may_choose_the_decode_settings_before_its_audio(ctc: LiveServer) -> None:
