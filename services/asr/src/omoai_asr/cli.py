@@ -29,7 +29,8 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omoai-asr",
-        description="ChunkFormer speech recognition: transcribe files, or serve the HTTP API.",
+        description="ChunkFormer speech recognition: transcribe files, serve the HTTP API, or listen (stream "
+        "audio to a server and print the text as it comes).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
