@@ -128,7 +128,9 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
     )
     config = _adapter_config(docs)
     assert _errors(adapter_validator(), config) == []
-    (rule,) = config["externalRules"]
+    rule, live = config["externalRules"]
+    assert live["name"]["as"] == "omoai_asr_live_demand"  # live ASR sessions bypass the queue
+    assert live["metricsQuery"] == "sum(omoai_asr_realtime_sessions_open{<<.LabelMatchers>>}) / 4"
     assert rule["name"]["as"] == "omoai_operator_demand"
     assert re.fullmatch(rule["name"]["matches"], "omoai_operator_queue_depth")
     assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "omoai_operator_in_flight" in rule["metricsQuery"]
@@ -136,7 +138,10 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
     for name in ("omoai-asr", "omoai-llm"):
         hpa = one(docs, "HorizontalPodAutoscaler", name)
         kubernetes_validate.validate(hpa, version, strict=True)
-        (metric,) = hpa["spec"]["metrics"]
+        metric, *live_metric = hpa["spec"]["metrics"]
+        assert [m["external"]["metric"]["name"] for m in live_metric] == (
+            ["omoai_asr_live_demand"] if name == "omoai-asr" else []
+        )
         assert metric["type"] == "External"
         assert metric["external"]["metric"] == {
             "name": "omoai_operator_demand",
