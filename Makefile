@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-integration system bench bench-quick lint clean
+.PHONY: setup demo test test-unit test-integration system bench bench-quick lint clean gpu-bundle gpu-check
 
 setup:
 	./scripts/setup.sh
@@ -37,6 +37,17 @@ bench: setup
 
 bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick $(ARGS)
+
+# The GPU path in one command (scripts/gpu_check.py; docs/benchmarks.md "GPU"): on a GPU machine
+# with the checkout and .whl/ (built here by `make gpu-bundle`), reports into $$OUT. ARGS="--device
+# cpu" for the small CPU mode. Uses python3 where there is no .venv (the GPU machine has none).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-bundle: setup
+	$(PY) scripts/gpu_bundle.py $(ARGS)
+
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache out node_modules

@@ -66,10 +66,10 @@ def main() -> int:
     p.add_argument("--right", type=int, default=16)
     p.add_argument("--tbd", type=float, default=60.0, help="total_batch_duration: the window budget (s)")
     p.add_argument("--layers", type=int, default=None, help="encoder layers (default: large-vie's 17)")
-    p.add_argument("--quick", action="store_true", help="a short run: N = 1 and 4, 30 s per stream")
+    p.add_argument("--quick", action="store_true", help="a short run: N = 1 and 4, 120 s per stream")
     args = p.parse_args()
     if args.quick:
-        args.streams, args.seconds = [1, 4], 30.0
+        args.streams, args.seconds = [1, 4], 120.0
 
     from dataclasses import replace
 

@@ -14,6 +14,7 @@ diarization backend. Wall times, real-time factors and their ratio.
 
     .venv/bin/python -m benchmarks.diarization_quality                       # the tables in docs/benchmarks.md
     .venv/bin/python -m benchmarks.diarization_quality --count 3 --cost-seconds 60   # quick look
+    .venv/bin/python -m benchmarks.diarization_quality --over-partition 0 2 --cost-seconds 0  # clustering choice
 """
 
 from __future__ import annotations
@@ -37,43 +38,53 @@ def _annotation(turns):
     return a
 
 
-def quality(diarizer, conditions: list[str], speakers: list[int], count: int, turns: int) -> list[str]:
+def quality(
+    diarizers: dict[str, object], conditions: list[str], speakers: list[int], count: int, turns: int
+) -> list[str]:
+    """One row per condition, speaker count and diarizer; with several diarizers (``--over-partition``
+    values) every conversation is diarized by each in turn, so their rows compare like for like."""
     from omoai_asr.diarization.types import DiarizationOptions
     from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
+    variant = len(diarizers) > 1
     rows = [
         (
-            "| condition | speakers | conversations | audio (s) | DER estimated | missed / false alarm / confusion "
+            ("| over-partition " if variant else "")
+            + "| condition | speakers | conversations | audio (s) | DER estimated | missed / false alarm / confusion "
             "| DER count given | count right |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        ("|---" if variant else "") + "|---|---|---|---|---|---|---|---|",
     ]
     for condition in conditions:
         for n in speakers:
-            est = DiarizationErrorRate(collar=0.25, skip_overlap=False)
-            given = DiarizationErrorRate(collar=0.25, skip_overlap=False)
-            right, audio = 0, 0.0
+            est = {k: DiarizationErrorRate(collar=0.25, skip_overlap=False) for k in diarizers}
+            given = {k: DiarizationErrorRate(collar=0.25, skip_overlap=False) for k in diarizers}
+            right = dict.fromkeys(diarizers, 0)
+            audio = 0.0
             for seed in range(count):
                 conv = corpus.conversation(seed, n, condition, n_turns=turns)
                 ref = _annotation(conv.turns)
                 uem = Timeline([Segment(0.0, len(conv.samples) / corpus.SAMPLE_RATE)])
                 audio += len(conv.samples) / corpus.SAMPLE_RATE
-                r = diarizer.diarize(conv.samples, DiarizationOptions())
-                right += len(r.speakers) == n
-                est(ref, _annotation(r.turns), uem=uem)
-                g = diarizer.diarize(conv.samples, DiarizationOptions(num_speakers=n, max_speakers=max(8, n)))
-                given(ref, _annotation(g.turns), uem=uem)
-                print(f"  {conv.name}: found {len(r.speakers)}", file=sys.stderr, flush=True)
-            total = est["total"]
-            parts = " / ".join(
-                f"{100 * est[k] / total:.1f} %" for k in ("missed detection", "false alarm", "confusion")
-            )
-            rows.append(
-                f"| {condition} | {n} | {count} | {audio:.0f} | {100 * abs(est):.1f} % | {parts} "
-                f"| {100 * abs(given):.1f} % | {right}/{count} |"
-            )
-            print(rows[-1], file=sys.stderr, flush=True)
+                for key, diarizer in diarizers.items():
+                    r = diarizer.diarize(conv.samples, DiarizationOptions())
+                    right[key] += len(r.speakers) == n
+                    est[key](ref, _annotation(r.turns), uem=uem)
+                    g = diarizer.diarize(conv.samples, DiarizationOptions(num_speakers=n, max_speakers=max(8, n)))
+                    given[key](ref, _annotation(g.turns), uem=uem)
+                    print(f"  {conv.name} [{key}]: found {len(r.speakers)}", file=sys.stderr, flush=True)
+            for key in diarizers:
+                total = est[key]["total"]
+                parts = " / ".join(
+                    f"{100 * est[key][k] / total:.1f} %" for k in ("missed detection", "false alarm", "confusion")
+                )
+                rows.append(
+                    (f"| {key} " if variant else "")
+                    + f"| {condition} | {n} | {count} | {audio:.0f} | {100 * abs(est[key]):.1f} % | {parts} "
+                    f"| {100 * abs(given[key]):.1f} % | {right[key]}/{count} |"
+                )
+                print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -150,6 +161,36 @@ def scale(diarizer, seconds: float) -> list[str]:
     ]
 
 
+def _over_partition_variants(diarizer, values: list[int]) -> dict[str, object]:
+    """The loaded diarizer (encoder, VAD) with each clustering ``over_partition`` value. The
+    variants differ only from clustering on, so the VAD and the window embeddings of a recording
+    are computed once and shared (the last recording's only: memory stays bounded)."""
+    import hashlib
+    from dataclasses import replace
+
+    memo: dict[tuple, object] = {}
+
+    def shared(compute):
+        def call(wav, *rest):
+            key = (compute.__name__, hashlib.sha1(wav.tobytes()).hexdigest(), repr(rest))
+            if key not in memo:
+                if len(memo) > 8:
+                    memo.clear()
+                memo[key] = compute(wav, *rest)
+            return memo[key]
+
+        return call
+
+    diarizer.vad.probabilities = shared(diarizer.vad.probabilities)  # one VAD object for all variants
+    variants = {}
+    for value in values:
+        config = replace(diarizer.config, clustering=replace(diarizer.config.clustering, over_partition=value))
+        variant = type(diarizer)(diarizer.encoder, diarizer.vad, diarizer.policy, config)
+        variant._windows = shared(variant._windows)
+        variants[str(value)] = variant
+    return variants
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10, help="conversations per condition and speaker count")
@@ -161,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--scale-seconds", type=float, default=0.0, help="also diarize one recording this long")
+    parser.add_argument(
+        "--over-partition",
+        type=int,
+        nargs="+",
+        default=None,
+        help="clustering over-partition values to compare side by side in the quality table (default: the setting's)",
+    )
     args = parser.parse_args(argv)
     if not corpus.available():
         print("Festival (text2wave) is not installed: run scripts/setup.sh", file=sys.stderr)
@@ -173,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     diarizer = EmbeddingDiarizer.load(MemoryPolicy(torch.device("cpu"), torch.float32))
     if not args.skip_quality:
-        print("\n".join(quality(diarizer, args.conditions, args.speakers, args.count, args.turns)))
+        variants = {"default": diarizer}
+        if args.over_partition:
+            variants = _over_partition_variants(diarizer, args.over_partition)
+        print("\n".join(quality(variants, args.conditions, args.speakers, args.count, args.turns)))
         print()
     if args.cost_seconds > 0:
         print("\n".join(cost(diarizer, args.cost_seconds, args.repeats)))

@@ -22,59 +22,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import kopf
-import yaml
-from kopf.testing import KopfRunner
 
-from tests.support import operator_crd
-from tests.support.emulator import Emulator, EmulatorThread, Kind
+from benchmarks._operator_bench import (
+    ASR_ONLY,
+    JOBS,
+    Child,
+    job,
+    run_operator,
+    serve_emulator,
+    wait_until_finished,
+    write_kubeconfig,
+)
 from tests.support.operator_services import StubServices
 
-ROOT = Path(__file__).resolve().parents[1]
-
-NS = "default"
-
-
-def _emulator() -> tuple[EmulatorThread, Kind]:
-    crd = operator_crd.load_crd()
-    tj = Kind(
-        "omoai.io",
-        "v1alpha1",
-        "transcriptionjobs",
-        "TranscriptionJob",
-        status_subresource=True,
-        validate=operator_crd.validate,
-        defaults=operator_crd.apply_defaults,
-    )
-    emu = Emulator()
-    emu.add_kind(tj, shortnames=tuple(crd["spec"]["names"]["shortNames"]))
-    for kind in (
-        Kind("", "v1", "events", "Event"),
-        Kind("", "v1", "namespaces", "Namespace", namespaced=False),
-        Kind("", "v1", "secrets", "Secret"),
-    ):
-        emu.add_kind(kind)
-    thread = EmulatorThread(emu).start()
-    httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NS}}).raise_for_status()
-    return thread, tj
-
-
-def serve_emulator() -> int:
-    """Child-process mode: the API emulator on its own CPU/GIL, as an API server would be."""
-    emu, _ = _emulator()
-    print(emu.url, flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    emu.stop()
-    return 0
+MODULE = "benchmarks.operator_throughput"
 
 
 def serve_stubs() -> int:
@@ -89,75 +57,23 @@ def serve_stubs() -> int:
     return 0
 
 
-class ChildServer:
-    """A ``--serve-*`` mode of this script in a child process; stopped by closing its stdin."""
-
-    def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.operator_throughput", mode],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url:
-            raise RuntimeError(f"the {mode} process did not start")
-
-    def stop(self) -> str:
-        """Stop; returns what the child printed after its URL."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        rest = self.proc.stdout.read()
-        self.proc.wait(30)
-        return rest
-
-
 def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, float]:
-    emu = ChildServer("--serve-emulator")
-    stubs = ChildServer("--serve-stubs")
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "e",
-                "clusters": [{"name": "e", "cluster": {"server": emu.url}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
-            }
-        )
-    )
+    emu = Child(MODULE, "--serve-emulator")
+    stubs = Child(MODULE, "--serve-stubs")
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", emu.first)
     data = workdir / f"data-{n_jobs}-{concurrency}-{int(full)}"
     data.mkdir()
-    os.environ.update(
-        {
-            "KUBECONFIG": str(kubeconfig),
-            "OMOAI_ASR_URL": stubs.url,
-            "OMOAI_LLM_URL": stubs.url,
-            "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}),
-            "OMOAI_PEERING_STANDALONE": "true",
-            "OMOAI_METRICS_PORT": "0",
-            "OMOAI_ASR_CONCURRENCY": str(concurrency),
-            "OMOAI_LLM_CONCURRENCY": str(concurrency),
-            "OMOAI_LOG_LEVEL": "WARNING",
-        }
-    )
-    settings = kopf.OperatorSettings()
-    settings.queueing.exit_timeout = 1
-    settings.background.cancellation_polling = 0.2
-    settings.background.instant_exit_timeout = 0.1
-    http = httpx.Client(base_url=emu.url, timeout=30)
-    base = f"/apis/omoai.io/v1alpha1/namespaces/{NS}/transcriptionjobs"
-    postprocess = {} if full else {"punctuation": False, "summary": "none", "topics": False}
+    http = httpx.Client(base_url=emu.first, timeout=30)
+    postprocess = {} if full else ASR_ONLY
     created: dict[str, float] = {}
     try:
-        with KopfRunner(
-            ["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
-            settings=settings,
-            timeout=60,
+        with run_operator(
+            kubeconfig,
+            data,
+            OMOAI_ASR_URL=stubs.first,
+            OMOAI_LLM_URL=stubs.first,
+            OMOAI_ASR_CONCURRENCY=str(concurrency),
+            OMOAI_LLM_CONCURRENCY=str(concurrency),
         ):
             time.sleep(1.0)  # let the watch start
             t0 = time.monotonic()
@@ -165,30 +81,10 @@ def run(n_jobs: int, concurrency: int, full: bool, workdir: Path) -> dict[str, f
                 name = f"bench-{i:04d}"
                 url = f"https://audio.example/{name}.wav"
                 created[url] = time.monotonic()
-                body = {
-                    "apiVersion": "omoai.io/v1alpha1",
-                    "kind": "TranscriptionJob",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "source": {"url": url},
-                        "postprocess": postprocess,
-                        "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
-                    },
-                }
-                http.post(base, json=body).raise_for_status()
+                http.post(JOBS, json=job(name, url, postprocess)).raise_for_status()
             create_s = time.monotonic() - t0
-            while True:
-                items = http.get(base).json()["items"]
-                done = sum(1 for o in items if (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
-                if done == n_jobs:
-                    break
-                if time.monotonic() - t0 > 600:
-                    raise RuntimeError(f"only {done}/{n_jobs} finished in 600 s")
-                time.sleep(0.2)
+            wait_until_finished(http, n_jobs, timeout_s=600, poll_s=0.2)
             elapsed = time.monotonic() - t0
-            failed = [o["metadata"]["name"] for o in items if o["status"]["phase"] != "Succeeded"]
-            if failed:
-                raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
     finally:
         asr_seen = json.loads(stubs.stop() or "{}")
         emu.stop()

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,47 +33,24 @@ from typing import Any
 
 import aiohttp.web
 import httpx
-import kopf
-import yaml
-from kopf.testing import KopfRunner
 
-from tests.support import operator_crd
-from tests.support.emulator import Emulator, EmulatorThread, Kind, builtin_validator
+from benchmarks._operator_bench import (
+    ASR_ONLY,
+    JOBS,
+    NS,
+    Child,
+    job,
+    run_operator,
+    serve_emulator,
+    wait_until_finished,
+    write_kubeconfig,
+)
+from tests.support.emulator import Kind, builtin_validator
 from tests.support.processes import free_port
 
-NS = "default"
+MODULE = "benchmarks.replica_scaling"
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
-
-
-def serve_emulator() -> int:
-    """Child-process mode: the API emulator on its own CPU/GIL, as an API server would be."""
-    crd = operator_crd.load_crd()
-    emu = Emulator()
-    emu.add_kind(
-        Kind(
-            "omoai.io",
-            "v1alpha1",
-            "transcriptionjobs",
-            "TranscriptionJob",
-            status_subresource=True,
-            validate=operator_crd.validate,
-            defaults=operator_crd.apply_defaults,
-        ),
-        shortnames=tuple(crd["spec"]["names"]["shortNames"]),
-    )
-    for kind in (
-        Kind("", "v1", "events", "Event"),
-        Kind("", "v1", "namespaces", "Namespace", namespaced=False),
-        Kind("", "v1", "secrets", "Secret"),
-        Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", validate=builtin_validator()),
-    ):
-        emu.add_kind(kind)
-    thread = EmulatorThread(emu).start()
-    httpx.post(f"{thread.url}/api/v1/namespaces", json={"metadata": {"name": NS}}).raise_for_status()
-    print(thread.url, flush=True)
-    sys.stdin.read()
-    thread.stop()
-    return 0
+ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", validate=builtin_validator())
 
 
 def serve_replicas(n: int, slots: int, cost_s: float) -> int:
@@ -133,27 +109,6 @@ def serve_replicas(n: int, slots: int, cost_s: float) -> int:
     return 0
 
 
-class Child:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.replica_scaling", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.first = self.proc.stdout.readline().strip()
-        if not self.first:
-            raise RuntimeError(f"{args[0]} did not start")
-
-    def stop(self) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        rest = self.proc.stdout.read()
-        self.proc.wait(30)
-        return rest
-
-
 def _slice(i: int, port: int, ready: bool) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -166,66 +121,31 @@ def _slice(i: int, port: int, ready: bool) -> dict[str, Any]:
 
 
 def run(replicas: int, n_jobs: int, slots: int, cost_s: float, workdir: Path) -> dict[str, float]:
-    emu = Child("--serve-emulator")
-    reps = Child("--serve-replicas", str(replicas), "--slots", str(slots), "--cost", str(cost_s))
+    emu = Child(MODULE, "--serve-emulator")
+    reps = Child(MODULE, "--serve-replicas", str(replicas), "--slots", str(slots), "--cost", str(cost_s))
     ports: list[int] = json.loads(reps.first)
-    kubeconfig = workdir / f"kubeconfig-{replicas}"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "e",
-                "clusters": [{"name": "e", "cluster": {"server": emu.first}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{replicas}", emu.first)
     data = workdir / f"data-{replicas}"
     data.mkdir()
-    os.environ.update(
-        {
-            "KUBECONFIG": str(kubeconfig),
-            "OMOAI_ASR_URL": f"http://omoai-asr.{NS}.svc:8000",
-            "OMOAI_LLM_URL": f"http://omoai-llm.{NS}.svc:8000",
-            "OMOAI_ENDPOINT_DISCOVERY": "true",
-            "OMOAI_VOLUMES": json.dumps({"omoai-data": str(data)}),
-            "OMOAI_PEERING_STANDALONE": "true",
-            "OMOAI_METRICS_PORT": "0",
-            "OMOAI_LOG_LEVEL": "WARNING",
-        }
-    )
-    settings = kopf.OperatorSettings()
-    settings.queueing.exit_timeout = 1
-    settings.background.cancellation_polling = 0.2
-    settings.background.instant_exit_timeout = 0.1
     http = httpx.Client(base_url=emu.first, timeout=30)
-    base = f"/apis/omoai.io/v1alpha1/namespaces/{NS}/transcriptionjobs"
     try:
         for i, port in enumerate(ports):  # the pods exist but are not ready: the Service is at zero
             http.post(SLICES, json=_slice(i, port, False)).raise_for_status()
-        with KopfRunner(
-            ["run", "-m", "omoai_operator.handlers", "--standalone", "--namespace", NS, "--quiet"],
-            settings=settings,
-            timeout=60,
+        with run_operator(
+            kubeconfig,
+            data,
+            OMOAI_ASR_URL=f"http://omoai-asr.{NS}.svc:8000",
+            OMOAI_LLM_URL=f"http://omoai-llm.{NS}.svc:8000",
+            OMOAI_ENDPOINT_DISCOVERY="true",
         ):
             time.sleep(1.0)
             for i in range(n_jobs):
-                body = {
-                    "apiVersion": "omoai.io/v1alpha1",
-                    "kind": "TranscriptionJob",
-                    "metadata": {"name": f"scale-{i:04d}"},
-                    "spec": {
-                        "source": {"url": f"https://audio.example/{i}.wav"},
-                        "postprocess": {"punctuation": False, "summary": "none", "topics": False},
-                        "output": {"pvc": {"claimName": "omoai-data", "path": "out"}, "formats": ["json"]},
-                    },
-                }
-                http.post(base, json=body).raise_for_status()
+                http.post(
+                    JOBS, json=job(f"scale-{i:04d}", f"https://audio.example/{i}.wav", ASR_ONLY)
+                ).raise_for_status()
             deadline = time.monotonic() + 120
             while True:
-                items = http.get(base).json()["items"]
+                items = http.get(JOBS).json()["items"]
                 if sum(1 for o in items if (o.get("status") or {}).get("phase") == "Queued") == n_jobs:
                     break
                 if time.monotonic() > deadline:
@@ -234,18 +154,8 @@ def run(replicas: int, n_jobs: int, slots: int, cost_s: float, workdir: Path) ->
             t0 = time.monotonic()
             for i, port in enumerate(ports):  # the replicas become ready
                 http.put(f"{SLICES}/omoai-asr-{i}", json=_slice(i, port, True)).raise_for_status()
-            while True:
-                items = http.get(base).json()["items"]
-                done = sum(1 for o in items if (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
-                if done == n_jobs:
-                    break
-                if time.monotonic() - t0 > 900:
-                    raise RuntimeError(f"only {done}/{n_jobs} finished")
-                time.sleep(0.1)
+            wait_until_finished(http, n_jobs, timeout_s=900, poll_s=0.1)
             elapsed = time.monotonic() - t0
-            failed = [o["metadata"]["name"] for o in items if o["status"]["phase"] != "Succeeded"]
-            if failed:
-                raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
     finally:
         out = json.loads(reps.stop() or "{}")
         emu.stop()
@@ -287,7 +197,7 @@ def main() -> int:
     p.add_argument("--serve-replicas", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_emulator:
-        return serve_emulator()
+        return serve_emulator(ENDPOINT_SLICES)
     if args.serve_replicas:
         return serve_replicas(args.serve_replicas, args.slots, args.cost)
     with tempfile.TemporaryDirectory() as tmp:

@@ -217,19 +217,52 @@ def judge_system(out: str) -> list[Row]:
     ]
 
 
+def judge_streaming(out: str) -> list[Row]:
+    rows: list[Row] = []
+    for r in _table_rows(out, "| streams"):
+        ratio = _num(r"([0-9.]+)x", r[3])
+        rows.append(
+            (
+                f"ASR live: {r[0]} stream(s), live / batch audio s per CPU s (finals == batch: {r[4]})",
+                r[3],
+                ">= 0.5x",
+                None if ratio is None else ratio >= 0.5 and r[4] == "yes",
+            )
+        )
+    first = _num(r"first committed text of .* = ([0-9.]+) \(target", out)
+    rows.append(
+        (
+            "ASR live: first committed text / whole decode",
+            f"{first}" if first is not None else "-",
+            "<= 0.2",
+            None if first is None else first <= 0.2,
+        )
+    )
+    state = re.findall(r"state per open stream \(peak\): (.*) \(target", out)
+    rows.append(("ASR live: state per open stream", "; ".join(state) or "-", "< 20 MiB, flat", None))
+    return rows
+
+
 @dataclass
 class Bench:
+    """One benchmark: its script, the arguments both forms share, and what each form adds."""
+
     name: str
-    full: list[str]
-    quick: list[str]
+    script: str
     judge: Callable[[str], list[Row]]
+    args: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ()
     needs: Callable[[], str | None] = lambda: None  # why it cannot run here, or None
     env: dict[str, str] = field(default_factory=dict)
 
+    def command(self, quick: bool) -> list[str]:
+        return [self.script, *self.args, *(self.quick if quick else self.full)]
 
-def _ours_only() -> list[str]:
+
+def _ours_only() -> tuple[str, ...]:
     """Without the reference's virtualenv (benchmarks/setup_reference.sh) only our side runs."""
-    return [] if REFERENCE_PY.exists() else ["--only", "ours"]
+    return () if REFERENCE_PY.exists() else ("--only", "ours")
 
 
 def _needs(*tools: str) -> Callable[[], str | None]:
@@ -241,66 +274,42 @@ def _needs(*tools: str) -> Callable[[], str | None]:
 
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+LLM_RANDOM = ("--backend", "transformers", "--model", "random", "--dims", "small", "--threads", "1")
+#: One entry per benchmark: a new benchmark with its own judge is one more ``Bench(...)`` here.
 KNOWN = [
     Bench(
         "asr_engine_vs_reference",
-        ["benchmarks/asr_engine_vs_reference.py", "--durations", "60", "600", "--repeats", "3", *_ours_only()],
-        ["benchmarks/asr_engine_vs_reference.py", "--durations", "60", "--repeats", "1", *_ours_only()],
+        "benchmarks/asr_engine_vs_reference.py",
         judge_engine,
+        full=("--durations", "60", "600", "--repeats", "3", *_ours_only()),
+        quick=("--durations", "60", "--repeats", "1", *_ours_only()),
     ),
     Bench(
         "asr_service_load",
-        ["benchmarks/asr_service_load.py", "--threads", "1", "--requests", "8"],
-        ["benchmarks/asr_service_load.py", "--threads", "1", "--requests", "4", "--concurrency", "1", "4"],
+        "benchmarks/asr_service_load.py",
         judge_asr_service,
+        args=("--threads", "1"),
+        full=("--requests", "8"),
+        quick=("--requests", "4", "--concurrency", "1", "4"),
         env=ONE_THREAD,
     ),
+    Bench("asr_streaming", "benchmarks/asr_streaming.py", judge_streaming, quick=("--quick",), env=ONE_THREAD),
     Bench(
-        "llm_service",
-        [
-            "benchmarks/llm_service.py",
-            "--backend",
-            "transformers",
-            "--model",
-            "random",
-            "--dims",
-            "small",
-            "--threads",
-            "1",
-        ],
-        [
-            "benchmarks/llm_service.py",
-            "--backend",
-            "transformers",
-            "--model",
-            "random",
-            "--dims",
-            "small",
-            "--threads",
-            "1",
-            "--repeats",
-            "1",
-        ],
-        judge_llm,
-        env=ONE_THREAD,
+        "llm_service", "benchmarks/llm_service.py", judge_llm, args=LLM_RANDOM, quick=("--repeats", "1"), env=ONE_THREAD
     ),
-    Bench(
-        "operator_throughput",
-        ["benchmarks/operator_throughput.py"],
-        ["benchmarks/operator_throughput.py", "--jobs", "1", "50"],
-        judge_operator,
-    ),
+    Bench("operator_throughput", "benchmarks/operator_throughput.py", judge_operator, quick=("--jobs", "1", "50")),
     Bench(
         "replica_scaling",
-        ["benchmarks/replica_scaling.py"],
-        ["benchmarks/replica_scaling.py", "--replicas", "1", "2", "--jobs", "24", "--cost", "1"],
+        "benchmarks/replica_scaling.py",
         judge_replicas,
+        quick=("--replicas", "1", "2", "--jobs", "24", "--cost", "1"),
     ),
     Bench(
         "system",
-        ["scripts/system.sh", "--jobs", "100"],
-        ["scripts/system.sh", "--jobs", "20"],
+        "scripts/system.sh",
         judge_system,
+        full=("--jobs", "100"),
+        quick=("--jobs", "20"),
         needs=_needs("kubectl", "prometheus"),
     ),
 ]
@@ -309,7 +318,7 @@ HELPERS = {"run_all.py", "asr_engine_worker.py"}
 
 
 def discover(quick: bool) -> list[Bench]:
-    known = {b.full[0].split("/")[-1] for b in KNOWN}
+    known = {b.script.split("/")[-1] for b in KNOWN}
     out = []
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         if path.name in known or path.name in HELPERS or path.name.startswith("_"):
@@ -327,13 +336,13 @@ def discover(quick: bool) -> list[Bench]:
         except subprocess.TimeoutExpired:
             help_text = ""
         has_quick = "--quick" in help_text
-        cmd = [f"benchmarks/{path.name}"]
 
         def unknown_judge(out: str, name: str = path.name) -> list[Row]:
             return judge_verdicts(out) or [(name, "see its output", "see its section in docs/benchmarks.md", None)]
 
         needs = (lambda: None) if has_quick or not quick else (lambda: "no --quick form; run it by hand")
-        out.append(Bench(path.stem, cmd, [*cmd, "--quick"] if has_quick else cmd, unknown_judge, needs=needs))
+        quick_args = ("--quick",) if has_quick else ()
+        out.append(Bench(path.stem, f"benchmarks/{path.name}", unknown_judge, quick=quick_args, needs=needs))
     return out
 
 
@@ -384,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[tuple[Bench, str, list[Row], float]] = []
     failed = False
     for b in benches:
-        cmd = b.quick if args.quick else b.full
+        cmd = b.command(args.quick)
         shown = " ".join(cmd)
         why = b.needs()
         if why is not None:

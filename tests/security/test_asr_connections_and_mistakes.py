@@ -1,5 +1,6 @@
 """The ASR server against slow, oversized, lying and careless clients: slowloris headers and slow
-bodies get 408, huge headers 400, a full server says 429 before reading a byte of a 200 MB body,
+bodies get 408 (and the connection is closed even while the client keeps sending), huge headers
+400 (also when whole in one write), a full server says 429 before reading a byte of a 200 MB body,
 a client that aborts its upload leaves no ERROR or traceback, client mistakes are 4xx, and no
 URL credential or query secret reaches the log.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from omoai_http.server import BODY_DRAIN_S
 
 from tests.security.harness import TOKEN, HealthSampler, MiB, Server, asr_server, read_response, status_of
 
@@ -118,6 +120,31 @@ def test_huge_request_headers_are_refused_without_stalling_the_server(server: Se
         time.sleep(0.5)  # a few probes after the refusal too
     assert status_of(response) in (400, 431), response[:200]
     assert health.worst < 0.5, health.worst
+
+
+def test_a_70000_byte_header_in_one_write_is_refused_and_closed(server: Server):
+    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * 70_000 + b"\r\n\r\n"
+    with server.connect() as sock:
+        sock.sendall(head)  # whole: h11 would parse it, its bound is on an incomplete buffer only
+        response = read_response(sock, 10)
+        assert status_of(response) == 400, response[:200]
+        assert sock.recv(1) == b""
+
+
+def test_after_a_408_for_a_body_trickled_at_1_byte_per_s_the_connection_is_closed(server: Server):
+    with server.connect() as sock:
+        stop = threading.Event()
+        sock.sendall(_head(1000))
+        sender = threading.Thread(target=_trickle, args=(sock, b"\0" * 1000, 1.0, stop), daemon=True)
+        sender.start()
+        try:
+            assert status_of(read_response(sock, BODY_TIMEOUT_S + 10)) == 408
+            answered = time.monotonic()
+            sender.join(BODY_DRAIN_S + 8)  # the trickle goes on until a send fails: the server has closed
+            assert not sender.is_alive(), "the connection stayed open while the client kept sending"
+            assert time.monotonic() - answered < BODY_DRAIN_S + 4
+        finally:
+            stop.set()
 
 
 def test_a_stalled_body_gets_408_and_a_trickled_body_hits_the_total_time_out(server: Server):

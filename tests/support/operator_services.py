@@ -1,5 +1,9 @@
 """Loopback HTTP servers for the operator tests, each in its own thread and event loop:
 
+- :class:`ForwardingProxy`: the base of every loopback reverse proxy in the tests (this module's
+  :class:`FaultProxy`, ``replicas.ReplicaProxy``, ``tests/system/balancer.Balancer``): one
+  catch-all route, one client session, :meth:`ForwardingProxy.forward`, and a listening socket
+  that can be stopped and started again; subclasses write only their ``_handle``.
 - :class:`FaultProxy`: a reverse proxy in front of a service that can refuse connections (the
   service is down), answer a status code instead (500, 503, 429), delay, or block requests until
   released (all at once, or one at a time); it counts requests, responses and the requests in flight (their maximum too).
@@ -70,6 +74,68 @@ class LoopbackApp:
             self._lt.stop()
 
 
+class ForwardingProxy(LoopbackApp):
+    """A loopback reverse proxy: every path goes to ``_handle``, which forwards with :meth:`forward`.
+
+    ``handler_cancellation``: a client that goes away cancels its handler (how a cancelled job is
+    observed); ``connect_timeout_s``: how long an upstream that does not answer the connection is
+    given (None: no limit)."""
+
+    handler_cancellation = True
+    connect_timeout_s: float | None = None
+
+    def __init__(self, name: str) -> None:
+        self._site: aiohttp.web.TCPSite | None = None
+        self._session: aiohttp.ClientSession | None = None
+        super().__init__(name)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def app(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        self._runner = aiohttp.web.AppRunner(
+            self.app(), shutdown_timeout=0.5, handler_cancellation=self.handler_cancellation
+        )
+        await self._runner.setup()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    async def _stop_listening(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def _shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await super()._shutdown()
+
+    async def forward(self, request: aiohttp.web.Request, upstream: str, body: bytes) -> tuple[int, bytes, str]:
+        """(status, body, content type) of ``request`` (its ``body`` already read) sent to ``upstream``."""
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.request(
+            request.method, upstream + str(request.rel_url), data=body, headers=headers
+        ) as up:
+            return up.status, await up.read(), up.headers.get("Content-Type", "application/json")
+
+
+def answer(status: int, data: bytes, content_type: str) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=data, status=status, headers={"Content-Type": content_type})
+
+
 @dataclass
 class Fault:
     """What the proxy does with the next requests matching ``path`` (None = any path)."""
@@ -84,7 +150,7 @@ class Fault:
     )
 
 
-class FaultProxy(LoopbackApp):
+class FaultProxy(ForwardingProxy):
     def __init__(self, upstream: str, name: str = "proxy") -> None:
         self.upstream = upstream.rstrip("/")
         self.name = name
@@ -100,40 +166,15 @@ class FaultProxy(LoopbackApp):
         self.in_flight_by_path: Counter[str] = Counter()
         self.max_in_flight_by_path: Counter[str] = Counter()
         self.cancelled = 0
-        self._site: aiohttp.web.TCPSite | None = None
-        self._session: aiohttp.ClientSession | None = None
         super().__init__(name)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def app(self) -> aiohttp.web.Application:
-        app = aiohttp.web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
-
-    async def _start(self) -> None:
-        # A client that goes away cancels its handler: that is how a cancelled job is observed.
-        self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        await self._up()
-
-    async def _up(self) -> None:
-        assert self._runner is not None
-        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await self._site.start()
-
-    async def _down(self) -> None:
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
 
     # -- controls (any thread) ---------------------------------------------------------------------
     def down(self) -> None:
         """Refuse connections, as a service that is not running."""
-        self._lt.run(self._down())
+        self._lt.run(self._stop_listening())
 
     def up(self) -> None:
-        self._lt.run(self._up())
+        self._lt.run(self._listen())
 
     def fail(self, status: int, times: int | None = None, path: str | None = None) -> None:
         self.faults.append(Fault(status=status, times=times, path=path))
@@ -168,11 +209,6 @@ class FaultProxy(LoopbackApp):
             if time.monotonic() > end:
                 raise AssertionError(f"{self.name}: condition not met in {timeout}s; requests={len(self.requests)}")
             time.sleep(0.05)
-
-    async def _shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        await super()._shutdown()
 
     def close(self) -> None:
         self.release()
@@ -213,15 +249,9 @@ class FaultProxy(LoopbackApp):
             if fault is not None and fault.status is not None:
                 self.responses[(path, fault.status)] += 1
                 return aiohttp.web.json_response(fault.body, status=fault.status)
-            assert self._session is not None
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            async with self._session.request(
-                request.method, self.upstream + str(request.rel_url), data=body, headers=headers
-            ) as up:
-                data = await up.read()
-                self.responses[(path, up.status)] += 1
-                ctype = up.headers.get("Content-Type", "application/json")
-                return aiohttp.web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
+            status, data, ctype = await self.forward(request, self.upstream, body)
+            self.responses[(path, status)] += 1
+            return answer(status, data, ctype)
         except asyncio.CancelledError:
             self.cancelled += 1  # the client went away (a cancelled job)
             raise

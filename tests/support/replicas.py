@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 import aiohttp.web
 
-from tests.support.operator_services import LoopbackApp
+from tests.support.operator_services import ForwardingProxy, answer
 from tests.support.processes import ServerProcess, free_port, start_process
 
 
-class ReplicaProxy(LoopbackApp):
+class ReplicaProxy(ForwardingProxy):
     def __init__(self, upstream: str, name: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.name = name
@@ -38,27 +38,7 @@ class ReplicaProxy(LoopbackApp):
         self.gate.set()
         self.dead = False
         self._open: set[asyncio.Transport] = set()
-        self._site: aiohttp.web.TCPSite | None = None
-        self._session: aiohttp.ClientSession | None = None
         super().__init__(name)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def app(self) -> aiohttp.web.Application:
-        app = aiohttp.web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
-
-    async def _start(self) -> None:
-        self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await self._site.start()
-
-    async def _shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        await super()._shutdown()
 
     # -- controls (any thread) -------------------------------------------------------------------
     def hold(self) -> None:
@@ -77,9 +57,7 @@ class ReplicaProxy(LoopbackApp):
         self.dead = True
         for t in list(self._open):
             t.abort()
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        await self._stop_listening()
 
     def close(self) -> None:
         self.release()
@@ -109,19 +87,10 @@ class ReplicaProxy(LoopbackApp):
             if self.dead and transport is not None:
                 transport.abort()
                 raise ConnectionResetError("the pod is gone")
-            assert self._session is not None
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            async with self._session.request(
-                request.method, self.upstream + str(request.rel_url), data=body, headers=headers
-            ) as up:
-                data = await up.read()
-                if audio is not None and up.status == 200:
-                    self.answered[audio] += 1
-                return aiohttp.web.Response(
-                    body=data,
-                    status=up.status,
-                    headers={"Content-Type": up.headers.get("Content-Type", "application/json")},
-                )
+            status, data, ctype = await self.forward(request, self.upstream, body)
+            if audio is not None and status == 200:
+                self.answered[audio] += 1
+            return answer(status, data, ctype)
         except aiohttp.ClientError:
             if transport is not None:
                 transport.abort()  # the process died under the request: the connection breaks

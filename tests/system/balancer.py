@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import aiohttp.web
+from omoai_core.errors import error_body
 
-from tests.support.operator_services import LoopbackApp
+from tests.support.operator_services import ForwardingProxy, answer
 
 
 @dataclass
@@ -30,27 +31,14 @@ class Replica:
     broken: int = 0  # requests cut off by the replica dying
 
 
-class Balancer(LoopbackApp):
+class Balancer(ForwardingProxy):
+    handler_cancellation = False
+    connect_timeout_s = 2.0
+
     def __init__(self, upstreams: list[str], name: str = "asr-service") -> None:
         self.replicas = [Replica(u.rstrip("/")) for u in upstreams]
         self._next = itertools.count()
-        self._session: aiohttp.ClientSession | None = None
         super().__init__(name)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def app(self) -> aiohttp.web.Application:
-        app = aiohttp.web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
-
-    async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2))
-        await super()._start()
-
-    async def _shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        await super()._shutdown()
 
     def restarted(self, index: int) -> None:
         """The replica at ``index`` was started again: its counters start from zero."""
@@ -58,33 +46,19 @@ class Balancer(LoopbackApp):
 
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         start = next(self._next)
-        assert self._session is not None
         for i in range(len(self.replicas)):
             rep = self.replicas[(start + i) % len(self.replicas)]
             incarnation = rep.incarnation
             rep.in_flight += 1
             try:
-                async with self._session.request(
-                    request.method, rep.url + str(request.rel_url), data=body, headers=headers
-                ) as up:
-                    data = await up.read()
-                    status, ctype = up.status, up.headers.get("Content-Type", "application/json")
+                status, data, ctype = await self.forward(request, rep.url, body)
             except aiohttp.ClientConnectorError:
                 continue  # not listening: the next endpoint
             except (aiohttp.ClientError, ConnectionError) as e:
                 rep.broken += 1
                 return aiohttp.web.json_response(
-                    {
-                        "error": {
-                            "code": "upstream_gone",
-                            "message": f"replica {rep.url} went away: {e}",
-                            "retryable": True,
-                            "details": {},
-                        }
-                    },
-                    status=502,
+                    error_body("upstream_gone", f"replica {rep.url} went away: {e}", retryable=True), status=502
                 )
             finally:
                 rep.in_flight -= 1
@@ -94,15 +68,7 @@ class Balancer(LoopbackApp):
                     rep.audio_s[incarnation] += float(json.loads(data).get("duration") or 0.0)
                 except ValueError:
                     pass
-            return aiohttp.web.Response(body=data, status=status, headers={"Content-Type": ctype})
+            return answer(status, data, ctype)
         return aiohttp.web.json_response(
-            {
-                "error": {
-                    "code": "no_endpoints",
-                    "message": "no ASR replica is listening",
-                    "retryable": True,
-                    "details": {},
-                }
-            },
-            status=503,
+            error_body("no_endpoints", "no ASR replica is listening", retryable=True), status=503
         )

@@ -22,6 +22,7 @@ from omoai_core.contracts.llm import (
     TOPICS_PATH,
     PunctuateRequest,
     PunctuateResult,
+    PunctuationMethod,
     SummarizeRequest,
     SummarizeResult,
     TopicsRequest,
@@ -30,8 +31,8 @@ from omoai_core.contracts.llm import (
 from omoai_core.schemas import Quality, Segment, Summary, Topic, Transcript
 from pydantic import BaseModel, ValidationError
 
-from omoai_operator.endpoints import ROUTE
 from omoai_operator.failures import ErrorAnswer, StageError, classify, read_error_body
+from omoai_operator.placement import Grant
 from omoai_operator.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,11 @@ class ServiceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def post_json(self, path: str, payload: Mapping[str, Any] | None, **kwargs: Any) -> Any:
-        # A stage placed on one endpoint of the service calls that endpoint, not the Service URL.
-        placement = ROUTE.get()
-        if placement is not None and placement.service.upper() != self.service:
-            placement = None
+    async def post_json(
+        self, path: str, payload: Mapping[str, Any] | None, *, at: Grant | None = None, **kwargs: Any
+    ) -> Any:
+        """POST to the endpoint the stage's grant ``at`` placed it on (else the Service URL)."""
+        placement = at if at is not None and at.service.upper() == self.service else None
         base = placement.url if placement is not None else self.base_url
         try:
             resp = await self._http.post(base + path if placement is not None else path, json=payload, **kwargs)
@@ -140,21 +141,23 @@ class AsrClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def transcribe(self, audio_url: str, options: TranscriptionOptions) -> Transcript:
+    async def transcribe(self, audio_url: str, options: TranscriptionOptions, *, at: Grant | None = None) -> Transcript:
         """The service fetches ``audio_url`` itself (http(s), or file:// on the shared volume)."""
         fields = options.model_dump(exclude_unset=True) | {"audio_url": audio_url, "format": "json"}
         request = UrlTranscriptionRequest.model_validate(fields)
-        data = await self.client.post_json(self.PATH, request.model_dump(mode="json", exclude_unset=True))
+        data = await self.client.post_json(self.PATH, request.model_dump(mode="json", exclude_unset=True), at=at)
         return _parse("ASR", self.PATH, Transcript, data)
 
-    async def transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
+    async def transcribe_file(
+        self, path: Path, options: TranscriptionOptions, *, at: Grant | None = None
+    ) -> Transcript:
         """Upload a local file (``omoai run`` without a shared volume)."""
         try:
             audio = path.read_bytes()
         except OSError as e:
             raise StageError.permanent("AudioNotFound", f"cannot read {path}: {e.strerror}") from e
         fields = options.form_fields() | {"format": "json"}
-        data = await self.client.post_json(self.PATH, None, files={"file": (path.name, audio)}, data=fields)
+        data = await self.client.post_json(self.PATH, None, at=at, files={"file": (path.name, audio)}, data=fields)
         return _parse("ASR", self.PATH, Transcript, data)
 
 
@@ -172,21 +175,31 @@ class LlmClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def punctuate(self, segments: Sequence[Segment], language: str) -> tuple[list[Segment], Quality | None]:
-        request = PunctuateRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(PUNCTUATE_PATH, _body(request))
+    async def punctuate(
+        self,
+        segments: Sequence[Segment],
+        language: str,
+        method: PunctuationMethod | None = None,
+        *,
+        at: Grant | None = None,
+    ) -> tuple[list[Segment], Quality | None]:
+        """``method`` unset is left out of the request (the service's default; older services accept it)."""
+        request = PunctuateRequest(segments=_for_llm(segments), language=language, method=method)
+        data = await self.client.post_json(PUNCTUATE_PATH, _body(request), at=at)
         result = _parse("LLM", PUNCTUATE_PATH, PunctuateResult, data)
         return result.segments, result.quality
 
-    async def summarize(self, segments: Sequence[Segment], language: str, mode: str) -> Summary:
+    async def summarize(
+        self, segments: Sequence[Segment], language: str, mode: str, *, at: Grant | None = None
+    ) -> Summary:
         request = SummarizeRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(SUMMARIZE_PATH, _body(request))
+        data = await self.client.post_json(SUMMARIZE_PATH, _body(request), at=at)
         summary = _parse("LLM", SUMMARIZE_PATH, SummarizeResult, data).summary
         if mode == "abstract":
             summary = summary.model_copy(update={"bullets": []})
         return summary
 
-    async def topics(self, segments: Sequence[Segment], language: str) -> list[Topic]:
+    async def topics(self, segments: Sequence[Segment], language: str, *, at: Grant | None = None) -> list[Topic]:
         request = TopicsRequest(segments=_for_llm(segments), language=language)
-        data = await self.client.post_json(TOPICS_PATH, _body(request))
+        data = await self.client.post_json(TOPICS_PATH, _body(request), at=at)
         return _parse("LLM", TOPICS_PATH, TopicsResult, data).topics

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,15 +19,18 @@ from prometheus_client import CollectorRegistry
 from omoai_operator import transitions as tr
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
-from omoai_operator.endpoints import EndpointPool, SliceWatcher, SlotBook, service_ref
 from omoai_operator.failures import StageError
 from omoai_operator.kube import KubeClient, KubeError
 from omoai_operator.locations import Locations, SecretReader
 from omoai_operator.metrics import OperatorMetrics
+from omoai_operator.namespaces import NamespaceShares, NamespaceWatcher
 from omoai_operator.pipeline import Pipeline, Service
+from omoai_operator.placement import EndpointPool, use_service_url
+from omoai_operator.probing import SlotBook
 from omoai_operator.queue import CapacityQueue
 from omoai_operator.reconcile import DecisionKind
 from omoai_operator.settings import OperatorSettings
+from omoai_operator.slices import SliceWatcher, service_ref
 from omoai_operator.spec import parse_spec
 from omoai_operator.status import JobStatus, Phase, parse_time
 
@@ -46,24 +49,18 @@ def build_runtime(
 ) -> Runtime:
     """The pieces every job shares; used by the operator and by ``omoai run``.
 
-    Each service's capacity is an :class:`EndpointPool`. Without ``discovery`` (``omoai run``) it is
+    Each service's capacity is an :class:`~omoai_operator.placement.EndpointPool`. Without ``discovery`` (``omoai run``) it is
     the Service URL with the configured concurrency from the start; with it, the pools stay empty
     until :meth:`Controller.start_discovery` has listed the EndpointSlices (or fallen back).
     """
-    metrics = OperatorMetrics.create(registry)
+    metrics = OperatorMetrics.create(registry, top_namespaces=cfg.queue_metrics_namespaces)
     pools: dict[str, EndpointPool] = {s: EndpointPool(s, eject_s=cfg.endpoint_eject_s) for s in SERVICES}
     for pool in pools.values():
         pool.listen(functools.partial(metrics.observe_capacity, pool))
     if not discovery:
         for svc, pool in pools.items():
             url, slots = getattr(cfg, f"{svc}_url"), getattr(cfg, f"{svc}_concurrency")
-            log.info(
-                "%s endpoint discovery unavailable (no Kubernetes API: a local run): calling %s with %d slot(s)",
-                svc.upper(),
-                url,
-                slots,
-            )
-            pool.set_static(url, slots)
+            use_service_url(pool, url, slots, "no Kubernetes API: a local run")
 
     def client(svc: str, url: str, slots: int) -> ServiceClient:
         return ServiceClient(
@@ -82,9 +79,9 @@ def build_runtime(
             LlmClient(client("llm", cfg.llm_url, cfg.llm_concurrency)),
         ),
         queue=CapacityQueue(
-            {Service.ASR: cfg.asr_concurrency, Service.LLM: cfg.llm_concurrency},
+            pools,
+            shares=NamespaceShares(cfg.namespace_weights, cfg.namespace_max_running),
             observer=metrics.observe_queue,
-            pools=pools,
         ),
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,
@@ -147,13 +144,13 @@ class Controller:
             self._loop.call_soon_threadsafe(self._logged_in.set)
 
     def start_discovery(self) -> None:
-        """Start following the services' endpoints (once logged in); called from the startup handler."""
+        """Start following the services' endpoints and the Namespace overrides (once logged in); called
+        from the startup handler."""
         self._loop = asyncio.get_running_loop()
         if self._kube is not None:
             self._logged_in.set()
         for svc in SERVICES:
             pool = self.runtime.queue.pool(svc)
-            assert pool is not None
             url, slots = getattr(self.cfg, f"{svc}_url"), getattr(self.cfg, f"{svc}_concurrency")
             ref = service_ref(getattr(self.cfg, f"{svc}_service"), url, self.cfg.own_namespace())
             if not self.cfg.endpoint_discovery or ref is None:
@@ -162,14 +159,7 @@ class Controller:
                     if not self.cfg.endpoint_discovery
                     else (f"{url} names no cluster Service; set OMOAI_{svc.upper()}_SERVICE")
                 )
-                log.warning(
-                    "%s endpoint discovery unavailable (%s): calling the Service URL %s with %d slot(s)",
-                    svc.upper(),
-                    why,
-                    url,
-                    slots,
-                )
-                pool.set_static(url, slots)
+                use_service_url(pool, url, slots, why)
                 continue
             watcher = SliceWatcher(
                 pool,
@@ -183,11 +173,16 @@ class Controller:
                 watch_timeout_s=self.cfg.watch_server_timeout_s,
             )
             self.watchers[svc] = watcher
-            self._discovery.append(asyncio.create_task(self._watch(watcher), name=f"omoai-endpoints-{svc}"))
+            self._discovery.append(asyncio.create_task(self._after_login(watcher.run), name=f"omoai-endpoints-{svc}"))
+        if self.cfg.namespace_overrides:
+            ns_watcher = NamespaceWatcher(
+                self.runtime.queue.shares, lambda: self.kube, watch_timeout_s=self.cfg.watch_server_timeout_s
+            )
+            self._discovery.append(asyncio.create_task(self._after_login(ns_watcher.run), name="omoai-namespaces"))
 
-    async def _watch(self, watcher: SliceWatcher) -> None:
+    async def _after_login(self, run: Callable[[], Awaitable[None]]) -> None:
         await self._logged_in.wait()
-        await watcher.run()
+        await run()
 
     @property
     def kube(self) -> KubeClient:

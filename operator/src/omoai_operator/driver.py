@@ -21,11 +21,13 @@ from omoai_core.errors import InvalidInputError
 
 from omoai_operator import transitions as tr
 from omoai_operator.failures import Failure, StageError
+from omoai_operator.fairness import Ticket
 from omoai_operator.locations import Locations
 from omoai_operator.metrics import OperatorMetrics, PhaseBook
 from omoai_operator.patch import diff
 from omoai_operator.pipeline import JobContext, Pipeline, Stage
-from omoai_operator.queue import CapacityQueue, Ticket
+from omoai_operator.placement import Grant
+from omoai_operator.queue import CapacityQueue, Position
 from omoai_operator.reconcile import Decision, DecisionKind, decide
 from omoai_operator.spec import JobSpec, parse_spec
 from omoai_operator.status import TERMINAL, JobStatus, Phase, Reason
@@ -241,20 +243,25 @@ class JobDriver:
                 return
 
     @contextlib.asynccontextmanager
-    async def _slot(self, stage: Stage) -> AsyncIterator[None]:
+    async def _slot(self, stage: Stage) -> AsyncIterator[Grant | None]:
+        """Hold a slot of the stage's service (none for a stage that only touches storage)."""
         service = stage.service
         if service is None:
-            yield
+            yield None
             return
-        ticket = Ticket(key=self.ref.key, priority=self._priority(), created=self.ref.created)
+        ticket = Ticket(
+            key=self.ref.key, priority=self._priority(), created=self.ref.created, namespace=self.ref.namespace
+        )
 
-        async def on_position(pos: int) -> None:
-            await self.apply(tr.queued(self.status, stage, pos, self.rt.queue.ready_endpoints(service)))
+        async def on_position(p: Position) -> None:
+            await self.apply(
+                tr.queued(self.status, stage, p.position, p.ready_endpoints, self.ref.namespace, p.namespace_cap)
+            )
 
         # At most one position patch per interval, the last one current (a trailing update, not a
         # dropped one); the queue keeps the interval, so a granted slot never waits for it.
-        async with self.rt.queue.slot(service, ticket, on_position, self.rt.position_interval_s):
-            yield
+        async with self.rt.queue.slot(service, ticket, on_position, self.rt.position_interval_s) as grant:
+            yield grant
 
     def _priority(self) -> int:
         try:
@@ -278,7 +285,7 @@ class JobDriver:
             try:
                 # Waiting for capacity after the start counts against the deadline too.
                 async with _deadline(self.status.deadline(spec), self.rt.now):
-                    await stack.enter_async_context(self._slot(stage))
+                    grant = await stack.enter_async_context(self._slot(stage))
             except TimeoutError:
                 return None  # decide() now says DeadlineExceeded
             started.set()
@@ -288,7 +295,7 @@ class JobDriver:
             t0 = time.monotonic()
             try:
                 async with _deadline(limit, self.rt.now):
-                    outcome = await self.rt.pipeline.run_stage(stage, ctx)
+                    outcome = await self.rt.pipeline.run_stage(stage, ctx, grant)
             except TimeoutError:
                 self.rt.metrics.stage_duration.labels(stage=stage.name, outcome="deadline").observe(
                     time.monotonic() - t0

@@ -20,7 +20,6 @@ from urllib.parse import urlencode
 import aiohttp
 import kopf
 
-from omoai_operator.endpoints import DiscoveryUnavailable
 from omoai_operator.failures import StageError
 from omoai_operator.spec import GROUP, PLURAL, VERSION
 
@@ -29,6 +28,11 @@ log = logging.getLogger(__name__)
 
 #: Where Kubernetes projects the pod's service-account token (rotated by the kubelet).
 SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class DiscoveryUnavailable(Exception):
+    """The API server will not list or watch a collection (forbidden, no such API): the caller
+    falls back (for the services' endpoints, to the Service URL)."""
 
 
 class KubeError(Exception):
@@ -161,7 +165,7 @@ class KubeClient:
         out.update(obj.get("stringData") or {})
         return out
 
-    # -- collections (EndpointSlice discovery) -----------------------------------------------------
+    # -- collections (informers) -----------------------------------------------------------------
     async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """``GET`` a collection; 403 and 404 (no RBAC, no such API) raise ``DiscoveryUnavailable``."""
         qs = urlencode(dict(params))

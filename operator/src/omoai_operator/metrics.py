@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from omoai_core.metrics import DURATION_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from omoai_operator.endpoints import EndpointPool
+from omoai_operator.placement import EndpointPool
 from omoai_operator.status import Phase
 
 #: Queue waits can reach hours when capacity is short: same buckets as durations.
@@ -20,6 +21,9 @@ STAGE_OUTCOMES = ("succeeded", "failed", "deadline")
 ERROR_KINDS = ("driver", "tidy")
 #: Seconds between heartbeats; the OmoaiOperatorNotReconciling alert allows several missed ones.
 HEARTBEAT_INTERVAL_S = 10.0
+#: The ``namespace`` label of the per-namespace queue series beyond the busiest N: never a
+#: namespace's name (an underscore is not allowed in one).
+OTHER_NAMESPACES = "_other"
 #: The bounded ``reason`` label of failed jobs; any other reason is counted as Other.
 FAILURE_REASONS = (
     "AudioNotFound",
@@ -58,10 +62,14 @@ class OperatorMetrics:
     wakeups: Counter
     failures: Counter
     heartbeat: Gauge
+    namespace_depth: Gauge
+    namespace_in_flight: Gauge
+    top_namespaces: int = 10
+    _namespaces_shown: dict[str, set[str]] = field(default_factory=dict, compare=False)
     _wakeups_seen: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
+    def create(cls, registry: CollectorRegistry, top_namespaces: int = 10) -> OperatorMetrics:
         m = cls(
             jobs=Gauge(
                 "omoai_operator_jobs",
@@ -139,6 +147,21 @@ class OperatorMetrics:
                 "Unix time of the operator loop's last heartbeat (every few seconds, jobs or not).",
                 registry=registry,
             ),
+            namespace_depth=Gauge(
+                "omoai_operator_namespace_queue_depth",
+                f"Jobs waiting for a slot, by service and namespace (the busiest namespaces; the rest under "
+                f"namespace={OTHER_NAMESPACES!r}).",
+                ["service", "namespace"],
+                registry=registry,
+            ),
+            namespace_in_flight=Gauge(
+                "omoai_operator_namespace_in_flight",
+                f"Slots held, by service and namespace (the busiest namespaces; the rest under "
+                f"namespace={OTHER_NAMESPACES!r}).",
+                ["service", "namespace"],
+                registry=registry,
+            ),
+            top_namespaces=top_namespaces,
         )
         for p in Phase:
             m.jobs.labels(phase=p.value).set(0)
@@ -151,6 +174,8 @@ class OperatorMetrics:
             m.slots_used.labels(service=s).set(0)
             m.discovery.labels(service=s).set(0)
             m.wakeups.labels(service=s)
+            m.namespace_depth.labels(service=s, namespace=OTHER_NAMESPACES).set(0)
+            m.namespace_in_flight.labels(service=s, namespace=OTHER_NAMESPACES).set(0)
         for stage in STAGES:
             m.retries.labels(stage=stage)
             for outcome in STAGE_OUTCOMES:
@@ -180,18 +205,42 @@ class OperatorMetrics:
         s = pool.service
         self.endpoints.labels(service=s).set(pool.ready_count())
         self.slots.labels(service=s).set(pool.capacity())
-        self.slots_used.labels(service=s).set(pool.used())
-        self.discovery.labels(service=s).set(1 if pool.source == "endpointslices" else 0)
+        self.slots_used.labels(service=s).set(pool.busy_slots())
+        self.discovery.labels(service=s).set(1 if pool.origin == "endpointslices" else 0)
         seen = self._wakeups_seen.get(s, 0)
         if pool.wakeups > seen:
             self.wakeups.labels(service=s).inc(pool.wakeups - seen)
             self._wakeups_seen[s] = pool.wakeups
 
-    def observe_queue(self, service: str, depth: int, in_flight: int, waited: float | None) -> None:
+    def observe_queue(
+        self,
+        service: str,
+        depth: int,
+        in_flight: int,
+        waited: float | None,
+        by_namespace: Mapping[str, tuple[int, int]],
+    ) -> None:
         self.queue_depth.labels(service=service).set(depth)
         self.in_flight.labels(service=service).set(in_flight)
         if waited is not None:
             self.queue_wait.labels(service=service).observe(waited)
+        self._observe_namespaces(service, by_namespace)
+
+    def _observe_namespaces(self, service: str, by_namespace: Mapping[str, tuple[int, int]]) -> None:
+        """The busiest ``top_namespaces`` namespaces get their own series, the rest one sum: the
+        label's cardinality stays bounded however many namespaces submit jobs."""
+        ranked = sorted(by_namespace.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
+        top, rest = ranked[: self.top_namespaces], ranked[self.top_namespaces :]
+        shown = {ns for ns, _ in top}
+        for ns in self._namespaces_shown.get(service, set()) - shown:
+            self.namespace_depth.remove(service, ns)
+            self.namespace_in_flight.remove(service, ns)
+        for ns, (waiting, holding) in top:
+            self.namespace_depth.labels(service=service, namespace=ns).set(waiting)
+            self.namespace_in_flight.labels(service=service, namespace=ns).set(holding)
+        self.namespace_depth.labels(service=service, namespace=OTHER_NAMESPACES).set(sum(w for _, (w, _h) in rest))
+        self.namespace_in_flight.labels(service=service, namespace=OTHER_NAMESPACES).set(sum(h for _, (_w, h) in rest))
+        self._namespaces_shown[service] = shown
 
 
 class PhaseBook:

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from omoai_operator.clients import AsrClient, LlmClient
 from omoai_operator.failures import StageError
+from omoai_operator.placement import Grant
 from omoai_operator.spec import JobSpec
 from omoai_operator.status import Phase
 from omoai_operator.storage import Store
@@ -87,7 +88,7 @@ class Stage:
     phase: Phase  # the job's phase while it runs
     artifact: str | None  # its staged result (``None``: its result is the committed outputs)
     wanted: Callable[[JobSpec], bool]  # whether a spec asks for it
-    run: Callable[[Pipeline, JobContext], Awaitable[StageOutcome]]
+    run: Callable[[Pipeline, JobContext, Grant | None], Awaitable[StageOutcome]]
 
 
 class Pipeline:
@@ -95,9 +96,10 @@ class Pipeline:
         self.asr = asr
         self.llm = llm
 
-    async def run_stage(self, stage: Stage, ctx: JobContext) -> StageOutcome:
+    async def run_stage(self, stage: Stage, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
+        """Run ``stage``; its service calls go where ``grant`` (its slot of the service) placed it."""
         t0 = time.monotonic()
-        outcome = await stage.run(self, ctx)
+        outcome = await stage.run(self, ctx, grant)
         return replace(outcome, duration_s=time.monotonic() - t0)
 
     async def is_staged(self, stage: Stage, ctx: JobContext) -> bool:
@@ -105,7 +107,7 @@ class Pipeline:
         return stage.artifact is not None and await ctx.store.get(stage.artifact) is not None
 
     # -- stages ----------------------------------------------------------------------------------
-    async def transcribe(self, ctx: JobContext) -> StageOutcome:
+    async def transcribe(self, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
         staged = await self._load_transcript(ctx)
         reused = staged is not None
         if staged is None:
@@ -119,19 +121,21 @@ class Pipeline:
                 **ctx.spec.diarization.asr_fields(),  # speakers on segments and words when enabled
             )
             if ctx.audio_path is not None:
-                staged = await self.asr.transcribe_file(ctx.audio_path, options)
+                staged = await self.asr.transcribe_file(ctx.audio_path, options, at=grant)
             else:
-                staged = await self.asr.transcribe(ctx.audio_url, options)
+                staged = await self.asr.transcribe(ctx.audio_url, options, at=grant)
             if staged.duration <= 0:
                 raise StageError.permanent("InvalidAudio", "the ASR service found no audio in the recording")
             await ctx.store.put(ASR_ARTIFACT, staged.model_dump_json().encode())
         return StageOutcome(reused=reused, audio_duration_s=staged.duration)
 
-    async def punctuate(self, ctx: JobContext) -> StageOutcome:
+    async def punctuate(self, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
         if await ctx.store.get(PUNCTUATE_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         transcript = await self._transcript(ctx)
-        segments, quality = await self.llm.punctuate(transcript.segments, ctx.spec.language)
+        segments, quality = await self.llm.punctuate(
+            transcript.segments, ctx.spec.language, ctx.spec.postprocess.punctuation_method, at=grant
+        )
         payload = {
             "segments": [s.model_dump() for s in segments],
             "quality": quality.model_dump() if quality else None,
@@ -139,23 +143,23 @@ class Pipeline:
         await ctx.store.put(PUNCTUATE_ARTIFACT, json.dumps(payload, ensure_ascii=False).encode())
         return StageOutcome()
 
-    async def summarize(self, ctx: JobContext) -> StageOutcome:
+    async def summarize(self, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
         if await ctx.store.get(SUMMARIZE_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         segments = await self._segments(ctx)
-        summary = await self.llm.summarize(segments, ctx.spec.language, ctx.spec.postprocess.summary)
+        summary = await self.llm.summarize(segments, ctx.spec.language, ctx.spec.postprocess.summary, at=grant)
         await ctx.store.put(SUMMARIZE_ARTIFACT, summary.model_dump_json().encode())
         return StageOutcome()
 
-    async def topics(self, ctx: JobContext) -> StageOutcome:
+    async def topics(self, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
         if await ctx.store.get(TOPICS_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         segments = await self._segments(ctx)
-        topics = await self.llm.topics(segments, ctx.spec.language)
+        topics = await self.llm.topics(segments, ctx.spec.language, at=grant)
         await ctx.store.put(TOPICS_ARTIFACT, _TOPICS.dump_json(topics))
         return StageOutcome()
 
-    async def write(self, ctx: JobContext) -> StageOutcome:
+    async def write(self, ctx: JobContext, grant: Grant | None = None) -> StageOutcome:
         doc = await self.document(ctx)
         outputs = {f"{ctx.stem}.{fmt}": render(doc, fmt).encode() for fmt in ctx.spec.output.formats}
         files = await ctx.store.commit(outputs)

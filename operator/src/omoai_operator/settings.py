@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omoai_core.errors import ConfigError
@@ -62,6 +63,31 @@ class OperatorSettings(OmoaiSettings):
     endpoint_eject_s: float = Field(
         default=10.0, gt=0, description="An endpoint that refused or broke a connection gets no new stages this long."
     )
+    namespace_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='Queue weight per namespace, JSON: {"team-a": 2}; within a priority level, namespaces take '
+        "free slots in turn in proportion to their weights (default 1). The Namespace annotation "
+        "omoai.io/queue-weight overrides it.",
+    )
+    namespace_max_running: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Most stages of one namespace's jobs running at once, all services together; unset = no cap. "
+        "The Namespace annotation omoai.io/max-running overrides it per namespace.",
+    )
+    namespace_overrides: Switch = Field(
+        default=True,
+        description="Follow the omoai.io/queue-weight and omoai.io/max-running annotations of Namespace objects "
+        "(changes apply at once, no restart).",
+    )
+    queue_metrics_namespaces: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Namespaces with their own series in the per-namespace queue metrics (the busiest); the "
+        'rest are summed under namespace="_other".',
+    )
     request_timeout_s: float = Field(default=4 * 3600.0, gt=0, description="Longest single service call.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
     backoff_base_s: float = Field(default=10.0, gt=0, description="First retry delay; doubles per retry.")
@@ -90,6 +116,14 @@ class OperatorSettings(OmoaiSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"expected an http(s) URL, got {v!r}")
         return v.rstrip("/")
+
+    @field_validator("namespace_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for ns, w in v.items():
+            if not math.isfinite(w) or not 0 < w <= 1000:
+                raise ValueError(f"the weight of namespace {ns!r} must be in (0, 1000], got {w}")
+        return v
 
     @model_validator(mode="after")
     def _tokens(self) -> OperatorSettings:

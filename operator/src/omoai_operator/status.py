@@ -39,6 +39,7 @@ class Reason(StrEnum):
     CREATED = "Created"
     QUEUED = "WaitingForCapacity"
     WAITING_FOR_REPLICA = "WaitingForReplica"  # no ready endpoint: scale from zero under way
+    WAITING_FOR_NAMESPACE_CAP = "WaitingForNamespaceCap"  # its namespace runs as many stages as allowed
     ADMITTED = "Admitted"
     STAGE_STARTED = "StageStarted"
     STAGE_SUCCEEDED = "StageSucceeded"

@@ -78,15 +78,33 @@ def observed(status: JobStatus, generation: int) -> Transition:
     return Transition(status.evolve(observed_generation=generation))
 
 
-def queued(status: JobStatus, stage: Stage, position: int, replicas: int | None = None) -> Transition:
+def queued(
+    status: JobStatus,
+    stage: Stage,
+    position: int,
+    replicas: int | None = None,
+    namespace: str = "",
+    namespace_cap: int | None = None,
+) -> Transition:
     """Waiting for a slot of the stage's service; only transcription moves the phase to Queued.
 
-    ``replicas`` is the number of ready endpoints of the service (None where it is not known): with
-    none ready the job is waiting for a replica to start (scale from zero), and says so, once."""
+    ``namespace_cap`` is set while the job's namespace runs as many stages as its cap allows: the
+    job waits for one of them to end, not for capacity, and says so, once. ``replicas`` is the
+    number of ready endpoints of the service (None where it is not known): with none ready the job
+    is waiting for a replica to start (scale from zero), and says so, once."""
     service = stage.service.value if stage.service is not None else stage.name
     event = None
-    if replicas == 0:
-        reason: Reason | str | None = Reason.WAITING_FOR_REPLICA
+    reason: Reason | str | None
+    if namespace_cap is not None:
+        reason = Reason.WAITING_FOR_NAMESPACE_CAP
+        message = (
+            f"waiting for a running job of namespace {namespace or '?'} to finish: it runs {namespace_cap}, "
+            f"its cap (position {position} for {service.upper()})"
+        )
+        if status.reason != reason:
+            event = Event("Normal", reason, message)
+    elif replicas == 0:
+        reason = Reason.WAITING_FOR_REPLICA
         message = (
             f"waiting for an {service.upper()} replica to start: none is ready (position {position}); "
             "queued work is what wakes the autoscaler"
@@ -95,8 +113,9 @@ def queued(status: JobStatus, stage: Stage, position: int, replicas: int | None 
             event = Event("Normal", Reason.WAITING_FOR_REPLICA, message)
     else:
         message = f"waiting for {service.upper()} capacity (position {position})"
-        # A replica came: now only the line is in the way.
-        reason = Reason.QUEUED if status.reason == Reason.WAITING_FOR_REPLICA else None
+        # A replica came, or the namespace is under its cap again: now only the line is in the way.
+        waited_for_other = status.reason in (Reason.WAITING_FOR_REPLICA, Reason.WAITING_FOR_NAMESPACE_CAP)
+        reason = Reason.QUEUED if waited_for_other else None
     if stage.phase is Phase.TRANSCRIBING and status.phase in (Phase.PENDING, None):
         reason = reason or Reason.QUEUED
         after = status.evolve(queue_position=position, message=message, phase=Phase.QUEUED, reason=reason)

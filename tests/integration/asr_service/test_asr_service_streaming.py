@@ -17,13 +17,13 @@ from conftest import AsrServer, MediaServer
 MANY_WINDOWS = {"chunk_size": "8", "left_context": "16", "right_context": "4", "total_batch_duration": "3"}
 
 
-def long_clip(clips: list[Path], directory: Path) -> Path:
-    """The clips one after another (several windows of the many-window setting)."""
+def long_clip(clips: list[Path], directory: Path, repeat: int = 2) -> Path:
+    """The clips one after another, ``repeat`` times (several windows of the many-window setting)."""
     parts = []
     for clip in clips:
         with wave.open(str(clip), "rb") as w:
             parts.append(np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16))
-    samples = np.concatenate(parts * 2)
+    samples = np.concatenate(parts * repeat)
     path = directory / "long.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

@@ -1,12 +1,16 @@
 """The promtool unit tests of the alerts are strong enough to notice a broken rule: for every
-alert, weakening any threshold it compares against (doubling it; 0 becomes 1) or removing its
-`for:` must make `promtool test rules` fail. A mutation the tests survive is named in the failure."""
+alert, weakening any threshold it compares against (doubling it; 0 becomes 1), loosening it to
+`>= 0` (an alert that fires on everything: only a quiet case below the threshold notices), or
+removing its `for:` must make `promtool test rules` fail. A mutation the tests survive is named in
+the failure."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,6 +43,10 @@ def mutations(groups: list[dict]) -> list[tuple[str, list[dict]]]:
                 expr = rule["expr"][: m.start("num")] + _weaker(m["num"]) + rule["expr"][m.end("num") :]
                 mutated[gi]["rules"][ri]["expr"] = expr
                 out.append((f"{name}: {m['op']} {m['num']} -> {_weaker(m['num'])} (at {m.start()})", mutated))
+                if m["op"] != ">=" or m["num"] != "0":
+                    mutated = yaml.safe_load(yaml.safe_dump(groups))
+                    mutated[gi]["rules"][ri]["expr"] = rule["expr"][: m.start()] + ">= 0" + rule["expr"][m.end() :]
+                    out.append((f"{name}: {m['op']} {m['num']} -> >= 0 (at {m.start()})", mutated))
             if "for" in rule:
                 mutated = yaml.safe_load(yaml.safe_dump(groups))
                 del mutated[gi]["rules"][ri]["for"]
@@ -74,15 +82,21 @@ def test_the_unmutated_rules_pass_through_the_same_harness(promtool, tmp_path):
 
 def test_promtool_tests_catch_every_weakened_threshold_and_removed_for(promtool, tmp_path):
     groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
-    survived = []
     cases = mutations(groups)
     assert len(cases) >= 25
-    for i, (description, mutated) in enumerate(cases):
+
+    def survives(i: int) -> bool:
         workdir = tmp_path / str(i)
         workdir.mkdir()
-        if _promtool_passes(promtool, mutated, workdir):
-            survived.append(description)
-        shutil.rmtree(workdir)
+        try:
+            return _promtool_passes(promtool, cases[i][1], workdir)
+        finally:
+            shutil.rmtree(workdir)
+
+    # promtool processes run side by side (each is one subprocess; threads only wait on them)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        passed = list(pool.map(survives, range(len(cases))))
+    survived = [description for (description, _), ok in zip(cases, passed, strict=True) if ok]
     assert survived == [], f"mutations the alert tests do not notice: {survived}"
 
 
@@ -91,4 +105,6 @@ def test_a_mutation_is_really_applied():
     got = {d: m[0]["rules"][0] for d, m in mutations(groups)}
     assert got["A: > 0.05 -> 0.1 (at 2)"]["expr"] == "x > 0.1 and y >= 3"
     assert got["A: >= 3 -> 6 (at 15)"]["expr"] == "x > 0.05 and y >= 6"
+    assert got["A: > 0.05 -> >= 0 (at 2)"]["expr"] == "x >= 0 and y >= 3"
+    assert got["A: >= 3 -> >= 0 (at 15)"]["expr"] == "x > 0.05 and y >= 0"
     assert "for" not in got["A: without for: 5m"]

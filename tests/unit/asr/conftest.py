@@ -26,6 +26,8 @@ import torch
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
+from tests.support import reference_arrays
+
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "chunkformer"
 FIXTURE_NAMES = ("small", "wide_k31")
 
@@ -40,6 +42,11 @@ def read_wav(path: Path) -> np.ndarray:
 @cache
 def expected(fixture: str) -> dict[str, Any]:
     return json.loads((FIXTURES / fixture / "expected" / "expected.json").read_text(encoding="utf-8"))
+
+
+def expected_array(fixture: str, file_name: str) -> np.ndarray:
+    """An expected array by the file name ``expected.json`` gives (``fbank__long.npy``, ...)."""
+    return reference_arrays.expected_array(FIXTURES / fixture, file_name)
 
 
 @cache

@@ -20,7 +20,7 @@ from omoai_asr.engine.transcribe import LongFormResult
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
-from .conftest import FIXTURE_NAMES, FIXTURES, audio, expected
+from .conftest import FIXTURE_NAMES, FIXTURES, audio, expected, expected_array
 
 TOL = 1e-3
 # With a kernel set other than the fixture's (see conftest), a few low mel bins move this much.
@@ -66,7 +66,7 @@ def reference_collapse(path: list[int], tokens: list[str]) -> str:
 
 @pytest.mark.parametrize(("fixture", "name"), AUDIO)
 def test_fbank_matches_reference(fixture: str, name: str) -> None:
-    want = np.load(FIXTURES / fixture / "expected" / f"fbank__{name}.npy")
+    want = expected_array(fixture, f"fbank__{name}.npy")
     got = fbank(samples_to_tensor(audio(fixture, name))).numpy()
     assert got.shape == want.shape == (expected(fixture)["fbank"][name]["frames"], 80)
     same_kernels = torch.backends.cpu.get_cpu_capability() == "AVX2"
@@ -77,8 +77,8 @@ def test_fbank_matches_reference(fixture: str, name: str) -> None:
 def test_endless_encoder_out_and_logprobs_within_1e3(fixture: str, key: str) -> None:
     entry = expected(fixture)["endless_decode"][key]
     result = endless(fixture, key)
-    want_enc = np.load(FIXTURES / fixture / "expected" / entry["encoder_out_file"])
-    want_lp = np.load(FIXTURES / fixture / "expected" / entry["ctc_logprobs_file"])
+    want_enc = expected_array(fixture, entry["encoder_out_file"])
+    want_lp = expected_array(fixture, entry["ctc_logprobs_file"])
     assert result.encoder_out is not None and result.logprobs is not None
     assert result.encoder_out.shape == want_enc.shape == (entry["num_encoder_frames"], want_enc.shape[1])
     assert result.logprobs.shape == want_lp.shape

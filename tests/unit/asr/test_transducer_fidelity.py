@@ -21,7 +21,7 @@ from omoai_asr.engine.transducer import SearchStep, greedy_search, per_frame, pr
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
-from .conftest import FIXTURES, audio, expected
+from .conftest import FIXTURES, audio, expected, expected_array
 
 FIXTURE = "rnnt_small"
 TOL = 1e-3
@@ -58,7 +58,7 @@ def endless(key: str) -> LongFormResult:
 def test_endless_encoder_out_within_1e3_and_windows_equal_reference(key: str) -> None:
     entry = expected(FIXTURE)["endless_decode"][key]
     result = endless(key)
-    want = np.load(FIXTURES / FIXTURE / "expected" / entry["encoder_out_file"])
+    want = expected_array(FIXTURE, entry["encoder_out_file"])
     assert result.encoder_out is not None
     assert result.encoder_out.shape == want.shape == (entry["num_encoder_frames"], want.shape[1])
     assert np.abs(result.encoder_out.numpy() - want).max() < TOL
@@ -113,10 +113,9 @@ def test_batch_decode_grouping_emissions_and_texts_equal_reference(key: str) -> 
 @pytest.mark.parametrize("key", ENDLESS)
 def test_joint_logprobs_of_every_search_step_match_reference(key: str) -> None:
     entry = expected(FIXTURE)["endless_decode"][key]
-    directory = FIXTURES / FIXTURE / "expected"
-    enc = torch.from_numpy(np.load(directory / entry["encoder_out_file"]))
-    want = np.load(directory / entry["joint_logprobs_file"])
-    steps = np.load(directory / entry["joint_steps_file"])
+    enc = torch.from_numpy(expected_array(FIXTURE, entry["encoder_out_file"]))
+    want = expected_array(FIXTURE, entry["joint_logprobs_file"])
+    steps = expected_array(FIXTURE, entry["joint_steps_file"])
     model = engine().model
     trace: list[SearchStep] = []
     with torch.inference_mode():

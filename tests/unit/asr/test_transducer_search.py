@@ -14,7 +14,7 @@ from omoai_asr.engine.transducer import greedy_search, per_frame, project_encode
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
-from .conftest import FIXTURES, audio
+from .conftest import FIXTURES, audio, expected_array
 
 FIXTURE = "rnnt_small"
 
@@ -71,10 +71,7 @@ def test_audio_too_short_for_one_encoder_frame_is_empty_on_both_paths(n_samples:
 
 def test_streams_searched_together_equal_streams_searched_alone() -> None:
     model = engine().model
-    encs = [
-        np.load(FIXTURES / FIXTURE / "expected" / f"encoder_out__{n}__c64_l128_r128_tbd1800.npy")
-        for n in ("short", "tiny", "long")
-    ]
+    encs = [expected_array(FIXTURE, f"encoder_out__{n}__c64_l128_r128_tbd1800.npy") for n in ("short", "tiny", "long")]
     projected = [project_encoder(model, torch.from_numpy(e)) for e in encs]
     padded = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True)
     with torch.inference_mode():

@@ -49,3 +49,16 @@ def test_verdict_lines_become_one_row_per_clause() -> None:
 def test_a_missing_number_gives_no_verdict() -> None:
     assert run_all.judge_asr_service("it crashed")[0][3] is None
     assert run_all.judge_operator("") == []
+
+
+def test_bench_command_is_shared_arguments_then_the_chosen_forms_own() -> None:
+    bench = run_all.Bench("b", "benchmarks/b.py", run_all.judge_verdicts, args=("--x", "1"), quick=("--quick",))
+    assert bench.command(quick=True) == ["benchmarks/b.py", "--x", "1", "--quick"]
+    assert bench.command(quick=False) == ["benchmarks/b.py", "--x", "1"]
+
+
+def test_every_known_benchmark_script_exists_and_names_are_unique() -> None:
+    names = [b.name for b in run_all.KNOWN]
+    assert len(names) == len(set(names))
+    for b in run_all.KNOWN:
+        assert (run_all.ROOT / b.script).is_file(), b.script

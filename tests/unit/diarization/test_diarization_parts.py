@@ -8,10 +8,11 @@ import pytest
 import torch
 from omoai_asr.diarization import assets
 from omoai_asr.diarization.alignment import assign_speakers, speaker_of
-from omoai_asr.diarization.clustering import SpeakerCount, cluster
+from omoai_asr.diarization.clustering import ClusteringOptions, cluster
 from omoai_asr.diarization.features import mel_filters, mel_spectrogram, normalise_volume
 from omoai_asr.diarization.types import Diarization, DiarizationOptions, SpeakerTurn, labelled
 from omoai_asr.diarization.vad import CHUNK_SECONDS, VadOptions, speech_regions
+from omoai_audio import INT16_SCALE
 from omoai_core.errors import ConfigError
 from omoai_core.schemas import Segment, Transcript, Word
 
@@ -54,7 +55,7 @@ def test_quiet_audio_is_raised_to_the_encoder_loudness_and_loud_audio_is_left():
     out = normalise_volume(quiet)
     assert abs(20 * np.log10(np.sqrt(np.mean(out**2))) + 30) < 0.1
     loud = (np.ones(1600) * 20000).astype(np.int16)
-    np.testing.assert_allclose(normalise_volume(loud), 20000 / 32767, rtol=1e-6)
+    np.testing.assert_allclose(normalise_volume(loud), 20000 / INT16_SCALE, rtol=1e-6)  # as soundfile reads int16
 
 
 def test_speech_regions_open_and_close_with_hysteresis_and_drop_blips():
@@ -80,7 +81,7 @@ def test_clustering_estimates_the_number_of_well_separated_voices():
     rng = np.random.default_rng(1)
     for sizes in ([30, 25], [20, 30, 15], [15, 15, 15, 15]):
         x, truth = _blobs(rng, sizes)
-        labels = cluster(x, SpeakerCount())
+        labels = cluster(x, DiarizationOptions())
         assert labels.max() + 1 == len(sizes)
         # Each found cluster is one true cluster.
         for j in range(len(sizes)):
@@ -90,11 +91,21 @@ def test_clustering_estimates_the_number_of_well_separated_voices():
 def test_clustering_honours_a_given_count_and_bounds():
     rng = np.random.default_rng(2)
     x, _ = _blobs(rng, [20, 20, 20])
-    assert cluster(x, SpeakerCount(num=2)).max() + 1 == 2
-    assert cluster(x, SpeakerCount(max=2)).max() + 1 == 2
-    assert cluster(x, SpeakerCount(min=4, max=5)).max() + 1 >= 4
-    assert cluster(x[:1], SpeakerCount()).tolist() == [0]
-    assert cluster(x[:0], SpeakerCount()).tolist() == []
+    assert cluster(x, DiarizationOptions(num_speakers=2)).max() + 1 == 2
+    assert cluster(x, DiarizationOptions(max_speakers=2)).max() + 1 == 2
+    assert cluster(x, DiarizationOptions(min_speakers=4, max_speakers=5)).max() + 1 >= 4
+    assert cluster(x[:1], DiarizationOptions()).tolist() == [0]
+    assert cluster(x[:0], DiarizationOptions()).tolist() == []
+
+
+def test_over_partitioning_splits_finer_then_merges_back_to_the_asked_count():
+    rng = np.random.default_rng(3)
+    x, truth = _blobs(rng, [40, 6, 30])  # one speaker with few windows
+    for extra in (0, 1, 2):
+        labels = cluster(x, DiarizationOptions(num_speakers=3), ClusteringOptions(over_partition=extra))
+        assert labels.max() + 1 == 3, extra
+        for j in range(3):
+            assert len(set(truth[labels == j])) == 1, extra
 
 
 @pytest.mark.parametrize(

@@ -127,3 +127,26 @@ async def test_admission_refuses_beyond_the_queue_and_recovers():
     async with adm.slot():
         assert registry.get_sample_value("omoai_test_requests_in_flight") == 1
     assert registry.get_sample_value("omoai_test_queue_depth") == 0
+
+
+def test_validate_names_every_bad_field_and_unknown_fields_the_same_way_in_both_services():
+    from omoai_core.errors import InvalidInputError
+    from omoai_http.validation import validate
+    from pydantic import BaseModel, ConfigDict
+
+    class Inner(BaseModel):
+        n: int
+
+    class Req(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inner: Inner
+        text: str
+
+    with pytest.raises(InvalidInputError) as e:
+        validate(Req, {"inner": {"n": "x"}, "colour": "blue"})
+    assert e.value.details["errors"] == [
+        "inner.n: Input should be a valid integer, unable to parse string as an integer",
+        "text: Field required",
+        "colour: unknown field",
+    ]
+    assert validate(Req, {"inner": {"n": 1}, "text": "t"}).inner.n == 1

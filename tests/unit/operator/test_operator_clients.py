@@ -11,6 +11,7 @@ import pytest
 from omoai_core.contracts.asr import TranscriptionOptions
 from omoai_core.schemas import Segment
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient, StageError
+from omoai_operator.placement import EndpointAddress, EndpointPool, Grant
 
 NO_OPTIONS = TranscriptionOptions()
 TRANSCRIPT = {
@@ -166,3 +167,33 @@ async def test_llm_requests_match_the_llm_service_protocol() -> None:
     assert bodies["/v1/punctuate"] == {"segments": [{"text": "xin chào", "start": 0.0, "end": 1.5}], "language": "vi"}
     assert bodies["/v1/summarize"] == {"segments": [{"text": "Xin chào.", "start": 0.0, "end": 1.5}], "language": "vi"}
     assert set(bodies["/v1/topics"]) == {"segments", "language"}
+    await llm.punctuate(segs, "vi", "tagger")
+    assert bodies["/v1/punctuate"]["method"] == "tagger"  # named only when the job names it
+
+
+async def test_a_stage_calls_the_endpoint_its_grant_placed_it_on_and_a_refusal_sets_it_aside() -> None:
+    pool = EndpointPool("asr")
+    pool.update(
+        [EndpointAddress("http://10.0.0.1:8000"), EndpointAddress("http://10.0.0.2:8000")],
+        {"http://10.0.0.1:8000": 1, "http://10.0.0.2:8000": 1},
+        origin="endpointslices",
+    )
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host == "10.0.0.2":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=TRANSCRIPT)
+
+    asr = AsrClient(client(handler))
+    await asr.transcribe("https://a/x.wav", NO_OPTIONS, at=Grant("asr", "http://10.0.0.1:8000", pool))
+    with pytest.raises(StageError) as e:
+        await asr.transcribe("https://a/x.wav", NO_OPTIONS, at=Grant("asr", "http://10.0.0.2:8000", pool))
+    assert e.value.failure.retryable and "10.0.0.2" in str(e.value)
+    await asr.transcribe("https://a/x.wav", NO_OPTIONS)  # no grant: the Service URL
+    assert hosts == ["10.0.0.1", "10.0.0.2", "svc.test"]
+    assert pool.open_slots() == 1  # the refusing endpoint takes nothing new for a while
+    # A grant of another service is not this client's to follow.
+    await asr.transcribe("https://a/x.wav", NO_OPTIONS, at=Grant("llm", "http://10.0.0.1:8000", pool))
+    assert hosts[-1] == "svc.test"

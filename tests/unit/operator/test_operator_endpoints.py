@@ -9,20 +9,16 @@ from typing import Any
 
 import pytest
 from omoai_operator import transitions as tr
-from omoai_operator.endpoints import (
-    ROUTE,
-    DiscoveryUnavailable,
-    EndpointAddress,
-    EndpointPool,
-    ServiceRef,
-    SliceWatcher,
-    SlotBook,
-    parse_slices,
-    service_ref,
-)
+from omoai_operator.fairness import Ticket
+from omoai_operator.kube import DiscoveryUnavailable
 from omoai_operator.pipeline import ASR, PUNCTUATE
-from omoai_operator.queue import CapacityQueue, Ticket
+from omoai_operator.placement import EndpointAddress, EndpointPool
+from omoai_operator.probing import SlotBook
+from omoai_operator.queue import CapacityQueue, Position
+from omoai_operator.slices import ServiceRef, SliceWatcher, parse_slices, service_ref
 from omoai_operator.spec import JobSpec
+
+from tests.support.capacity import static_queue
 
 SPEC = {
     "source": {"url": "https://audio.example/a.wav"},
@@ -100,7 +96,7 @@ def test_service_is_named_by_setting_or_by_the_cluster_host_of_the_url() -> None
 # -- placement --------------------------------------------------------------------------------------
 def _pool(slots: dict[str, int]) -> EndpointPool:
     pool = EndpointPool("asr")
-    pool.update([EndpointAddress(u) for u in slots], slots, source="endpointslices")
+    pool.update([EndpointAddress(u) for u in slots], slots, origin="endpointslices")
     return pool
 
 
@@ -109,7 +105,7 @@ def test_each_stage_goes_to_the_least_loaded_endpoint_and_never_over_its_slots()
     placed = [pool.acquire() for _ in range(8)]
     assert all(p is not None for p in placed)
     assert pool.acquire() is None  # 8 slots, 8 used
-    assert {u: e.used for u, e in pool.endpoints.items()} == {"http://a:1": 2, "http://b:1": 2, "http://c:1": 4}
+    assert {u: e.busy for u, e in pool.endpoints.items()} == {"http://a:1": 2, "http://b:1": 2, "http://c:1": 4}
     # The first three spread over all three endpoints rather than filling one.
     assert {p.url for p in placed[:3]} == {"http://a:1", "http://b:1", "http://c:1"}
     pool.release("http://b:1")
@@ -126,12 +122,12 @@ def test_a_new_endpoint_adds_its_slots_at_once_and_a_gone_one_removes_them_while
     pool.update(
         [EndpointAddress("http://a:1"), EndpointAddress("http://b:1")],
         {"http://a:1": 1, "http://b:1": 3},
-        source="endpointslices",
+        origin="endpointslices",
     )
-    assert pool.capacity() == 4 and pool.free() == 3 and changes[-1] == 4
-    pool.update([EndpointAddress("http://b:1")], {"http://b:1": 3}, source="endpointslices")
+    assert pool.capacity() == 4 and pool.open_slots() == 3 and changes[-1] == 4
+    pool.update([EndpointAddress("http://b:1")], {"http://b:1": 3}, origin="endpointslices")
     assert pool.capacity() == 3 and pool.ready_count() == 1
-    assert pool.endpoints["http://a:1"].used == 1  # still running there, but no capacity any more
+    assert pool.endpoints["http://a:1"].busy == 1  # still running there, but no capacity any more
     assert all(pool.acquire().url == "http://b:1" for _ in range(3))  # type: ignore[union-attr]
     pool.release("http://a:1")
     assert "http://a:1" not in pool.endpoints  # gone and idle: forgotten
@@ -143,10 +139,10 @@ def test_an_endpoint_that_refused_a_connection_gets_nothing_until_the_ejection_e
     pool.update(
         [EndpointAddress("http://a:1"), EndpointAddress("http://b:1")],
         {"http://a:1": 2, "http://b:1": 2},
-        source="endpointslices",
+        origin="endpointslices",
     )
     pool.unreachable("http://a:1")
-    assert pool.free() == 2
+    assert pool.open_slots() == 2
     assert {pool.acquire().url, pool.acquire().url} == {"http://b:1"}  # type: ignore[union-attr]
     assert pool.acquire() is None
     now[0] += 6
@@ -157,18 +153,18 @@ def test_the_static_service_url_is_never_ejected() -> None:
     pool = EndpointPool("asr")
     pool.set_static("http://omoai-asr:8000", 2)
     pool.unreachable("http://omoai-asr:8000")
-    assert pool.free() == 2 and pool.source == "static"
+    assert pool.open_slots() == 2 and pool.origin == "static"
 
 
 def test_a_wakeup_is_counted_when_capacity_returns_from_zero_while_stages_wait() -> None:
     pool = EndpointPool("asr")
     waiting = [0]
     pool.count_waiting_with(lambda: waiting[0])
-    pool.update([EndpointAddress("http://a:1")], {"http://a:1": 1}, source="endpointslices")
+    pool.update([EndpointAddress("http://a:1")], {"http://a:1": 1}, origin="endpointslices")
     assert pool.wakeups == 0  # nobody waited
-    pool.update([], {}, source="endpointslices")
+    pool.update([], {}, origin="endpointslices")
     waiting[0] = 3
-    pool.update([EndpointAddress("http://b:1")], {"http://b:1": 1}, source="endpointslices")
+    pool.update([EndpointAddress("http://b:1")], {"http://b:1": 1}, origin="endpointslices")
     assert pool.wakeups == 1
 
 
@@ -180,10 +176,10 @@ async def test_slots_are_the_configured_number_or_what_each_endpoint_advertises(
         return {"http://a:1": 6}.get(url)
 
     book = SlotBook("asr", None, fallback=2, probe=probe)
-    assert await book.slots(["http://a:1", "http://b:1"]) == {"http://a:1": 6, "http://b:1": 2}
-    assert await book.slots(["http://a:1"]) == {"http://a:1": 6}
+    assert await book.lookup(["http://a:1", "http://b:1"]) == {"http://a:1": 6, "http://b:1": 2}
+    assert await book.lookup(["http://a:1"]) == {"http://a:1": 6}
     assert asked == ["http://a:1", "http://b:1"]  # each endpoint asked once
-    assert await SlotBook("asr", 3, fallback=2, probe=probe).slots(["http://c:1"]) == {"http://c:1": 3}
+    assert await SlotBook("asr", 3, fallback=2, probe=probe).lookup(["http://c:1"]) == {"http://c:1": 3}
 
 
 # -- the queue on a pool ----------------------------------------------------------------------------
@@ -193,21 +189,18 @@ def ticket(key: str, priority: int = 0) -> Ticket:
 
 async def test_the_queue_grants_at_once_when_an_endpoint_appears_and_routes_each_holder_to_its_endpoint() -> None:
     pool = EndpointPool("asr")
-    q = CapacityQueue({"asr": 1}, pools={"asr": pool})
+    q = CapacityQueue({"asr": pool})
     routes: dict[str, str] = {}
     positions: list[tuple[str, int, int | None]] = []
     release = asyncio.Event()
 
     async def job(key: str) -> None:
-        async def on_position(pos: int) -> None:
-            positions.append((key, pos, q.ready_endpoints("asr")))
+        async def on_position(p: Position) -> None:
+            positions.append((key, p.position, p.ready_endpoints))
 
-        async with q.slot("asr", ticket(key), on_position):
-            placement = ROUTE.get()
-            assert placement is not None
-            routes[key] = placement.url
+        async with q.slot("asr", ticket(key), on_position) as grant:
+            routes[key] = grant.url
             await release.wait()
-        assert ROUTE.get() is None
 
     tasks = [asyncio.create_task(job(k)) for k in ("j1", "j2", "j3")]
     await asyncio.sleep(0.05)
@@ -216,7 +209,7 @@ async def test_the_queue_grants_at_once_when_an_endpoint_appears_and_routes_each
     pool.update(
         [EndpointAddress("http://a:1"), EndpointAddress("http://b:1")],
         {"http://a:1": 1, "http://b:1": 1},
-        source="endpointslices",
+        origin="endpointslices",
     )
     await asyncio.sleep(0.05)
     assert q.in_flight("asr") == 2 and q.depth("asr") == 1
@@ -225,13 +218,13 @@ async def test_the_queue_grants_at_once_when_an_endpoint_appears_and_routes_each
     pool.update(
         [EndpointAddress("http://a:1"), EndpointAddress("http://b:1"), EndpointAddress("http://c:1")],
         {"http://a:1": 1, "http://b:1": 1, "http://c:1": 1},
-        source="endpointslices",
+        origin="endpointslices",
     )
     await asyncio.sleep(0.05)
     assert routes["j3"] == "http://c:1"
     release.set()
     await asyncio.gather(*tasks)
-    assert pool.used() == 0 and q.in_flight("asr") == 0
+    assert pool.busy_slots() == 0 and q.in_flight("asr") == 0
 
 
 def test_waiting_for_a_replica_is_said_in_status_and_event() -> None:
@@ -291,8 +284,10 @@ async def test_the_watcher_follows_added_modified_and_deleted_slices() -> None:
         fallback_slots=1,
     )
     task = asyncio.create_task(w.run())
-    await asyncio.sleep(0.05)
-    assert [e.url for e in pool.ready()] == ["http://10.0.0.2:8000"] and pool.capacity() == 2
+    async with asyncio.timeout(10):
+        while [e.url for e in pool.ready_endpoints()] != ["http://10.0.0.2:8000"]:
+            await asyncio.sleep(0.005)
+    assert pool.capacity() == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -313,17 +308,17 @@ async def test_the_watcher_falls_back_to_the_service_url_when_discovery_is_forbi
     )
     with caplog.at_level("WARNING"):
         await asyncio.wait_for(w.run(), 5)
-    assert pool.source == "static" and [e.url for e in pool.ready()] == ["http://omoai-asr:8000"]
+    assert pool.origin == "static" and [e.url for e in pool.ready_endpoints()] == ["http://omoai-asr:8000"]
     assert pool.capacity() == 3
     assert "discovery unavailable" in caplog.text and "403" in caplog.text
 
 
 async def test_a_granted_slot_never_waits_for_a_rate_limited_position_update() -> None:
-    q = CapacityQueue({"asr": 1})
+    q = static_queue({"asr": 1})
     calls: list[int] = []
 
-    async def on_position(pos: int) -> None:
-        calls.append(pos)
+    async def on_position(p: Position) -> None:
+        calls.append(p.position)
 
     holder_release = asyncio.Event()
 
@@ -336,7 +331,8 @@ async def test_a_granted_slot_never_waits_for_a_rate_limited_position_update() -
 
     async def waiter() -> float:
         t0 = asyncio.get_running_loop().time()
-        async with q.slot("asr", ticket("w"), on_position, min_interval_s=30.0):
+        async with q.slot("asr", ticket("w"), on_position, min_interval_s=30.0) as grant:
+            assert abs(grant.waited_s - (asyncio.get_running_loop().time() - t0)) < 0.5
             return asyncio.get_running_loop().time() - t0
 
     w = asyncio.create_task(waiter())
@@ -353,3 +349,39 @@ async def test_a_granted_slot_never_waits_for_a_rate_limited_position_update() -
     # ...and the slot, when it comes, is taken at once, not after the interval.
     waited = await asyncio.wait_for(w, 2)
     assert waited < 1.0
+
+
+async def test_a_slow_capacity_probe_never_stops_the_watch_from_being_read() -> None:
+    pool = EndpointPool("asr")
+    answer = asyncio.Event()
+
+    async def slow_probe(url: str) -> int | None:
+        await answer.wait()  # a replica that takes its time to answer /v1/capacity
+        return 4
+
+    events = [
+        {"type": "ADDED", "object": eps(f"s{i}", endpoint(f"10.0.0.{i}")) | {"metadata": {"name": f"s{i}"}}}
+        for i in range(2, 6)
+    ]
+    src = _Source({"metadata": {"resourceVersion": "1"}, "items": [eps("s1", endpoint("10.0.0.1"))]}, events)
+    w = SliceWatcher(
+        pool,
+        ServiceRef("default", "omoai-asr"),
+        lambda: src,
+        SlotBook("asr", None, fallback=1, probe=slow_probe),
+        fallback_url="http://omoai-asr:8000",
+        fallback_slots=1,
+    )
+    task = asyncio.create_task(w.run())
+    async with asyncio.timeout(10):
+        while len(w.informer.objects) < 5:
+            await asyncio.sleep(0.005)
+    assert pool.capacity() == 0  # every event read while the first probe still hangs
+    answer.set()
+    async with asyncio.timeout(10):
+        while pool.capacity() != 20:
+            await asyncio.sleep(0.005)
+    assert pool.ready_count() == 5
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

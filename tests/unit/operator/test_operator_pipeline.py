@@ -15,14 +15,16 @@ import pytest
 from omoai_operator import transitions as tr
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
 from omoai_operator.driver import JobDriver, JobRef, Runtime
+from omoai_operator.fairness import Ticket
 from omoai_operator.locations import Locations
 from omoai_operator.metrics import OperatorMetrics
 from omoai_operator.pipeline import JobContext, Pipeline
-from omoai_operator.queue import CapacityQueue, Ticket
 from omoai_operator.runner import LocalSink
 from omoai_operator.spec import parse_spec
 from omoai_operator.storage import STAGING, LocalStore, S3Store
 from prometheus_client import CollectorRegistry
+
+from tests.support.capacity import static_queue
 
 TRANSCRIPT = {
     "text": "xin chào các bạn",
@@ -73,7 +75,7 @@ def runtime(services: Services, root: Path, **kw: Any) -> Runtime:
     )
     return Runtime(
         pipeline=pipeline,
-        queue=CapacityQueue({"asr": 1, "llm": 1}),
+        queue=static_queue({"asr": 1, "llm": 1}),
         locations=Locations({"data": str(root)}, None),
         metrics=OperatorMetrics.create(CollectorRegistry()),
         backoff=tr.Backoff(0.01, 0.02),

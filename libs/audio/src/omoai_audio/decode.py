@@ -40,6 +40,8 @@ from omoai_core.errors import (
 )
 
 SAMPLE_RATE = 16000
+#: int16 full scale: ``samples / INT16_SCALE`` is float audio in [-1, 1).
+INT16_SCALE = 32768.0
 _BYTES_PER_SAMPLE = 2
 _READ = 1 << 16
 #: ffprobe reads headers only; this is its limit when the caller gives none shorter.

@@ -13,6 +13,8 @@ from omoai_core.errors import OmoaiError, OverloadedError, error_body
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from omoai_http.validation import invalid_request
+
 log = logging.getLogger(__name__)
 
 _STATUS_CODES = {
@@ -48,12 +50,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-            problems.append(f"{loc or 'request'}: {err.get('msg')}")
-        message = "invalid request: " + "; ".join(problems)
-        return JSONResponse(error_body("invalid_input", message, details={"errors": problems}), status_code=400)
+        return error_response(invalid_request(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

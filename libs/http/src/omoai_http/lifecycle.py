@@ -30,7 +30,8 @@ from omoai_core.errors import (
     RequestTimeoutError,
     TimeoutError_,
 )
-from starlette.datastructures import FormData
+from omoai_core.settings import ServerSettings
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
@@ -41,7 +42,6 @@ from omoai_http.jsonbody import parse_json
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_SPOOL_CHUNK = 1 << 16
 
 
 class ClientClosedError(OmoaiError):
@@ -53,26 +53,26 @@ class ClientClosedError(OmoaiError):
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """How much and how slowly a client may send: ``read_timeout_s`` per receive, ``timeout_s`` in all."""
+    """How slowly a client may send: ``read_timeout_s`` per receive, ``timeout_s`` in all. (How much
+    it may send, ``max_request_bytes``, is :class:`omoai_http.limits.BodyLimitMiddleware`'s, in front
+    of every route.)"""
 
-    max_bytes: int
     read_timeout_s: float = 60.0
     timeout_s: float = 900.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BodyLimits:
-        return cls(settings.max_request_bytes, settings.body_read_timeout_s, settings.body_timeout_s)
+    def from_settings(cls, settings: ServerSettings) -> BodyLimits:
+        return cls(settings.body_read_timeout_s, settings.body_timeout_s)
 
 
 class Body:
-    """The request body, read at most once, through time-outs and the size limit."""
+    """The request body, read at most once, through time-outs (its size limit is the middleware's)."""
 
     def __init__(self, request: Request, limits: BodyLimits) -> None:
         self._raw_receive = request.receive
         self.limits = limits
         self.complete = asyncio.Event()
         self._deadline: float | None = None
-        self._seen = 0
         self._files: list[Path] = []
         #: The same request over the guarded receive (``request.form()`` reads through it).
         self.request = Request(request.scope, self._receive)
@@ -97,27 +97,20 @@ class Body:
             ) from None
         if message["type"] == "http.disconnect":
             raise ClientClosedError("the client closed the connection while sending its request")
-        if message["type"] == "http.request":
-            self._seen += len(message.get("body", b""))
-            if self._seen > self.limits.max_bytes:
-                raise PayloadTooLargeError(
-                    f"the request body is over the limit of {self.limits.max_bytes} bytes",
-                    details={"max_bytes": self.limits.max_bytes},
-                )
-            if not message.get("more_body", False):
-                self.complete.set()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.complete.set()
         return message
 
     async def read(self, max_bytes: int | None = None) -> bytes:
-        """The whole body in memory (JSON bodies), at most ``max_bytes`` (default: the body limit)."""
-        limit = self.limits.max_bytes if max_bytes is None else min(max_bytes, self.limits.max_bytes)
+        """The whole body in memory (JSON bodies), at most ``max_bytes`` when given (the request
+        limit itself is enforced in front of every route)."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in self._chunks():
             size += len(chunk)
-            if size > limit:
+            if max_bytes is not None and size > max_bytes:
                 raise PayloadTooLargeError(
-                    f"the request body is over the limit of {limit} bytes", details={"max_bytes": limit}
+                    f"the request body is over the limit of {max_bytes} bytes", details={"max_bytes": max_bytes}
                 )
             chunks.append(chunk)
         return b"".join(chunks)
@@ -127,13 +120,7 @@ class Body:
 
     async def to_file(self, suffix: str = ".upload") -> Path:
         """Stream the body to a temporary file (removed when the request ends) and return its path."""
-        fd, name = tempfile.mkstemp(prefix="omoai-upload-", suffix=suffix)
-        path = Path(name)
-        self._files.append(path)
-        with os.fdopen(fd, "wb") as fh:
-            async for chunk in self._chunks():
-                fh.write(chunk)
-        return path
+        return await self._spool(self._chunks(), suffix)
 
     async def form(self, *, max_files: int = 1, max_fields: int = 32) -> FormData:
         """A multipart form; file parts spool to temporary files (closed when the request ends)."""
@@ -146,15 +133,26 @@ class Body:
         self._form = form
         return form
 
-    async def upload_to_file(self, upload: Any, suffix: str = ".upload") -> Path:
+    async def upload_to_file(self, upload: UploadFile, suffix: str = ".upload") -> Path:
         """Copy a form's file part to a named temporary file (ffmpeg needs a path), chunk by chunk."""
+
+        async def parts() -> AsyncIterator[bytes]:
+            while chunk := await upload.read(1 << 20):
+                yield chunk
+
+        try:
+            return await self._spool(parts(), suffix)
+        finally:
+            await upload.close()
+
+    async def _spool(self, chunks: AsyncIterator[bytes], suffix: str) -> Path:
+        """Write ``chunks`` to a new temporary file that is removed when the request ends."""
         fd, name = tempfile.mkstemp(prefix="omoai-upload-", suffix=suffix)
         path = Path(name)
         self._files.append(path)
         with os.fdopen(fd, "wb") as fh:
-            while chunk := await upload.read(1 << 20):
+            async for chunk in chunks:
                 fh.write(chunk)
-        await upload.close()
         return path
 
     async def _chunks(self) -> AsyncIterator[bytes]:

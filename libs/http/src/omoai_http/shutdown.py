@@ -28,10 +28,11 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from omoai_core.errors import error_body
+from omoai_core.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,30 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(app: ASGIApp, settings: Any, **overrides: Any) -> DrainingServer:
+A = TypeVar("A", bound=ASGIApp)
+
+
+def serve(create_app: Callable[..., A], settings: ServerSettings, **overrides: Any) -> A:
+    """A service's ``serve`` command: bind ``host:port`` once (:func:`omoai_http.server.bind`, a
+    :class:`ConfigError` when it cannot), build the app with ``create_app(settings, on_fatal=...)``
+    (a fatal error in it stops the server), serve it with the drain on that socket until stopped,
+    and return the app (its state says how the start went)."""
+    from omoai_http.server import bind
+
+    with bind(settings.host, settings.port) as sock:
+        server: DrainingServer | None = None
+
+        def stop(_: BaseException) -> None:
+            if server is not None:
+                server.should_exit = True
+
+        app = create_app(settings, on_fatal=stop)
+        server = build_server(app, settings, **overrides)
+        server.run(sockets=[sock])
+    return app
+
+
+def build_server(app: ASGIApp, settings: ServerSettings, **overrides: Any) -> DrainingServer:
     """The uvicorn server of a service (:func:`omoai_http.server.uvicorn_config`), its app wrapped in
     a :class:`Drain` that lasts up to ``settings.shutdown_timeout_s``."""
     from omoai_http.server import uvicorn_config

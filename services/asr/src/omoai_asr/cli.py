@@ -271,10 +271,8 @@ def _speaker_options(args: argparse.Namespace) -> Any:
         return None
     from omoai_asr.diarization.types import DiarizationOptions
 
-    lo = args.min_speakers or 1
-    hi = args.max_speakers or max(8, lo, args.num_speakers or 0)
     try:
-        return DiarizationOptions(num_speakers=args.num_speakers, min_speakers=lo, max_speakers=hi)
+        return DiarizationOptions.from_counts(args.num_speakers, args.min_speakers, args.max_speakers)
     except ValueError as e:
         raise _usage(str(e)) from None
 
@@ -385,28 +383,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise _usage("no model: pass --model or set OMOAI_MODEL")
     configure_logging(settings)
 
-    import uvicorn
-    from omoai_http.server import check_bindable
-    from omoai_http.shutdown import build_server
+    from omoai_http.shutdown import serve
 
     from omoai_asr.app import create_app
     from omoai_asr.realtime.route import max_frame_bytes
 
-    check_bindable(settings.host, settings.port)
-    server: uvicorn.Server | None = None
-
-    def stop(_: BaseException) -> None:
-        if server is not None:
-            server.should_exit = True
-
-    app = create_app(settings, on_fatal=stop)
-    server = build_server(app, settings, ws_max_size=max_frame_bytes(settings))  # SIGTERM: drain, then stop
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits 1 when it cannot bind after all (a race with check_bindable)
-        if server.started:
-            raise
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}") from e
+    app = serve(create_app, settings, ws_max_size=max_frame_bytes(settings))  # one bind; SIGTERM: drain, then stop
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK

@@ -413,7 +413,7 @@ class LiveScheduler:
         self._streams: dict[str, LiveStream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.steps_run = 0  # engine calls (each one masked batch round or more)
+        self.steps_run = 0  # engine calls (each decodes one window of every stream due, in one batch)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -51,10 +51,8 @@ class SpeakerOptions(contract.SpeakerFields):
             if given:
                 raise InvalidInputError(f"{', '.join(given)} requires diarize=true")
             return None
-        lo = self.min_speakers or 1
-        hi = self.max_speakers or max(8, lo, self.num_speakers or 0)
         try:
-            return DiarizationOptions(num_speakers=self.num_speakers, min_speakers=lo, max_speakers=hi)
+            return DiarizationOptions.from_counts(self.num_speakers, self.min_speakers, self.max_speakers)
         except ValueError as e:
             raise InvalidInputError(str(e)) from None
 

@@ -14,6 +14,8 @@ from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from omoai_asr.diarization.config import DEFAULTS as DIARIZATION
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UrlScheme = Literal["http", "https", "s3", "file"]
 
@@ -121,6 +123,53 @@ class AsrSettings(InferenceSettings, ServerSettings):
         default="pyannote/speaker-diarization-community-1", description="Hub id or directory of the pyannote pipeline."
     )
     diarization_max_concurrency: int = Field(default=1, ge=1, description="Recordings diarized at once.")
+    # The omoai backend's tuning (omoai_asr.diarization.config.PipelineConfig); defaults measured in
+    # docs/benchmarks.md (Speaker diarization).
+    diarization_window_s: float = Field(
+        default=DIARIZATION.window_s, gt=0, le=10, description="Speaker embedding window (omoai backend)."
+    )
+    diarization_step_s: float = Field(
+        default=DIARIZATION.step_s, gt=0, le=10, description="Step between embedding windows (omoai backend)."
+    )
+    diarization_min_cluster_window_s: float = Field(
+        default=DIARIZATION.min_cluster_window_s,
+        ge=0,
+        description="Shorter windows are left out of clustering and join their nearest speaker (omoai backend).",
+    )
+    diarization_min_run_s: float = Field(
+        default=DIARIZATION.min_run_s, ge=0, description="Shorter speaker runs go to a neighbour (omoai backend)."
+    )
+    diarization_merge_gap_s: float = Field(
+        default=DIARIZATION.merge_gap_s,
+        ge=0,
+        description="A speaker's turns closer than this are joined (omoai backend).",
+    )
+    diarization_reference_similarity: float = Field(
+        default=DIARIZATION.reference_similarity,
+        ge=-1,
+        le=1,
+        description="Cosine similarity a speaker needs to take a reference voice's name (omoai backend).",
+    )
+    diarization_distinct_similarity: float = Field(
+        default=DIARIZATION.clustering.distinct_similarity,
+        ge=-1,
+        le=1,
+        description="Estimated counts: two speakers' centroids at least this similar are one voice (omoai backend).",
+    )
+    diarization_over_partition: int = Field(
+        default=DIARIZATION.clustering.over_partition,
+        ge=0,
+        le=4,
+        description="Also cluster into k+1..k+N groups merged back to k, keeping the best separated (omoai backend).",
+    )
+    diarization_max_cluster_windows: int = Field(
+        default=DIARIZATION.max_cluster_windows,
+        ge=2,
+        description="Longer recordings cluster an even subsample of this many windows, then assign all (omoai backend).",
+    )
+    diarization_batch_windows: int = Field(
+        default=DIARIZATION.batch_windows, ge=1, description="Windows per speaker-encoder call (omoai backend)."
+    )
 
     # -- realtime WebSocket sessions (omoai_asr.realtime) -------------------------------------------
     realtime_enabled: Switch = Field(default=True, description="Serve GET /v1/realtime (live transcription).")

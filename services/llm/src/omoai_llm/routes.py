@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from omoai_core.errors import InvalidInputError, UnavailableError
+from omoai_core.errors import UnavailableError
 from omoai_http.lifecycle import Body, RequestLifecycle
-from pydantic import BaseModel, ValidationError
+from omoai_http.validation import validate
+from pydantic import BaseModel
 
 from omoai_llm.protocol import (
+    ModelsResponse,
     PostprocessRequest,
     PostprocessResponse,
     PunctuateRequest,
@@ -31,18 +33,6 @@ from omoai_llm.service import LlmService
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def validate(model: type[M], data: Any) -> M:
-    """``model`` from parsed JSON; a failure is one 400 naming every bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
-            problems.append(f"{loc}: {err.get('msg')}")
-        raise InvalidInputError("invalid request: " + "; ".join(problems), details={"errors": problems}) from None
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -66,6 +56,14 @@ async def _run(request: Request, model: type[M], op: Callable[[LlmService, M], A
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
+
+    @router.get("/models", response_model=ModelsResponse)
+    async def models(request: Request) -> ModelsResponse:
+        """The configured models (LLMs and the tagger), which are loaded, and their licences."""
+        service: LlmService | None = getattr(request.app.state, "service", None)
+        if service is None:
+            raise UnavailableError("the model is not loaded; retry shortly")
+        return service.models()
 
     @router.post("/punctuate", response_model=PunctuateResponse, openapi_extra=_json_body(PunctuateRequest))
     async def punctuate(request: Request) -> PunctuateResponse:

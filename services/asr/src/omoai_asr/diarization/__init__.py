@@ -3,7 +3,7 @@
 - ``types``: options, turns and the backend protocol;
 - ``pipeline``: the default backend (Silero VAD + GE2E embeddings + spectral clustering), with
   real pretrained weights that two PyPI wheels ship (``assets``), run by our own code
-  (``features``, ``encoder``, ``vad``, ``clustering``);
+  (``features``, ``encoder``, ``vad``, ``clustering``, ``resegmentation``), tuned by ``config``;
 - ``pyannote_backend``: the optional pyannote community-1 pipeline (GPU, hub access);
 - ``alignment``: speaker turns onto ASR words and segments.
 

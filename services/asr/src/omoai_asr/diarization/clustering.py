@@ -11,20 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class SpeakerCount:
-    """``num`` fixes the count; otherwise it is estimated within ``[min, max]``."""
-
-    num: int | None = None
-    min: int = 1
-    max: int = 8
-
-    def __post_init__(self) -> None:
-        if self.min < 1 or self.max < self.min:
-            raise ValueError(f"speaker bounds must satisfy 1 <= min <= max, got min {self.min}, max {self.max}")
-        if self.num is not None and not self.min <= self.num <= self.max:
-            raise ValueError(f"num_speakers {self.num} is outside [{self.min}, {self.max}]")
+from omoai_asr.diarization.types import DiarizationOptions
 
 
 @dataclass(frozen=True)
@@ -34,15 +21,17 @@ class ClusteringOptions:
     min_cluster_fraction: float = 0.04  # an estimated speaker holds at least this share of the windows
     min_cluster_windows: int = 4  # ... and at least this many (~3 s of speech): fewer make a noisy centroid
     refine_iterations: int = 5
-    over_partition: int = 0  # also try k+1.. k+n splits merged back to k (measured: no better on the corpus)
+    # Also try k+1..k+n clusters merged back to k (_partition). 0 (off) measured best with estimated
+    # counts: 2 raised DER in 6 of 9 corpus rows (docs/benchmarks.md, "Over-partitioning").
+    over_partition: int = 0
 
 
 def cluster(
-    embeddings: np.ndarray, count: SpeakerCount, options: ClusteringOptions = ClusteringOptions()
+    embeddings: np.ndarray, count: DiarizationOptions, options: ClusteringOptions = ClusteringOptions()
 ) -> np.ndarray:
     """(n, d) unit-length embeddings -> (n,) cluster ids 0..k-1 (ids in no particular order).
 
-    With the count given: spectral clustering into that many. Estimated: the largest k in
+    ``count``'s speaker numbers (validated there, once): with ``num_speakers`` given, spectral clustering into that many. Estimated: the largest k in
     ``[min, max]`` whose clusters are all distinct voices (every pair of centroids less similar
     than ``distinct_similarity``, tuned on the Festival corpus: one voice's half-recordings are
     >= 0.92 alike, two voices <= 0.87) and none of them a sliver; ``min`` when none is.
@@ -50,9 +39,9 @@ def cluster(
     n = len(embeddings)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    lo, hi = min(count.min, n), min(count.max, n)
-    if count.num is not None:
-        lo = hi = min(count.num, n)
+    lo, hi = min(count.min_speakers, n), min(count.max_speakers, n)
+    if count.num_speakers is not None:
+        lo = hi = min(count.num_speakers, n)
     if hi <= 1:
         return np.zeros(n, dtype=np.int64)
     if n < 3:
@@ -76,11 +65,12 @@ def cluster(
 
 
 def _partition(x: np.ndarray, spectral: _Spectral, k: int, options: ClusteringOptions) -> np.ndarray:
-    """The best separated of: k-means into k, k+1 or k+2 clusters on the spectral coordinates
-    (refined by spherical k-means on the embeddings), merged down to k by closest centroids.
-
-    Over-partitioning first lets a speaker with few windows keep a cluster of its own, where a
-    direct k-way split would rather halve the talkative speaker."""
+    """k-means into k clusters on the spectral coordinates, refined by spherical k-means on the
+    embeddings. With ``options.over_partition`` n > 0, also into k+1..k+n clusters merged down to k
+    by closest centroids (:func:`_merge_to`), and the best separated of the n+1 answers is kept:
+    over-partitioning can let a speaker with few windows keep a cluster of its own where a direct
+    k-way split would halve the talkative speaker. Off by default (0: only the k-way split), as
+    measured on the corpus."""
     best: tuple[float, np.ndarray] | None = None
     for extra in range(options.over_partition + 1):
         m = k + extra
@@ -112,8 +102,7 @@ def _merge_to(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Spectral:
-    eigenvalues: np.ndarray  # (hi + 1,) smallest eigenvalues of the normalised Laplacian
-    vectors: np.ndarray  # (n, hi) matching eigenvectors
+    vectors: np.ndarray  # (n, hi) eigenvectors of the smallest eigenvalues of the normalised Laplacian
 
 
 def _spectral_embedding(x: np.ndarray, hi: int, prune_fraction: float) -> _Spectral:
@@ -139,9 +128,8 @@ def _spectral_embedding(x: np.ndarray, hi: int, prune_fraction: float) -> _Spect
     sim *= inv[None, :]
     np.negative(sim, out=sim)
     sim[np.diag_indices(n)] += 1.0  # L = I - D^-1/2 A D^-1/2
-    values, vectors = np.linalg.eigh(sim)
-    m = min(hi, n)
-    return _Spectral(values[:m], vectors[:, :m])
+    _, vectors = np.linalg.eigh(sim)  # eigenvalues ascending
+    return _Spectral(vectors[:, : min(hi, n)])
 
 
 def _kmeans(x: np.ndarray, k: int, *, iterations: int = 50, seed: int = 0) -> np.ndarray:

@@ -9,13 +9,14 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from omoai_audio import INT16_SCALE, SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+__all__ = ["HOP", "N_FFT", "N_MELS", "SAMPLE_RATE", "mel_filters", "mel_spectrogram", "normalise_volume"]
+
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40
 TARGET_DBFS = -30.0  # loudness the encoder's training audio was normalised to (raised only)
-_INT16_MAX = 2**15 - 1
 
 
 def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -59,7 +60,7 @@ def normalise_volume(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples)
     wav = x.astype(np.float32)  # a copy either way
     if x.dtype == np.int16:
-        wav /= _INT16_MAX
+        wav /= INT16_SCALE
     if not wav.size:
         return wav
     block = 1 << 20

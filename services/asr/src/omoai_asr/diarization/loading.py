@@ -27,11 +27,14 @@ def load_backend(settings: AsrSettings, policy: MemoryPolicy) -> DiarizationBack
         from omoai_asr.diarization.pyannote_backend import PyannoteDiarizer
 
         return PyannoteDiarizer.load(policy, model=settings.diarization_pyannote_model)
-    from omoai_asr.diarization.pipeline import EmbeddingDiarizer
+    from omoai_asr.diarization.pipeline import EmbeddingDiarizer, PipelineConfig
 
     try:
         return EmbeddingDiarizer.load(
-            policy, encoder_path=settings.diarization_encoder_path, vad_path=settings.diarization_vad_path
+            policy,
+            encoder_path=settings.diarization_encoder_path,
+            vad_path=settings.diarization_vad_path,
+            config=PipelineConfig.from_settings(settings),
         )
     except ConfigError as e:
         if choice == "omoai":

@@ -12,14 +12,15 @@ inside speech -> clustering -> frame-level resegmentation -> speaker turns.
   region go to a neighbour; same-speaker turns closer than ``merge_gap_s`` are joined.
 - Speakers are labelled ``S1``, ``S2``... in order of first appearance, or by the names of the
   reference voices they match (``DiarizationOptions.references``).
+
+The window placement, resegmentation and turns are pure functions in ``resegmentation.py``; the
+tuning is ``PipelineConfig`` (``config.py``, from the ``OMOAI_DIARIZATION_*`` settings).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,37 +28,17 @@ import torch
 from omoai_gpu.memory import MemoryPolicy
 
 from omoai_asr.diarization import assets
-from omoai_asr.diarization.clustering import ClusteringOptions, SpeakerCount, centroids, cluster
+from omoai_asr.diarization.clustering import centroids, cluster
+from omoai_asr.diarization.config import DEFAULTS, PipelineConfig
 from omoai_asr.diarization.encoder import SpeakerEncoder
-from omoai_asr.diarization.features import HOP, SAMPLE_RATE, mel_spectrogram, normalise_volume
+from omoai_asr.diarization.features import SAMPLE_RATE, mel_spectrogram, normalise_volume
+from omoai_asr.diarization.resegmentation import FRAME_S, Region, Windows, resegment, turns, window_offsets
 from omoai_asr.diarization.types import Diarization, DiarizationOptions, labelled
-from omoai_asr.diarization.vad import SileroVad, VadOptions, speech_regions
+from omoai_asr.diarization.vad import SileroVad, speech_regions
 
 log = logging.getLogger(__name__)
 
-FRAME_S = HOP / SAMPLE_RATE  # 10 ms
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    window_s: float = 1.5
-    step_s: float = 0.75
-    min_cluster_window_s: float = 1.0
-    min_run_s: float = 0.5
-    merge_gap_s: float = 0.3
-    reference_similarity: float = 0.7  # a cluster takes a reference's name at least this similar
-    max_cluster_windows: int = 3000  # longer recordings cluster an even subsample, then assign all
-    batch_windows: int = 512  # windows per LSTM call: the 150 sequential steps are amortised over the batch
-    vad: VadOptions = field(default_factory=VadOptions)
-    clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
-
-
-@dataclass
-class _Windows:
-    region: np.ndarray  # (n,) index of the speech region each window lies in
-    start: np.ndarray  # (n,) seconds
-    end: np.ndarray  # (n,) seconds
-    embeddings: np.ndarray  # (n, 256)
+__all__ = ["EmbeddingDiarizer", "PipelineConfig"]
 
 
 class EmbeddingDiarizer:
@@ -66,7 +47,7 @@ class EmbeddingDiarizer:
     name = "omoai"
 
     def __init__(
-        self, encoder: SpeakerEncoder, vad: SileroVad, policy: MemoryPolicy, config: PipelineConfig = PipelineConfig()
+        self, encoder: SpeakerEncoder, vad: SileroVad, policy: MemoryPolicy, config: PipelineConfig = DEFAULTS
     ) -> None:
         self.encoder = encoder
         self.vad = vad
@@ -80,7 +61,7 @@ class EmbeddingDiarizer:
         *,
         encoder_path: Path | None = None,
         vad_path: Path | None = None,
-        config: PipelineConfig = PipelineConfig(),
+        config: PipelineConfig = DEFAULTS,
     ) -> EmbeddingDiarizer:
         encoder = SpeakerEncoder.load(assets.locate(assets.SPEAKER_ENCODER, encoder_path), policy.device)
         vad = SileroVad(assets.locate(assets.SILERO_VAD, vad_path))
@@ -95,13 +76,12 @@ class EmbeddingDiarizer:
         if not regions:
             return Diarization((), (), duration, self.name)
         windows = self._windows(wav, regions)
-        count = SpeakerCount(options.num_speakers, options.min_speakers, options.max_speakers)
-        labels, k = self._cluster(windows, count)
+        labels, k = self._cluster(windows, options)
         cents = centroids(windows.embeddings, labels, k)
-        frames = self._resegment(windows, labels, cents, regions)
-        turns = self._turns(frames, regions)
+        frames = resegment(windows, labels, cents, regions, self.config.min_run_s)
+        found = turns(frames, regions, self.config.merge_gap_s)
         names = self._names(cents, options)
-        return labelled(turns, names, duration, self.name)
+        return labelled(found, names, duration, self.name)
 
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """One unit-length voice embedding of a clip (the mean of its windows), (256,)."""
@@ -113,23 +93,15 @@ class EmbeddingDiarizer:
 
     # -- steps -------------------------------------------------------------------------------------
 
-    def _windows(self, wav: np.ndarray, regions: list[tuple[float, float]]) -> _Windows:
-        cfg = self.config
-        win = round(cfg.window_s / FRAME_S)
-        step = round(cfg.step_s / FRAME_S)
+    def _windows(self, wav: np.ndarray, regions: list[Region]) -> Windows:
+        """The embedding windows inside the speech regions (:func:`window_offsets`), embedded."""
+        win = round(self.config.window_s / FRAME_S)
+        step = round(self.config.step_s / FRAME_S)
         region_ids, starts, lengths, mels = [], [], [], []
         for r, (s, e) in enumerate(regions):
             lo, hi = int(s * SAMPLE_RATE), math.ceil(e * SAMPLE_RATE)
             mel = mel_spectrogram(torch.from_numpy(wav[lo:hi]))  # (frames, 40)
-            n = len(mel)
-            if n <= win:
-                offsets = [0]
-                size = n
-            else:
-                offsets = list(range(0, n - win + 1, step))
-                if offsets[-1] + win < n:
-                    offsets.append(n - win)  # the region's tail
-                size = win
+            offsets, size = window_offsets(len(mel), win, step)
             for o in offsets:
                 region_ids.append(r)
                 starts.append(s + o * FRAME_S)
@@ -137,7 +109,7 @@ class EmbeddingDiarizer:
                 mels.append(mel[o : o + size])
         embeddings = self._embed_mels(mels)
         start = np.asarray(starts)
-        return _Windows(np.asarray(region_ids), start, start + np.asarray(lengths), embeddings)
+        return Windows(np.asarray(region_ids), start, start + np.asarray(lengths), embeddings)
 
     def _embed_mels(self, mels: list[torch.Tensor]) -> np.ndarray:
         """Windows (frames_i, 40) -> (n, 256); batched by equal length (almost all are ``window_s``)."""
@@ -155,7 +127,7 @@ class EmbeddingDiarizer:
                 self.policy.window_done()
         return out
 
-    def _cluster(self, w: _Windows, count: SpeakerCount) -> tuple[np.ndarray, int]:
+    def _cluster(self, w: Windows, count: DiarizationOptions) -> tuple[np.ndarray, int]:
         cfg = self.config
         usable = np.flatnonzero(w.end - w.start >= cfg.min_cluster_window_s - 1e-6)
         if len(usable) == 0:
@@ -168,49 +140,6 @@ class EmbeddingDiarizer:
         labels = np.argmax(w.embeddings @ cents.T, axis=1)
         labels[usable] = sub
         return labels, k
-
-    def _resegment(
-        self, w: _Windows, labels: np.ndarray, cents: np.ndarray, regions: list[tuple[float, float]]
-    ) -> list[np.ndarray]:
-        """Per region, the speaker id of each of its 10 ms frames."""
-        sims = w.embeddings @ cents.T.astype(np.float32)  # (n, k)
-        k = cents.shape[0]
-        min_run = max(1, round(self.config.min_run_s / FRAME_S))
-        out = []
-        for r, (s, e) in enumerate(regions):
-            n = max(1, round((e - s) / FRAME_S))
-            t = s + (np.arange(n) + 0.5) * FRAME_S
-            scores = np.zeros((n, k), dtype=np.float64)
-            weight = np.zeros(n)
-            for i in np.flatnonzero(w.region == r):
-                half = (w.end[i] - w.start[i]) / 2
-                centre = w.start[i] + half
-                # Triangular weight over the window, never zero inside it.
-                tri = np.clip(1.0 - np.abs(t - centre) / (half + FRAME_S), 0.0, None)
-                tri[(t < w.start[i]) | (t > w.end[i])] = 0.0
-                scores += tri[:, None] * sims[i][None, :]
-                weight += tri
-            ids = np.argmax(scores, axis=1)
-            uncovered = weight == 0
-            if uncovered.any():  # cannot happen with windows spanning each region; be safe
-                ids[uncovered] = labels[np.flatnonzero(w.region == r)[0]]
-            out.append(_smooth_runs(ids, scores, min_run))
-        return out
-
-    def _turns(self, frames: list[np.ndarray], regions: list[tuple[float, float]]) -> list[tuple[int, float, float]]:
-        turns: list[tuple[int, float, float]] = []
-        for ids, (s, e) in zip(frames, regions, strict=True):
-            change = np.flatnonzero(np.diff(ids)) + 1
-            bounds = [0, *change.tolist(), len(ids)]
-            for a, b in itertools.pairwise(bounds):
-                start = s + a * FRAME_S
-                end = e if b == len(ids) else s + b * FRAME_S
-                spk = int(ids[a])
-                if turns and turns[-1][0] == spk and start - turns[-1][2] <= self.config.merge_gap_s:
-                    turns[-1] = (spk, turns[-1][1], end)
-                else:
-                    turns.append((spk, start, end))
-        return turns
 
     def _names(self, cents: np.ndarray, options: DiarizationOptions) -> dict[int, str]:
         """Clusters matched to reference voices (greedy, most similar pair first)."""
@@ -227,24 +156,3 @@ class EmbeddingDiarizer:
             if c not in names and name not in names.values():
                 names[c] = name
         return names
-
-
-def _smooth_runs(ids: np.ndarray, scores: np.ndarray, min_run: int) -> np.ndarray:
-    """Runs shorter than ``min_run`` frames take the neighbouring speaker that scores them higher."""
-    ids = ids.copy()
-    for _ in range(len(ids)):  # bounded: every pass removes one run
-        change = np.flatnonzero(np.diff(ids)) + 1
-        bounds = [0, *change.tolist(), len(ids)]
-        runs = list(itertools.pairwise(bounds))
-        if len(runs) <= 1:
-            break
-        short = [(b - a, a, b) for a, b in runs if b - a < min_run]
-        if not short:
-            break
-        _, a, b = min(short)
-        left = ids[a - 1] if a > 0 else None
-        right = ids[b] if b < len(ids) else None
-        options = [x for x in (left, right) if x is not None]
-        best = max(options, key=lambda c: scores[a:b, c].sum())
-        ids[a:b] = best
-    return ids

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import torch
+from omoai_audio import INT16_SCALE, SAMPLE_RATE
 from omoai_core.errors import ConfigError, InvalidInputError
 from omoai_gpu.memory import MemoryPolicy
 
@@ -52,7 +53,7 @@ class PyannoteDiarizer:
     def diarize(self, samples: np.ndarray, options: DiarizationOptions) -> Diarization:
         if options.references:
             raise InvalidInputError("known speaker references are supported by the default diarization backend only")
-        waveform = torch.from_numpy(np.asarray(samples, dtype=np.float32) / 32768.0)[None, :]  # (1, N)
+        waveform = torch.from_numpy(np.asarray(samples, dtype=np.float32) / INT16_SCALE)[None, :]  # (1, N)
         kwargs: dict[str, int] = {}
         if options.num_speakers is not None:
             kwargs["num_speakers"] = options.num_speakers
@@ -60,8 +61,8 @@ class PyannoteDiarizer:
             kwargs["min_speakers"] = options.min_speakers
             kwargs["max_speakers"] = options.max_speakers
         with self.policy.inference():
-            output = self.pipeline({"waveform": waveform, "sample_rate": 16000}, **kwargs)  # type: ignore[operator]
+            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **kwargs)  # type: ignore[operator]
         # community-1 returns an object with .speaker_diarization; 3.x pipelines an Annotation.
         annotation = getattr(output, "speaker_diarization", output)
         turns = [(label, float(seg.start), float(seg.end)) for seg, _, label in annotation.itertracks(yield_label=True)]
-        return labelled(turns, {}, len(samples) / 16000, self.name)
+        return labelled(turns, {}, len(samples) / SAMPLE_RATE, self.name)

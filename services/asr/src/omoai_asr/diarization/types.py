@@ -20,6 +20,13 @@ class DiarizationOptions:
     #: name -> (N,) int16 samples at 16 kHz of that person speaking (a few seconds)
     references: Mapping[str, np.ndarray] = field(default_factory=dict)
 
+    @classmethod
+    def from_counts(cls, num: int | None, low: int | None, high: int | None) -> DiarizationOptions:
+        """From a request's optional counts: ``min`` defaults to 1, ``max`` to 8 (or more when the
+        other counts need it). :class:`ValueError` names what is inconsistent."""
+        low = low or 1
+        return cls(num_speakers=num, min_speakers=low, max_speakers=high or max(8, low, num or 0))
+
     def __post_init__(self) -> None:
         for name in ("num_speakers", "min_speakers", "max_speakers"):
             v = getattr(self, name)

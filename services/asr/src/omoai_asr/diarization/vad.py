@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omoai_audio import SAMPLE_RATE
 from omoai_core.errors import ConfigError
 
 CHUNK = 512  # samples per probability (32 ms)
 CONTEXT = 64  # samples of the previous chunk each row starts with
-CHUNK_SECONDS = CHUNK / 16000
+CHUNK_SECONDS = CHUNK / SAMPLE_RATE
 _ROWS_PER_CALL = 8192  # ~262 s of audio, 19 MB of input per call
 
 

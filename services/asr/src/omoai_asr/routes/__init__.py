@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
-from omoai_core.errors import InvalidInputError, OmoaiError, error_body
-from pydantic import BaseModel, ValidationError
+from omoai_core.errors import OmoaiError, error_body
+from omoai_http.validation import validate
 
 from omoai_asr.serving import AsrServing
 
-log = logging.getLogger(__name__)
+__all__ = ["ServingDep", "get_serving", "sse_response", "validate"]
 
-M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 def get_serving(request: Request) -> AsrServing:
@@ -25,21 +25,6 @@ def get_serving(request: Request) -> AsrServing:
 
 
 ServingDep = Annotated[AsrServing, Depends(get_serving)]
-
-
-def validate(model: type[M], data: Any) -> M:
-    """``model`` from request data; a validation failure is one 400 naming every bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
-            msg = err.get("msg", "invalid")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            problems.append(f"{loc}: {msg}")
-        raise InvalidInputError("invalid request: " + "; ".join(problems), details={"errors": problems}) from None
 
 
 def sse_response(events: AsyncIterator[tuple[str | None, object]]) -> StreamingResponse:
