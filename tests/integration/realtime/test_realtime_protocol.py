@@ -486,11 +486,13 @@ async def test_a_thousand_sessions_open_and_close_with_flat_memory(ctc: LiveServ
     await _until_empty(hub)
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, RealtimeSession)]
-    # Python's heap (every object of the server and the clients) is flat over 400 sessions; the
-    # process's RSS bound is looser (the C allocator keeps freed pages of 8 threads' arenas).
+    # Python's heap (every object of the server and the clients) is flat over 400 sessions. The
+    # process's RSS is only a coarse check (measured 8-28 MiB over 400 sessions on a shared 2-core
+    # box: the C allocator's arenas of the servers' and clients' threads); a leak of any session's
+    # decoder state or audio would be far above it.
     assert heap_grown < 1, f"the heap grew {heap_grown:.2f} MiB over 400 sessions"
     rss_grown = _rss_mib() - rss_before
-    assert rss_grown < 24, f"RSS grew {rss_grown:.1f} MiB over 400 sessions"
+    assert rss_grown < 64, f"RSS grew {rss_grown:.1f} MiB over 400 sessions"
 
 
 async def _until_empty(hub: Any) -> None:
