@@ -178,11 +178,13 @@ class Recorder:
     def context_tokens(self) -> int:
         return self.inner.context_tokens
 
-    async def generate(self, messages: Any, *, max_tokens: int, temperature: float = 0.0) -> Any:
+    async def generate(
+        self, messages: Any, *, max_tokens: int, temperature: float = 0.0, schema: dict[str, Any] | None = None
+    ) -> Any:
         self.calls.append((list(messages), max_tokens, temperature))
         started = time.perf_counter()
         try:
-            return await self.inner.generate(messages, max_tokens=max_tokens, temperature=temperature)
+            return await self.inner.generate(messages, max_tokens=max_tokens, temperature=temperature, schema=schema)
         finally:
             self.spans.append((messages[0].content, started, time.perf_counter()))
 
@@ -203,7 +205,9 @@ class InstantBackend:
     def count_tokens(self, text: str) -> int:
         return self._counter.count_tokens(text)
 
-    async def generate(self, messages: Any, *, max_tokens: int, temperature: float = 0.0) -> Any:
+    async def generate(
+        self, messages: Any, *, max_tokens: int, temperature: float = 0.0, schema: dict[str, Any] | None = None
+    ) -> Any:
         from omoai_llm.backends.base import Completion
 
         user = messages[-1].content

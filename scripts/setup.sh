@@ -96,7 +96,7 @@ fi
 log "installing OMOAI packages and test tools"
 packages=(-e libs/core -e libs/audio -e libs/formats -e libs/gpu -e libs/http)
 [ -f services/asr/pyproject.toml ] && packages+=(-e "services/asr[serve,diarization]")
-[ -f services/llm/pyproject.toml ] && packages+=(-e "services/llm[transformers]")
+[ -f services/llm/pyproject.toml ] && packages+=(-e "services/llm[transformers,constrained]")
 [ -f operator/pyproject.toml ] && packages+=(-e "operator[s3]")
 "${PIP[@]}" install -c constraints.txt "${packages[@]}" -r requirements-dev.txt 2>&1 \
   | grep -v -i -E '^(warning|  warning)|is ignored: it is neither' >&2 || true

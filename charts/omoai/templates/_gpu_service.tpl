@@ -42,7 +42,13 @@ cache claim, HPA, PDB and NetworkPolicy. Each takes (dict "root" $ "component" "
 {{- if and (gt (int $c.tensorParallelSize) 1) (ne $c.backend "vllm") }}
 {{- fail (printf "llm.config.tensorParallelSize is %d but the %s backend does not split models over GPUs (only vllm does)." (int $c.tensorParallelSize) $c.backend) }}
 {{- end }}
-{{- if and (eq $c.backend "vllm") (not $v.gpu.enabled) }}
+{{- if and (not $c.model) (not $c.taggerModel) }}
+{{- fail "llm.config.model and llm.config.taggerModel are both empty: set the LLM (a hub id or a directory), or a tagger for a tagger-only service." }}
+{{- end }}
+{{- if and (eq (toString $c.punctuationMethod) "tagger") (not $c.taggerModel) }}
+{{- fail "llm.config.punctuationMethod is tagger but llm.config.taggerModel is empty: name the tagger (e.g. dragonSwing/vibert-capu)." }}
+{{- end }}
+{{- if and (eq $c.backend "vllm") (not $v.gpu.enabled) $c.model }}
 {{- fail "llm.config.backend is vllm but llm.gpu.enabled is false: vLLM needs a GPU. Use the transformers backend on CPU, or enable the GPU." }}
 {{- end }}
 {{- if and (eq $c.backend "openai") (not $c.openaiBaseUrl) }}
@@ -485,8 +491,14 @@ minus 5 s, so the server stops waiting for requests before the kubelet kills the
 {{- $v := index $root.Values .component }}
 {{- $cache := $v.modelCache }}
 {{- if and $cache.preDownload.enabled (eq $cache.type "pvc") }}
-{{- $models := list $v.config.model }}
+{{- $models := list }}
+{{- with $v.config.model }}
+{{- $models = append $models . }}
+{{- end }}
 {{- with (dig "summaryModel" "" $v.config) }}
+{{- $models = append $models . }}
+{{- end }}
+{{- with (dig "taggerModel" "" $v.config) }}
 {{- $models = append $models . }}
 {{- end }}
 {{- /* Named after the models: a new model is a new Job (a Job's pod template is immutable). */}}

@@ -5,14 +5,20 @@ the operator's discovery settings. See keda.yaml, prometheus-adapter.yaml, opera
 
 {{/*
 Demand on one service: the operator's queue for it plus the stages it runs there. Both gauges are
-exported (at 0) by every operator replica, so the standby replica adds nothing.
+exported (at 0) by every operator replica, so the standby replica adds nothing. The ASR service
+adds its live sessions (which bypass the queue), asr.config.realtimeSessionsPerSlot to a slot, so
+a replica full of live sessions scales out.
 Call with (dict "root" . "component" "asr").
 */}}
 {{- define "omoai.demandQuery" -}}
-{{- $sel := .root.Values.autoscaling.prometheus.operatorSelector }}
+{{- $p := .root.Values.autoscaling.prometheus }}
 {{- $m := printf "service=%q" .component }}
-{{- if $sel }}{{ $m = printf "%s,%s" $m $sel }}{{ end }}
+{{- if $p.operatorSelector }}{{ $m = printf "%s,%s" $m $p.operatorSelector }}{{ end }}
 {{- printf "sum(omoai_operator_queue_depth{%s}) + sum(omoai_operator_in_flight{%s})" $m $m }}
+{{- if eq .component "asr" }}
+{{- $per := .root.Values.asr.config.realtimeSessionsPerSlot | default 1 }}
+{{- printf " + (sum(omoai_asr_realtime_sessions_open{%s}) or vector(0)) / %v" ($p.asrSelector | default "") $per }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omoai_core.errors import OmoaiError
 from omoai_core.settings import configure_logging, load_settings
@@ -43,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--llm-backend", default=None, help="backend of the in-process LLM service (env OMOAI_BACKEND)")
     r.add_argument("--llm-model", default=None, help="model of the in-process LLM service (env OMOAI_LLM_MODEL)")
+    r.add_argument(
+        "--punctuation-method",
+        default=None,
+        choices=("rewrite", "edits", "tagger"),
+        help="punctuation method of jobs that name none (spec.postprocess.punctuationMethod)",
+    )
+    r.add_argument(
+        "--tagger-model",
+        default=None,
+        help="tagger of the in-process LLM service, hub id or directory (env OMOAI_TAGGER_MODEL); "
+        "with only tagger punctuation asked for, no LLM is loaded",
+    )
     r.add_argument("--data-dir", type=Path, default=Path.cwd(), help="directory standing in for pvc claims (default .)")
     r.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR", help="map one claim to a directory")
     r.add_argument("--output-dir", "-o", type=Path, default=None, help="write outputs here instead of the spec's")
@@ -91,10 +103,13 @@ async def _run(args: argparse.Namespace) -> int:
     base = load_settings(OperatorSettings, **overrides)
     configure_logging(base)
     docs = read_manifests(args.manifest)
+    if args.punctuation_method:
+        docs = [_with_default_method(d, args.punctuation_method) for d in docs]
     for doc in docs:
         load_manifest(doc)  # a bad manifest is reported before any service starts
     await check_notifications(docs, base)
-    needs_llm = any(_needs_llm(load_manifest(d)[1]) for d in docs)
+    specs = [load_manifest(d)[1] for d in docs]
+    needs_llm = any(_needs_llm(spec) for spec in specs)
     async with contextlib.AsyncExitStack() as stack:
         asr_url = args.asr_url or _env("OMOAI_ASR_URL")
         if asr_url is None:
@@ -103,9 +118,16 @@ async def _run(args: argparse.Namespace) -> int:
         llm_url = args.llm_url or _env("OMOAI_LLM_URL")
         if llm_url is None:
             if needs_llm:
-                overrides = {"backend": args.llm_backend, "model": args.llm_model or _env("OMOAI_LLM_MODEL")}
+                tagger = args.tagger_model or _env("OMOAI_TAGGER_MODEL")
+                overrides = {
+                    "backend": args.llm_backend,
+                    "model": args.llm_model or _env("OMOAI_LLM_MODEL"),
+                    "tagger_model": tagger,
+                }
+                if tagger and all(_tagger_only(spec) for spec in specs):
+                    overrides["model"] = ""  # no LLM to load: a tagger-only post-processing service
                 llm_url = await stack.enter_async_context(
-                    local_service("llm", {k: v for k, v in overrides.items() if v})
+                    local_service("llm", {k: v for k, v in overrides.items() if v is not None and (v or k == "model")})
                 )
             else:
                 llm_url = "http://127.0.0.1:9"  # never called: no post-processing asked for
@@ -144,6 +166,23 @@ def _needs_llm(spec: JobSpec) -> bool:
     from omoai_operator.pipeline import Service, services_needed
 
     return Service.LLM in services_needed(spec)
+
+
+def _with_default_method(doc: dict[str, Any], method: str) -> dict[str, Any]:
+    """``doc`` with ``method`` as its punctuation method unless it names one."""
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    if not isinstance(spec, dict):
+        return doc  # load_manifest reports what is wrong with it
+    post = spec.get("postprocess") or {}
+    if not isinstance(post, dict) or "punctuationMethod" in post:
+        return doc
+    return {**doc, "spec": {**spec, "postprocess": {**post, "punctuationMethod": method}}}
+
+
+def _tagger_only(spec: JobSpec) -> bool:
+    """The job asks the LLM service only for tagger punctuation (or nothing at all)."""
+    p = spec.postprocess
+    return p.summary == "none" and not p.topics and (not p.punctuation or p.punctuation_method == "tagger")
 
 
 def _env(name: str) -> str | None:

@@ -24,6 +24,7 @@ from omoai_core.contracts.llm import (
     TOPICS_PATH,
     PunctuateRequest,
     PunctuateResult,
+    PunctuationMethod,
     SummarizeRequest,
     SummarizeResult,
     TopicsRequest,
@@ -293,9 +294,15 @@ class LlmClient:
         self.client = client
 
     async def punctuate(
-        self, segments: Sequence[Segment], language: str, *, at: Grant | None = None
+        self,
+        segments: Sequence[Segment],
+        language: str,
+        method: PunctuationMethod | None = None,
+        *,
+        at: Grant | None = None,
     ) -> tuple[list[Segment], Quality | None]:
-        request = PunctuateRequest(segments=_for_llm(segments), language=language)
+        """``method`` unset is left out of the request (the service's default; older services accept it)."""
+        request = PunctuateRequest(segments=_for_llm(segments), language=language, method=method)
         data = await self.client.post_json(PUNCTUATE_PATH, _body(request), at=at)
         result = _parse("LLM", PUNCTUATE_PATH, PunctuateResult, data)
         return result.segments, result.quality

@@ -135,7 +135,9 @@ class Pipeline:
         if await ctx.store.get(PUNCTUATE_ARTIFACT) is not None:
             return StageOutcome(reused=True)
         transcript = await self._transcript(ctx)
-        segments, quality = await self.llm.punctuate(transcript.segments, ctx.spec.language, at=grant)
+        segments, quality = await self.llm.punctuate(
+            transcript.segments, ctx.spec.language, ctx.spec.postprocess.punctuation_method, at=grant
+        )
         payload = {
             "segments": [s.model_dump() for s in segments],
             "quality": quality.model_dump() if quality else None,

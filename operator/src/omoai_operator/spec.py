@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from omoai_core.contracts import FORMATS, OutputFormat
 from omoai_core.contracts.asr import DECODE_DEFAULTS
+from omoai_core.contracts.llm import PunctuationMethod
 from omoai_core.errors import InvalidInputError
 from pydantic import (
     BaseModel,
@@ -134,6 +135,8 @@ class Diarization(_Model):
 
 class PostProcess(_Model):
     punctuation: StrictBool = True
+    #: rewrite, edits or tagger; unset = the LLM service's default. ``punctuation: false`` wins.
+    punctuation_method: PunctuationMethod | None = None
     summary: Literal["none", "abstract", "full"] = "full"
     topics: StrictBool = True
 

@@ -64,8 +64,11 @@ def test_scaled_objects_follow_keda_crd_schema_and_scale_from_zero_on_queue_plus
         (trigger,) = spec["triggers"]
         service = name.removeprefix("omoai-")
         assert trigger["type"] == "prometheus"
+        # Live sessions bypass the queue: the ASR signal adds them, 4 (asr.config.realtimeSessionsPerSlot) a slot.
+        live = " + (sum(omoai_asr_realtime_sessions_open{}) or vector(0)) / 4" if service == "asr" else ""
         assert trigger["metadata"]["query"] == (
             f'sum(omoai_operator_queue_depth{{service="{service}"}}) + sum(omoai_operator_in_flight{{service="{service}"}})'
+            + live
         )
         assert trigger["metadata"]["activationThreshold"] == "0"  # one queued job wakes a service at zero
         # The Deployment's replica count belongs to the scaler now.
@@ -125,7 +128,9 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
     )
     config = _adapter_config(docs)
     assert _errors(adapter_validator(), config) == []
-    (rule,) = config["externalRules"]
+    rule, live = config["externalRules"]
+    assert live["name"]["as"] == "omoai_asr_live_demand"  # live ASR sessions bypass the queue
+    assert live["metricsQuery"] == "sum(omoai_asr_realtime_sessions_open{<<.LabelMatchers>>}) / 4"
     assert rule["name"]["as"] == "omoai_operator_demand"
     assert re.fullmatch(rule["name"]["matches"], "omoai_operator_queue_depth")
     assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "omoai_operator_in_flight" in rule["metricsQuery"]
@@ -133,7 +138,10 @@ def test_prometheus_adapter_rules_and_hpas_serve_the_same_signal_without_keda(re
     for name in ("omoai-asr", "omoai-llm"):
         hpa = one(docs, "HorizontalPodAutoscaler", name)
         kubernetes_validate.validate(hpa, version, strict=True)
-        (metric,) = hpa["spec"]["metrics"]
+        metric, *live_metric = hpa["spec"]["metrics"]
+        assert [m["external"]["metric"]["name"] for m in live_metric] == (
+            ["omoai_asr_live_demand"] if name == "omoai-asr" else []
+        )
         assert metric["type"] == "External"
         assert metric["external"]["metric"] == {
             "name": "omoai_operator_demand",

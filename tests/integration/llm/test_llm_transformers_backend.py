@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omoai_core.errors import InvalidInputError
 from omoai_gpu.memory import MemoryPolicy
-from omoai_llm.backends.base import ChatMessage
+from omoai_llm.backends.base import ChatMessage, ModelSource
 from omoai_llm.backends.transformers_backend import TransformersBackend
 from prometheus_client import CollectorRegistry
 
@@ -62,7 +62,7 @@ async def test_the_chat_template_is_used_when_present_and_a_plain_format_otherwi
 
 
 async def test_a_prompt_over_the_context_is_refused_and_output_is_capped_by_the_context(tiny_model: Path):
-    b = TransformersBackend.load(str(tiny_model), _policy(), context_tokens=64)
+    b = TransformersBackend.load(str(tiny_model), _policy(), ModelSource(context_tokens=64))
     with pytest.raises(InvalidInputError, match="over the context"):
         await b.generate(_msgs("xin chào " * 100), max_tokens=4)
     c = await b.generate(_msgs("xin chào"), max_tokens=10_000)

@@ -269,3 +269,28 @@ async def test_closing_a_streamed_file_answer_stops_the_work_and_frees_the_strea
         live.open(options).close()  # the slot is free again
     finally:
         await live.stop()
+
+
+def test_transcribe_batch_groups_recordings_by_the_one_batching_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The utterance that crosses the budget joins the batch (``reference_batches``), in both
+    masked-batch paths; recordings longer than one window are decoded on their own."""
+    from omoai_asr.engine import chunkformer
+    from omoai_asr.engine.transcribe import reference_batches
+
+    eng = engine("small")
+    options = DecodeOptions(16, 32, 16, 11.0)  # budget: 550 fbank frames, one window: 519
+    rng = np.random.default_rng(3)
+    seconds = [2.0, 3.5, 1.0, 4.9, 0.5, 30.0, 2.5]  # 30 s needs several windows
+    clips = [(rng.standard_normal(int(s * 16000)) * 1000).astype(np.int16) for s in seconds]
+    groups: list[int] = []
+    real = chunkformer.batch_decode
+
+    def recording(model, feats, *args, **kwargs):  # type: ignore[no-untyped-def]
+        groups.append(len(feats))
+        return real(model, feats, *args, **kwargs)
+
+    monkeypatch.setattr(chunkformer, "batch_decode", recording)
+    eng.transcribe_batch(clips, options)
+    short = [eng.features(c).size(0) for c in clips if len(c) < 16000 * 5]
+    assert groups == [len(g) for g in reference_batches(short, options)]
+    assert len(groups) < len(short)  # some were decoded together

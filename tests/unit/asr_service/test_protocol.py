@@ -60,9 +60,10 @@ def test_url_requests_need_an_audio_url() -> None:
     assert validate(UrlTranscriptionRequest, {"audio_url": "s3://b/k"}).audio_url == "s3://b/k"
 
 
-def test_openai_options_refuse_streaming_and_out_of_range_temperature() -> None:
+def test_openai_options_take_streaming_and_refuse_out_of_range_temperature() -> None:
+    assert validate(OpenAIOptions, {"model": "m", "stream": "true"}).stream is True
     with pytest.raises(InvalidInputError, match="stream"):
-        validate(OpenAIOptions, {"model": "m", "stream": "true"})
+        validate(OpenAIOptions, {"model": "m", "stream": "sometimes"})
     with pytest.raises(InvalidInputError, match="temperature"):
         validate(OpenAIOptions, {"model": "m", "temperature": "1.5"})
     with pytest.raises(InvalidInputError, match="model"):

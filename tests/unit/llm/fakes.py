@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from omoai_llm.backends.base import ChatMessage, Completion
 
@@ -30,6 +31,7 @@ class FakeBackend:
         self.active = 0
         self.max_active = 0
         self.closed = False
+        self.schemas: list[dict[str, Any] | None] = []
 
     @property
     def model_name(self) -> str:
@@ -43,12 +45,18 @@ class FakeBackend:
         return count_words(text)
 
     async def generate(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
         assert not self.closed, "generate on a closed backend"
         system = next((m.content for m in messages if m.role == "system"), "")
         user = next(m.content for m in messages if m.role == "user")
         self.calls.append((system, user, max_tokens))
+        self.schemas.append(schema)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
-from omoai_llm.backends.base import ChatMessage, estimate_tokens, render_plain_prompt
+from omoai_llm.backends.base import ChatMessage, ModelSource, estimate_tokens, render_plain_prompt
 from omoai_llm.metrics import ForeignMetrics
 from prometheus_client import CollectorRegistry
 
@@ -90,7 +90,7 @@ async def test_vllm_adapter_renders_the_chat_template_and_returns_the_final_outp
     monkeypatch.setitem(sys.modules, "vllm", _fake_vllm(seen))
     from omoai_llm.backends.vllm_backend import VllmBackend
 
-    b = await VllmBackend.load("org/model", _policy(), context_tokens=64, gpu_memory_utilization=0.5)
+    b = await VllmBackend.load("org/model", _policy(), ModelSource(context_tokens=64), gpu_memory_utilization=0.5)
     assert seen["args"]["model"] == "org/model" and seen["args"]["dtype"] == "float32"
     assert seen["args"]["gpu_memory_utilization"] == 0.5 and b.context_tokens == 64
     c = await b.generate([ChatMessage("system", "s"), ChatMessage("user", "xin chào")], max_tokens=500)
@@ -135,7 +135,7 @@ def test_transformers_backend_explains_an_uncached_hub_id_offline(tmp_path, monk
     from omoai_llm.backends.transformers_backend import TransformersBackend
 
     with pytest.raises(ModelLoadError) as err:
-        TransformersBackend.load("omoai-test/not-cached", _policy(), offline=True)
+        TransformersBackend.load("omoai-test/not-cached", _policy(), ModelSource(offline=True))
     assert "offline" in err.value.message and err.value.details["model"] == "omoai-test/not-cached"
 
 
@@ -144,3 +144,28 @@ def test_plain_prompt_and_estimates():
     assert prompt == "System: be brief\n\nUser: hi\n\nAssistant:"
     assert estimate_tokens("") == 0 and estimate_tokens("abcde") == 2
     assert estimate_tokens("chào") == 2  # 5 bytes of UTF-8: bytes / 3 wins
+
+
+@pytest.mark.parametrize("api", ["StructuredOutputsParams", "GuidedDecodingParams"])
+async def test_vllm_adapter_asks_for_structured_outputs_with_the_schema(monkeypatch, api):
+    """vLLM 0.10+ takes ``structured_outputs=StructuredOutputsParams(json=...)``, older vLLM
+    ``guided_decoding=GuidedDecodingParams(json=...)``; the adapter uses what the module has."""
+    seen: dict = {}
+    mod = _fake_vllm(seen)
+
+    class Params:
+        def __init__(self, json) -> None:
+            self.json = json
+
+    mod.sampling_params = types.SimpleNamespace(**{api: Params})
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    from omoai_llm.backends.vllm_backend import VllmBackend
+    from omoai_llm.edits import edits_schema
+
+    b = await VllmBackend.load("org/model", _policy(), ModelSource(context_tokens=64))
+    schema = edits_schema(3)
+    await b.generate([ChatMessage("user", "1:xin 2:chào 3:bạn")], max_tokens=8, schema=schema)
+    await b.generate([ChatMessage("user", "xin chào")], max_tokens=8)
+    key = "structured_outputs" if api == "StructuredOutputsParams" else "guided_decoding"
+    assert seen["sampling"][0][key].json == schema and key not in seen["sampling"][1]
+    await b.close()

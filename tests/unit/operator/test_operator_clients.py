@@ -167,6 +167,8 @@ async def test_llm_requests_match_the_llm_service_protocol() -> None:
     assert bodies["/v1/punctuate"] == {"segments": [{"text": "xin chào", "start": 0.0, "end": 1.5}], "language": "vi"}
     assert bodies["/v1/summarize"] == {"segments": [{"text": "Xin chào.", "start": 0.0, "end": 1.5}], "language": "vi"}
     assert set(bodies["/v1/topics"]) == {"segments", "language"}
+    await llm.punctuate(segs, "vi", "tagger")
+    assert bodies["/v1/punctuate"]["method"] == "tagger"  # named only when the job names it
 
 
 async def test_a_stage_calls_the_endpoint_its_grant_placed_it_on_and_a_refusal_sets_it_aside() -> None:

@@ -74,6 +74,8 @@ INVALID: dict[str, dict[str, Any]] = {
     "priority too high": with_spec(priority=1001),
     "bad language": with_spec(language="vietnamese"),
     "bad summary mode": with_spec(postprocess={"summary": "long"}),
+    "unknown punctuation method": with_spec(postprocess={"punctuationMethod": "magic"}),
+    "punctuation method not a string": with_spec(postprocess={"punctuationMethod": True}),
     "chunk too small": with_spec(asr={"chunkSize": 1}),
     "batch too long": with_spec(asr={"totalBatchDuration": 20000}),
     "unknown field": with_spec(colour="blue"),
@@ -119,6 +121,11 @@ VALID: dict[str, dict[str, Any]] = {
         priority=-1000,
     ),
     "diarization estimated": with_spec(diarization={"enabled": True}),
+    "punctuation by edits": with_spec(postprocess={"punctuationMethod": "edits"}),
+    "punctuation by rewrite": with_spec(postprocess={"punctuation": True, "punctuationMethod": "rewrite"}),
+    "tagger only, no llm tasks": with_spec(
+        postprocess={"punctuationMethod": "tagger", "summary": "none", "topics": False}
+    ),
     "diarization bounded": with_spec(diarization={"enabled": True, "minSpeakers": 2, "maxSpeakers": 4}),
     "diarization given": with_spec(diarization={"enabled": True, "numSpeakers": 3, "minSpeakers": 3, "maxSpeakers": 3}),
     "notification defaults": with_spec(notifications=[HOOK]),

@@ -23,14 +23,16 @@ from omoai_http.probes import probes_router
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/capacity")
 
 
-def capacity_router(settings: ServerSettings) -> APIRouter:
+def capacity_router(settings: ServerSettings, slots_taken: Callable[[], int] | None = None) -> APIRouter:
     """``GET /v1/capacity``: ``slots`` is how many requests this replica works on at once (its
-    ``max_concurrency``), so a client spreading work over replicas never queues inside one."""
+    ``max_concurrency``), so a client spreading work over replicas never queues inside one. Work that
+    bypasses the caller's queue (the ASR service's live sessions) takes ``slots_taken()`` of them."""
     router = APIRouter()
 
     @router.get("/v1/capacity", include_in_schema=False)
     async def capacity() -> dict[str, int]:
-        return {"slots": settings.max_concurrency, "max_queue": settings.max_queue}
+        taken = slots_taken() if slots_taken is not None else 0
+        return {"slots": max(0, settings.max_concurrency - taken), "max_queue": settings.max_queue}
 
     return router
 
@@ -49,14 +51,16 @@ def install_common(
     registry: CollectorRegistry,
     ready: Callable[[], bool],
     token: str | None = None,
+    slots_taken: Callable[[], int] | None = None,
 ) -> None:
     """Install the shared pieces; the service then adds its own routers.
 
-    With ``token``, every path but the probes needs it, checked before any body is read.
+    With ``token``, every path but the probes needs it, checked before any body is read (WebSocket
+    routes check it themselves: the middleware sees HTTP only).
     """
     install_error_handlers(app)
     app.include_router(probes_router(registry, ready))
-    app.include_router(capacity_router(settings))
+    app.include_router(capacity_router(settings, slots_taken))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=PROBE_PATHS)
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token, exempt=PROBE_PATHS)

@@ -9,6 +9,9 @@ starts a drain instead:
 - new requests get ``503`` with ``Retry-After`` and the usual error body (``retryable: true``),
   and ``/readyz`` answers 503, so clients and the kubelet move on to another replica;
 - ``/healthz`` and ``/metrics`` keep answering (the pod is alive and scraped until the end);
+- WebSocket sessions count as in flight; the route finds this object in ``scope["omoai.drain"]``
+  and ends its session when ``stopping`` is set (the ASR realtime sessions send their final text
+  and close with 1012); new WebSocket sessions are refused by the route;
 - once nothing is in flight (or the timeout passed) uvicorn's own shutdown runs: listeners closed,
   the lifespan's cleanup, exit. A second SIGINT forces the exit as in uvicorn.
 
@@ -18,6 +21,7 @@ the preStop delay and a margin). Only the serve commands import this module (it 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -53,8 +57,21 @@ class Drain:
         self.app = app
         self.in_flight = 0
         self.draining = False
+        self.stopping = asyncio.Event()  # set with ``draining``: long-lived sessions wait on it
+
+    def start_draining(self) -> None:
+        self.draining = True
+        self.stopping.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["omoai.drain"] = self
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+            return
         if scope["type"] != "http" or scope["path"] in ALWAYS_SERVED:
             await self.app(scope, receive, send)
             return
@@ -105,7 +122,7 @@ class DrainingServer(uvicorn.Server):
                 self.force_exit = True
             return
         self._captured_signals.append(sig)
-        self.drain.draining = True
+        self.drain.start_draining()
         self._deadline = time.monotonic() + self.shutdown_timeout_s
         log.info(
             "stop signal %d: draining %d in-flight request(s) for up to %.0f s",

@@ -26,6 +26,9 @@ from prometheus_client import CollectorRegistry
 
 from omoai_asr.fetch import Resolver, system_resolver
 from omoai_asr.metrics import AsrMetrics
+from omoai_asr.realtime import route as realtime_route
+from omoai_asr.realtime.hub import RealtimeHub
+from omoai_asr.realtime.metrics import RealtimeMetrics
 from omoai_asr.routes import openai as openai_routes
 from omoai_asr.routes import transcriptions
 from omoai_asr.runtime import (
@@ -123,9 +126,20 @@ def create_app(
     app.state.started_at = int(time.time())
     app.state.load_error = None
     app.state.serving = serving
-    install_common(app, settings, registry=registry, ready=lambda: app.state.serving.ready, token=token)
+    app.state.token = token
+    app.state.realtime = hub = RealtimeHub(settings, serving, RealtimeMetrics(registry))
+    install_common(
+        app,
+        settings,
+        registry=registry,
+        ready=lambda: app.state.serving.ready,
+        token=token,
+        slots_taken=hub.slots_taken,
+    )
     api = APIRouter()  # authenticated by install_common's middleware, before any body is read
     api.include_router(transcriptions.router)
     api.include_router(openai_routes.router)
     app.include_router(api)
+    if settings.realtime_enabled:
+        app.include_router(realtime_route.router)  # WebSocket: the route checks the token itself
     return app

@@ -29,7 +29,8 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omoai-asr",
-        description="ChunkFormer speech recognition: transcribe files, or serve the HTTP API.",
+        description="ChunkFormer speech recognition: transcribe files, serve the HTTP API, or listen (stream "
+        "audio to a server and print the text as it comes).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -96,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, dest="torch_threads", help="torch CPU threads")
     s.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     s.add_argument("--log-format", default=None, choices=("text", "json"))
+
+    w = sub.add_parser(
+        "listen",
+        help="stream audio to a server's /v1/realtime and print the text as it comes",
+        description="Stream a file (anything ffmpeg reads) or raw 16 kHz mono s16le PCM on stdin ('-') to "
+        "a running server's realtime WebSocket and print committed text as it arrives, one line per item "
+        "(with --partials, the revisable tail too, on a terminal).",
+    )
+    w.add_argument("audio", help="audio or video file, or '-' for raw 16 kHz mono s16le PCM on stdin")
+    w.add_argument("--url", default="http://127.0.0.1:8000", help="the ASR service (default http://127.0.0.1:8000)")
+    w.add_argument(
+        "--api-token-file", type=Path, default=None, help="file holding the bearer token (or OMOAI_API_TOKEN)"
+    )
+    w.add_argument(
+        "--fast", action="store_true", help="send a file as fast as the server takes it (default: real time)"
+    )
+    w.add_argument("--partials", action="store_true", help="show the revisable partial text as well")
+    w.add_argument("--server-vad", action="store_true", help="let the server split turns (default: one item)")
     return parser
 
 
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "transcribe":
             return _transcribe(args)
+        if args.command == "listen":
+            return _listen(args)
         return _serve(args)
     except KeyboardInterrupt:
         print("omoai-asr: interrupted", file=sys.stderr)
@@ -141,6 +162,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OmoaiError as e:
         print(f"omoai-asr: error: {e.message}", file=sys.stderr)
         return EXIT_USAGE
+
+
+# -- listen ----------------------------------------------------------------------------------------
+
+
+def _listen(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from omoai_asr.realtime.client import ListenOptions, listen
+
+    token = os.environ.get("OMOAI_API_TOKEN") or None
+    if args.api_token_file is not None:
+        token = args.api_token_file.read_text().strip()
+    options = ListenOptions(
+        url=args.url,
+        source=args.audio,
+        token=token,
+        realtime=not args.fast,
+        partials=args.partials,
+        server_vad=args.server_vad,
+    )
+    asyncio.run(listen(options))
+    return EXIT_OK
 
 
 # -- transcribe ------------------------------------------------------------------------------------
@@ -341,8 +386,9 @@ def _serve(args: argparse.Namespace) -> int:
     from omoai_http.shutdown import serve
 
     from omoai_asr.app import create_app
+    from omoai_asr.realtime.route import max_frame_bytes
 
-    app = serve(create_app, settings)  # one bind; SIGTERM: drain, then stop
+    app = serve(create_app, settings, ws_max_size=max_frame_bytes(settings))  # one bind; SIGTERM: drain, then stop
     if app.state.load_error is not None:
         return EXIT_USAGE
     return EXIT_OK

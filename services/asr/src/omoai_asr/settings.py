@@ -171,6 +171,53 @@ class AsrSettings(InferenceSettings, ServerSettings):
         default=DIARIZATION.batch_windows, ge=1, description="Windows per speaker-encoder call (omoai backend)."
     )
 
+    # -- realtime WebSocket sessions (omoai_asr.realtime) -------------------------------------------
+    realtime_enabled: Switch = Field(default=True, description="Serve GET /v1/realtime (live transcription).")
+    realtime_sessions_per_slot: int = Field(
+        default=4,
+        ge=1,
+        description="Live sessions counted as one request slot in /v1/capacity (they bypass the operator's queue; "
+        "their maximum is OMOAI_LIVE_MAX_STREAMS).",
+    )
+    realtime_total_batch_duration: float = Field(
+        default=11.0,
+        gt=0,
+        description="Realtime sessions' default total_batch_duration: text is committed one window (of this many "
+        "seconds' worth of chunks, 5.12 s at 11) plus the right context after its audio arrives; a client may "
+        "change it (session.omoai.decode).",
+    )
+    realtime_max_session_s: float = Field(
+        default=4 * 3600.0, gt=0, description="Longest a session may stay open (then: final text, close 1008)."
+    )
+    realtime_idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="A session that sends nothing for this long is closed (1008)."
+    )
+    realtime_max_append_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest decoded audio of one input_audio_buffer.append (larger: an error, the audio dropped).",
+    )
+    realtime_max_outbox_events: int = Field(
+        default=512,
+        ge=8,
+        description="Server events queued for a client that does not read; beyond it the session closes (1008).",
+    )
+    realtime_vad_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="server_vad default threshold (speech probability)."
+    )
+    realtime_vad_prefix_padding_ms: int = Field(
+        default=300, ge=0, le=5000, description="server_vad default audio kept before the detected speech."
+    )
+    realtime_vad_silence_duration_ms: int = Field(
+        default=900,
+        ge=100,
+        le=10000,
+        description="server_vad default silence that ends a turn; above Vietnamese hesitations (300-700 ms).",
+    )
+    realtime_max_item_s: float = Field(
+        default=30.0, gt=1, description="Longest turn under server_vad: a turn still speaking is committed there."
+    )
+
     @field_validator("url_allowed_schemes", "url_allowed_networks", mode="before")
     @classmethod
     def _list_from_env(cls, v: Any) -> Any:

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rapidfuzz.distance import Indel, Levenshtein
+
 Policy = Literal["strict", "lenient"]
 
 _SENTENCE_END = frozenset(".!?…。")
@@ -137,7 +139,8 @@ def is_spelling_fix(word: str, model: str) -> bool:
         return False
     if _strip_marks(a) == _strip_marks(b):
         return True
-    return min(len(a), len(b)) >= 4 and difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= 0.8
+    # 2 x longest common subsequence / total length: difflib's ratio, exact (never below it).
+    return min(len(a), len(b)) >= 4 and Indel.normalized_similarity(a, b) >= 0.8
 
 
 @dataclass
@@ -180,18 +183,10 @@ class AlignmentStats:
 
 
 def edit_errors(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Substitutions + deletions + insertions of difflib's alignment of two sequences.
-
-    An upper bound on the Levenshtein distance that is exact in all but contrived cases, and
-    linear-ish in practice where a full dynamic programme would be quadratic on long chunks.
-    """
-    if list(ref) == list(hyp):
-        return 0
-    errors = 0
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes():
-        if op != "equal":
-            errors += max(i2 - i1, j2 - j1)
-    return errors
+    """The Levenshtein distance (substitutions + deletions + insertions) of two sequences: of
+    characters (two strings) or of words (two lists). rapidfuzz computes it exactly, 170-450x faster
+    than the difflib upper bound this replaced (docs/benchmarks.md)."""
+    return int(Levenshtein.distance(ref, hyp))
 
 
 def word_and_char_errors(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int]:

@@ -5,6 +5,7 @@ entered in the app's lifespan: models load before the first request is accepted 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -21,14 +22,14 @@ from prometheus_client import CollectorRegistry
 
 from omoai_llm import __version__
 from omoai_llm.backends import load_backend
-from omoai_llm.backends.base import Backend
 from omoai_llm.metrics import ForeignMetrics, LlmMetrics
-from omoai_llm.models import Loader, ModelManager
+from omoai_llm.models import Loader, ModelManager, Resident
 from omoai_llm.prompts import load_prompts
 from omoai_llm.protocol import ALL_TASKS
 from omoai_llm.routes import build_router
 from omoai_llm.service import LlmService
 from omoai_llm.settings import LlmSettings
+from omoai_llm.tagger.engine import TaggerEngine, TaggerOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ async def llm_runtime(
     metrics = metrics or LlmMetrics.create(registry)
     prompts = load_prompts(settings.prompts_file)
 
-    async def default_loader(model: str) -> Backend:
+    async def default_loader(model: str) -> Resident:
+        if model == settings.tagger_model:
+            return await load_tagger(settings, policy)
         return await load_backend(settings, model, policy)
 
     manager = ModelManager(
@@ -66,6 +69,8 @@ async def llm_runtime(
         policy,
         punctuation_model=settings.model,
         summary_model=settings.summary_model,
+        tagger_model=settings.tagger_model,
+        tagger_first=settings.punctuation_method == "tagger",
         single_resident=settings.single_model_resident,
         on_switch=lambda model: metrics.switches.labels(model=model).inc(),
     )
@@ -74,6 +79,27 @@ async def llm_runtime(
         yield Runtime(settings, policy, manager, LlmService(settings, manager, prompts, metrics))
     finally:
         await manager.close()
+
+
+async def load_tagger(settings: LlmSettings, policy: MemoryPolicy) -> TaggerEngine:
+    """The configured tagger, loaded in a thread (it reads weights)."""
+    assert settings.tagger_model is not None
+    options = TaggerOptions(
+        iterations=settings.tagger_iterations,
+        confidence_bias=settings.tagger_confidence_bias,
+        min_error_probability=settings.tagger_min_error_probability,
+        window_words=settings.tagger_window_words,
+        margin_words=settings.tagger_margin_words,
+        max_batch_size=settings.tagger_max_batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+    )
+    return await asyncio.to_thread(
+        TaggerEngine.load,
+        settings.tagger_model,
+        policy,
+        options=options,
+        offline=settings.offline,
+    )
 
 
 def create_app(
@@ -94,7 +120,7 @@ def create_app(
     policy = MemoryPolicy.from_settings(
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=registry
     )
-    models = [m for m in (settings.model, settings.summary_model) if m]
+    models = [m for m in (settings.model, settings.summary_model, settings.tagger_model) if m]
     metrics = LlmMetrics.create(registry).initialise(ALL_TASKS, models)
     if settings.backend == "vllm":
         registry.register(ForeignMetrics("vllm:"))  # vLLM's engine (own process) reports its memory there

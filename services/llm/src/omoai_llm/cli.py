@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omoai_core.contracts.llm import PUNCTUATION_METHODS
 from omoai_core.errors import InvalidInputError, OmoaiError
 from omoai_core.schemas import Segment
 from omoai_core.settings import configure_logging, load_settings
@@ -27,6 +28,12 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["vllm", "transformers", "openai"], help="OMOAI_BACKEND")
     p.add_argument("--model", help="hub id or local directory (openai: served model name); OMOAI_MODEL")
     p.add_argument("--summary-model", help="a different model for summaries and topics; OMOAI_SUMMARY_MODEL")
+    p.add_argument("--tagger-model", help="tagger hub id or directory (method tagger); OMOAI_TAGGER_MODEL")
+    p.add_argument(
+        "--punctuation-method",
+        choices=list(PUNCTUATION_METHODS),
+        help="default punctuation method: rewrite, edits or tagger; OMOAI_PUNCTUATION_METHOD",
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N; OMOAI_DEVICE")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="OMOAI_DTYPE")
     p.add_argument("--openai-base-url", help="OMOAI_OPENAI_BASE_URL")
@@ -98,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             "backend",
             "model",
             "summary_model",
+            "tagger_model",
+            "punctuation_method",
             "device",
             "dtype",
             "openai_base_url",
@@ -111,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(LlmSettings, **overrides)
         configure_logging(settings)
-        if not settings.model:
-            raise InvalidInputError("no model: pass --model or set OMOAI_MODEL")
+        if not settings.model and not settings.tagger_model:
+            raise InvalidInputError("no model: pass --model (or --tagger-model) or set OMOAI_MODEL")
         if args.command == "serve":
             return _serve(settings)
         segments = read_segments(args.file)

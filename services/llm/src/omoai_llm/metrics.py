@@ -2,7 +2,10 @@
 
 ``omoai_inference_duration_seconds{task,model}``, ``omoai_llm_tokens_total{direction,model,task}``,
 ``omoai_llm_model_switches_total{model}``, ``omoai_llm_alignment_words_total{outcome}``,
-``omoai_llm_requests_total{task,outcome}``; cache clears and in-flight requests come from
+``omoai_llm_requests_total{task,outcome}``, ``omoai_llm_edit_answers_total{outcome}`` (edits mode:
+ok, partial, malformed, truncated), ``omoai_llm_cleaned_characters_total{task}`` (control characters
+and broken sequences removed from model output), ``omoai_llm_tagger_refused_labels_total`` (labels
+that would change a word, not applied); cache clears and in-flight requests come from
 ``omoai_gpu`` and ``omoai_http``. With the vLLM backend, vLLM's own ``vllm:*`` metrics (which
 it registers on the global registry) are exposed through :class:`ForeignMetrics`.
 """
@@ -18,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from omoai_llm.alignment import AlignmentStats
 from omoai_llm.backends.base import Completion
+from omoai_llm.edits import OUTCOMES
 
 #: Outcomes of ``omoai_llm_requests_total`` (service.py counts each finished task call as one).
 REQUEST_OUTCOMES = ("ok", "error")
@@ -30,6 +34,9 @@ class LlmMetrics:
     switches: Counter
     alignment_words: Counter
     requests: Counter
+    edit_answers: Counter
+    cleaned_chars: Counter
+    tagger_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LlmMetrics:
@@ -56,14 +63,34 @@ class LlmMetrics:
             requests=Counter(
                 "omoai_llm_requests", "Finished requests by task and outcome.", ["task", "outcome"], registry=registry
             ),
+            edit_answers=Counter(
+                "omoai_llm_edit_answers",
+                "Edits-mode answers by outcome; malformed and truncated ones fell back to the words as they came.",
+                ["outcome"],
+                registry=registry,
+            ),
+            cleaned_chars=Counter(
+                "omoai_llm_cleaned_characters",
+                "Control characters and broken sequences (U+FFFD) removed from model output, by task.",
+                ["task"],
+                registry=registry,
+            ),
+            tagger_refused=Counter(
+                "omoai_llm_tagger_refused_labels",
+                "Tagger labels that would change a word (number words to digits, merges), never applied.",
+                registry=registry,
+            ),
         )
 
     def initialise(self, tasks: Iterable[str], models: Iterable[str]) -> LlmMetrics:
         """Create the series alerts and panels read at 0 (every task's ok/error outcome, every
         model's switches and latency), so that ``increase()`` and ``rate()`` count the first event."""
         for task in tasks:
+            self.cleaned_chars.labels(task=task)
             for outcome in REQUEST_OUTCOMES:
                 self.requests.labels(task=task, outcome=outcome)
+        for answer in OUTCOMES:
+            self.edit_answers.labels(outcome=answer)
         for model in models:
             self.switches.labels(model=model)
             for task in tasks:

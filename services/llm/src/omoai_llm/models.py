@@ -1,7 +1,8 @@
 """Which model is resident: the ModelManager hands out backends per task and enforces the memory
 rule.
 
-Punctuation and summaries may use different models. When both fit, both stay loaded. When only
+Punctuation and summaries may use different models, and punctuation by the tagger method uses the
+tagger (a model like the others here: loaded, switched and counted the same way). When both fit, both stay loaded. When only
 one fits (``single_model_resident``), a task that needs the other model waits until the resident
 one is idle, then the old engine is unloaded (close, drop every reference, ``gc.collect()``) and
 the CUDA cache is cleared exactly once, counted as ``omoai_gpu_cache_clears_total{reason=
@@ -17,14 +18,24 @@ import gc
 import logging
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
+from omoai_core.errors import InvalidInputError
 from omoai_gpu.memory import MemoryPolicy
-
-from omoai_llm.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[str], Awaitable[Backend]]
+
+class Resident(Protocol):
+    """What the manager holds: an LLM backend or a tagger."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+Loader = Callable[[str], Awaitable[Resident]]
 
 
 class ModelManager:
@@ -35,6 +46,8 @@ class ModelManager:
         *,
         punctuation_model: str,
         summary_model: str | None = None,
+        tagger_model: str | None = None,
+        tagger_first: bool = False,
         single_resident: bool = False,
         on_switch: Callable[[str], None] | None = None,
     ) -> None:
@@ -42,9 +55,11 @@ class ModelManager:
         self._policy = policy
         self.punctuation_model = punctuation_model
         self.summary_model = summary_model or punctuation_model
-        self._single = single_resident and self.summary_model != self.punctuation_model
+        self.tagger_model = tagger_model or None
+        self._tagger_first = tagger_first and self.tagger_model is not None
+        self._single = single_resident and len(self.models) > 1
         self._on_switch = on_switch
-        self._loaded: dict[str, Backend] = {}
+        self._loaded: dict[str, Resident] = {}
         self._users: Tally[str] = Tally()
         self._waiting: Tally[str] = Tally()
         self._grants: Tally[str] = Tally()  # waiters present when their model arrived may join
@@ -62,16 +77,34 @@ class ModelManager:
     def resident(self) -> list[str]:
         return list(self._loaded)
 
-    def model_for(self, task: str) -> str:
-        return self.punctuation_model if task == "punctuate" else self.summary_model
+    @property
+    def loaded(self) -> dict[str, Resident]:
+        return dict(self._loaded)
+
+    @property
+    def models(self) -> list[str]:
+        """Every configured model, the default punctuation model first."""
+        ordered = [self.tagger_model, self.punctuation_model] if self._tagger_first else [self.punctuation_model]
+        ordered += [self.summary_model, self.tagger_model]
+        return [m for m in dict.fromkeys(ordered) if m]
+
+    def model_for(self, task: str, method: str = "rewrite") -> str:
+        """The model of ``task`` (``punctuate`` by ``method``); a clear 400 when it is not configured."""
+        if task == "punctuate" and method == "tagger":
+            if not self.tagger_model:
+                raise InvalidInputError("this service has no tagger: set OMOAI_TAGGER_MODEL to use method tagger")
+            return self.tagger_model
+        name = self.punctuation_model if task == "punctuate" else self.summary_model
+        if not name:
+            raise InvalidInputError(
+                f"this service runs the tagger only (no LLM configured): {task} by "
+                f"{'method ' + method if task == 'punctuate' else 'an LLM'} is not available; set OMOAI_MODEL"
+            )
+        return name
 
     async def start(self) -> None:
-        """Load the punctuation model (and the summary model too when both may stay resident)."""
-        models = (
-            [self.punctuation_model]
-            if self._single
-            else list(dict.fromkeys([self.punctuation_model, self.summary_model]))
-        )
+        """Load the default punctuation model (and every other one when all may stay resident)."""
+        models = self.models[:1] if self._single else self.models
         for name in models:
             self._loaded[name] = await self._loader(name)
         self._ready = True
@@ -88,7 +121,7 @@ class ModelManager:
         gc.collect()
 
     @contextlib.asynccontextmanager
-    async def use(self, model: str) -> AsyncIterator[Backend]:
+    async def use(self, model: str) -> AsyncIterator[Resident]:
         backend = await self._acquire(model)
         try:
             yield backend
@@ -107,7 +140,7 @@ class ModelManager:
     def _idle(self) -> bool:
         return not any(self._users.values())
 
-    async def _acquire(self, model: str) -> Backend:
+    async def _acquire(self, model: str) -> Resident:
         async with self._cond:
             self._waiting[model] += 1
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omoai_core.errors import ConfigError, InvalidInputError
 
-KEYS = ("punctuate", "summary", "summary_map", "summary_reduce", "topics")
+KEYS = ("punctuate", "punctuate_edits", "summary", "summary_map", "summary_reduce", "topics")
 
 _DEFAULTS: dict[str, dict[str, str]] = {
     "vi": {
@@ -26,6 +26,13 @@ _DEFAULTS: dict[str, dict[str, str]] = {
             "Bạn là biên tập viên tiếng Việt. Thêm dấu câu và viết hoa đúng chuẩn cho đoạn văn bản "
             "được nhận dạng từ giọng nói dưới đây. Giữ nguyên từng từ và thứ tự của chúng: không thêm, "
             "không bớt, không sửa, không dịch từ nào. Chỉ trả về văn bản đã thêm dấu câu, không giải thích."
+        ),
+        "punctuate_edits": (
+            "Bạn là biên tập viên tiếng Việt. Các từ của một đoạn văn bản nhận dạng từ giọng nói được đánh số "
+            "dạng số:từ. Không viết lại văn bản: chỉ trả lời một đối tượng JSON liệt kê số thứ tự của các từ "
+            'cần sửa: "period", "comma", "question", "colon", "exclamation" là từ đứng ngay trước dấu đó; '
+            '"capital" là tên riêng cần viết hoa chữ cái đầu; "upper" là từ viết tắt viết hoa toàn bộ. '
+            "Chữ đầu câu được viết hoa tự động. Không giải thích."
         ),
         "summary": (
             "Bạn là trợ lý tóm tắt. Đọc bản ghi dưới đây và trả lời bằng tiếng Việt, chỉ một đối tượng JSON "
@@ -52,6 +59,13 @@ _DEFAULTS: dict[str, dict[str, str]] = {
             "You are a copy editor. Add punctuation and correct capitalization to the speech transcript "
             "below. Keep every word and its order: do not add, remove, change or translate any word. "
             "Reply with the punctuated text only, without explanations."
+        ),
+        "punctuate_edits": (
+            "You are a copy editor. The words of a speech transcript are numbered as number:word. Do not "
+            "rewrite the text: reply with only a JSON object listing word numbers: "
+            '"period", "comma", "question", "colon", "exclamation" list the words the mark follows; '
+            '"capital" lists proper names to capitalize; "upper" lists acronyms to write in capitals. '
+            "Sentence starts are capitalized automatically. No explanations."
         ),
         "summary": (
             "You summarize transcripts. Read the transcript below and reply in English with only a JSON "
@@ -80,6 +94,7 @@ _DEFAULTS: dict[str, dict[str, str]] = {
 #: For languages without prompts of their own: English instructions, answers in the transcript's language.
 NEUTRAL: dict[str, str] = {
     "punctuate": _DEFAULTS["en"]["punctuate"],
+    "punctuate_edits": _DEFAULTS["en"]["punctuate_edits"],
     "summary": _DEFAULTS["en"]["summary"].replace("reply in English", "reply in the language of the transcript"),
     "summary_map": _DEFAULTS["en"]["summary_map"].replace("in English", "in the language of the transcript"),
     "summary_reduce": _DEFAULTS["en"]["summary_reduce"].replace("in English", "in the language of the summaries"),

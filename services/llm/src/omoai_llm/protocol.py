@@ -7,6 +7,8 @@ from __future__ import annotations
 from omoai_core.contracts.llm import (
     ALL_TASKS,
     AlignmentReport,
+    ModelInfo,
+    ModelsResponse,
     PostprocessRequest,
     PostprocessResponse,
     PunctuateRequest,
@@ -22,6 +24,8 @@ from omoai_core.contracts.llm import (
 __all__ = [
     "ALL_TASKS",
     "AlignmentReport",
+    "ModelInfo",
+    "ModelsResponse",
     "PostprocessRequest",
     "PostprocessResponse",
     "PunctuateRequest",

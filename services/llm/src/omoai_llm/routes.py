@@ -19,6 +19,7 @@ from omoai_http.validation import validate
 from pydantic import BaseModel
 
 from omoai_llm.protocol import (
+    ModelsResponse,
     PostprocessRequest,
     PostprocessResponse,
     PunctuateRequest,
@@ -55,6 +56,14 @@ async def _run(request: Request, model: type[M], op: Callable[[LlmService, M], A
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
+
+    @router.get("/models", response_model=ModelsResponse)
+    async def models(request: Request) -> ModelsResponse:
+        """The configured models (LLMs and the tagger), which are loaded, and their licences."""
+        service: LlmService | None = getattr(request.app.state, "service", None)
+        if service is None:
+            raise UnavailableError("the model is not loaded; retry shortly")
+        return service.models()
 
     @router.post("/punctuate", response_model=PunctuateResponse, openapi_extra=_json_body(PunctuateRequest))
     async def punctuate(request: Request) -> PunctuateResponse:

@@ -10,17 +10,21 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 from omoai_core.contracts import primary_language
 from omoai_core.errors import InvalidInputError, PayloadTooLargeError
 from omoai_core.schemas import Quality, Segment
 
 from omoai_llm.alignment import AlignmentStats, Policy
+from omoai_llm.backends.base import Backend
 from omoai_llm.metrics import LlmMetrics
-from omoai_llm.models import ModelManager
+from omoai_llm.models import ModelManager, Resident
 from omoai_llm.prompts import Prompts
 from omoai_llm.protocol import (
     AlignmentReport,
+    ModelInfo,
+    ModelsResponse,
     PostprocessRequest,
     PostprocessResponse,
     PunctuateRequest,
@@ -34,9 +38,11 @@ from omoai_llm.protocol import (
 from omoai_llm.serving.common import CallContext
 from omoai_llm.serving.punctuation import punctuate
 from omoai_llm.serving.summary import SummaryPrompts, summarize
+from omoai_llm.serving.tagging import tag_segments
 from omoai_llm.serving.topics import find_topics
 from omoai_llm.settings import LlmSettings
 from omoai_llm.speakers import clean_summary, clean_topics, note, speakers_of, tagged
+from omoai_llm.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,13 @@ def report_of(s: AlignmentStats, policy: Policy) -> AlignmentReport:
         restored=s.restored,
         invented=s.invented,
     )
+
+
+#: Licences of published taggers (shown before they are loaded; a loaded one shows its card's).
+KNOWN_TAGGER_LICENSES = {
+    "dragonSwing/vibert-capu": "cc-by-sa-4.0",
+    "dragonSwing/xlm-roberta-capu": "cc-by-sa-4.0",
+}
 
 
 def _extractive_warning(parts: int, chunks: int) -> str:
@@ -109,23 +122,35 @@ class LlmService:
     # -- plumbing ---------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _task(self, task: str) -> AsyncIterator[CallContext]:
-        model = self.manager.model_for(task)
-        async with self.manager.use(model) as backend:
+    async def _resident(self, task: str, method: str = "rewrite") -> AsyncIterator[Resident]:
+        """The model of ``task`` held for the block, its duration and outcome counted."""
+        model = self.manager.model_for(task, method)
+        async with self.manager.use(model) as resident:
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                yield resident
+                outcome = "ok"
+            finally:
+                self.metrics.duration.labels(task=task, model=resident.model_name).observe(
+                    time.perf_counter() - started
+                )
+                self.metrics.requests.labels(task=task, outcome=outcome).inc()
+
+    @contextlib.asynccontextmanager
+    async def _task(self, task: str, method: str = "rewrite") -> AsyncIterator[CallContext]:
+        async with self._resident(task, method) as resident:
             ctx = CallContext(
-                backend,
+                cast(Backend, resident),
                 temperature=self.settings.temperature,
                 concurrency=self.settings.concurrency,
                 on_completion=functools.partial(self.metrics.completion, task=task),
             )
-            started = time.perf_counter()
-            outcome = "error"
             try:
                 yield ctx
-                outcome = "ok"
             finally:
-                self.metrics.duration.labels(task=task, model=backend.model_name).observe(time.perf_counter() - started)
-                self.metrics.requests.labels(task=task, outcome=outcome).inc()
+                if ctx.usage.cleaned_chars:
+                    self.metrics.cleaned_chars.labels(task=task).inc(ctx.usage.cleaned_chars)
 
     @staticmethod
     def _usage(ctx: CallContext) -> Usage:
@@ -140,27 +165,64 @@ class LlmService:
 
     # -- operations -------------------------------------------------------------------------------
 
+    def models(self) -> ModelsResponse:
+        """The configured models, which are loaded, and the licences known for them."""
+        resident = self.manager.loaded
+        out = []
+        for name in self.manager.models:
+            loaded = resident.get(name)
+            if name == self.manager.tagger_model:
+                license = getattr(loaded, "license", None) or KNOWN_TAGGER_LICENSES.get(name)
+                out.append(ModelInfo(id=name, kind="tagger", license=license, resident=loaded is not None))
+            else:
+                out.append(ModelInfo(id=name, kind="llm", resident=loaded is not None))
+        return ModelsResponse(data=out)
+
     async def punctuate(self, req: PunctuateRequest) -> PunctuateResponse:
         self.check_size(req.segments)
         lang = self.language(req.language)
         policy: Policy = req.policy or self.settings.alignment
-        async with self._task("punctuate") as ctx:
+        method = req.method or self.settings.punctuation_method
+        if method == "tagger":
+            return await self._punctuate_by_tagger(req, policy)
+        async with self._task("punctuate", method) as ctx:
             result = await punctuate(
                 req.segments,
                 ctx,
-                system_prompt=self.prompts.get(lang, "punctuate"),
+                system_prompt=self.prompts.get(lang, "punctuate_edits" if method == "edits" else "punctuate"),
                 policy=policy,
                 chunk_tokens=self.settings.punct_chunk_tokens,
                 context_words=self.settings.punct_context_words,
+                method=method,
             )
         self.metrics.alignment(result.stats)
+        for answer, n in result.edit_answers.items():
+            self.metrics.edit_answers.labels(outcome=answer).inc(n)
         return PunctuateResponse(
             segments=result.segments,
+            method=method,
             text=" ".join(s.text for s in result.segments if s.text),
             quality=quality_of(result.stats, len(req.segments)),
             alignment=report_of(result.stats, policy),
             chunks=result.chunks,
             usage=self._usage(ctx),
+        )
+
+    async def _punctuate_by_tagger(self, req: PunctuateRequest, policy: Policy) -> PunctuateResponse:
+        async with self._resident("punctuate", "tagger") as resident:
+            tagger = cast(Tagger, resident)
+            result = await tag_segments(req.segments, tagger)
+        self.metrics.alignment(result.stats)
+        if result.refused:
+            self.metrics.tagger_refused.inc(result.refused)
+        return PunctuateResponse(
+            segments=result.segments,
+            method="tagger",
+            text=" ".join(s.text for s in result.segments if s.text),
+            quality=quality_of(result.stats, len(req.segments)),
+            alignment=report_of(result.stats, policy),
+            chunks=result.windows,
+            usage=Usage(model=tagger.model_name, calls=result.windows),
         )
 
     async def summarize(self, req: SummarizeRequest) -> SummarizeResponse:
@@ -222,7 +284,9 @@ class LlmService:
         tasks = set(req.tasks)
         out = PostprocessResponse(segments=[s.model_copy() for s in req.segments], text="")
         if "punctuate" in tasks:
-            p = await self.punctuate(PunctuateRequest(segments=req.segments, language=lang, policy=req.policy))
+            p = await self.punctuate(
+                PunctuateRequest(segments=req.segments, language=lang, policy=req.policy, method=req.method)
+            )
             out.segments, out.quality, out.alignment = p.segments, p.quality, p.alignment
             out.usage["punctuate"] = p.usage
         out.text = " ".join(s.text.strip() for s in out.segments if s.text.strip())

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from omoai_core.contracts import primary_language
+from omoai_core.contracts.llm import PunctuationMethod
 from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -64,6 +65,29 @@ class LlmSettings(ServerSettings, InferenceSettings):
     alignment: AlignmentPolicy = Field(
         default="strict", description="strict: only punctuation and case change; lenient: spelling fixes too."
     )
+    punctuation_method: PunctuationMethod = Field(
+        default="rewrite",
+        description="Default punctuation method: rewrite (LLM writes the text), edits (LLM lists marks and casing "
+        "per numbered word) or tagger (token classification, OMOAI_TAGGER_MODEL). A request may name another.",
+    )
+
+    # -- tagger ---------------------------------------------------------------------------------
+    tagger_model: str | None = Field(
+        default=None,
+        description="Tagger hub id or directory (Seq2Labels or token-classification layout); enables method tagger.",
+    )
+    tagger_iterations: int = Field(default=3, ge=1, le=10, description="Seq2Labels: decoding rounds at most.")
+    tagger_confidence_bias: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Added to the probability of $KEEP (fewer, surer edits)."
+    )
+    tagger_min_error_probability: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Labels (and Seq2Labels windows) below this are not applied."
+    )
+    tagger_window_words: int = Field(default=128, ge=8, le=512, description="Words per tagger window.")
+    tagger_margin_words: int = Field(
+        default=16, ge=0, le=128, description="Context words on each side of a window (not labelled by it)."
+    )
+    tagger_max_batch_size: int = Field(default=16, ge=1, le=512, description="Windows per tagger forward pass.")
 
     # -- limits ---------------------------------------------------------------------------------
     max_input_chars: int = Field(default=2_000_000, ge=1, description="Largest transcript text per request.")
@@ -84,7 +108,7 @@ class LlmSettings(ServerSettings, InferenceSettings):
     def _lang(cls, v: str) -> str:
         return primary_language(v)
 
-    @field_validator("model", "summary_model", "tokenizer")
+    @field_validator("model", "summary_model", "tokenizer", "tagger_model")
     @classmethod
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if isinstance(v, str) else v
@@ -98,6 +122,12 @@ class LlmSettings(ServerSettings, InferenceSettings):
                 "OMOAI_SINGLE_MODEL_RESIDENT only applies to in-process backends (vllm, transformers); "
                 "an openai server holds its own models"
             )
+        if self.tagger_model == "":
+            object.__setattr__(self, "tagger_model", None)
+        if self.tagger_only and self.punctuation_method != "tagger":
+            object.__setattr__(self, "punctuation_method", "tagger")  # the only method a tagger-only service has
+        if self.punctuation_method == "tagger" and not self.tagger_model:
+            raise ValueError("OMOAI_PUNCTUATION_METHOD=tagger needs OMOAI_TAGGER_MODEL (a hub id or a directory)")
         if self.openai_base_url and not self.openai_base_url.startswith(("http://", "https://")):
             raise ValueError("OMOAI_OPENAI_BASE_URL must start with http:// or https://")
         return self
@@ -105,3 +135,8 @@ class LlmSettings(ServerSettings, InferenceSettings):
     @property
     def resolved_summary_model(self) -> str:
         return self.summary_model or self.model
+
+    @property
+    def tagger_only(self) -> bool:
+        """No LLM configured: the service punctuates with the tagger and refuses summaries and topics."""
+        return not self.model and bool(self.tagger_model)

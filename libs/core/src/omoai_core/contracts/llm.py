@@ -24,6 +24,12 @@ POSTPROCESS_PATH = "/v1/postprocess"
 Task = Literal["punctuate", "summarize", "topics"]
 ALL_TASKS: tuple[Task, ...] = ("punctuate", "summarize", "topics")
 
+#: How punctuation is restored: ``rewrite`` (the LLM writes the text again, aligned back onto the
+#: words), ``edits`` (the LLM lists only marks and casing per numbered word: a fraction of the
+#: output tokens) or ``tagger`` (a token-classification model, no LLM). Every method keeps every word.
+PunctuationMethod = Literal["rewrite", "edits", "tagger"]
+PUNCTUATION_METHODS: tuple[PunctuationMethod, ...] = ("rewrite", "edits", "tagger")
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -40,6 +46,7 @@ class _Request(_Model):
 class PunctuateRequest(_Request):
     segments: list[Segment]
     policy: Literal["strict", "lenient"] | None = Field(default=None, description="Alignment policy; unset = server's.")
+    method: PunctuationMethod | None = Field(default=None, description="rewrite, edits or tagger; unset = server's.")
 
 
 class SummarizeRequest(_Request):
@@ -62,6 +69,7 @@ class PostprocessRequest(_Request):
     segments: list[Segment]
     tasks: list[Task] = Field(default_factory=lambda: list(ALL_TASKS), min_length=1)
     policy: Literal["strict", "lenient"] | None = None
+    method: PunctuationMethod | None = Field(default=None, description="rewrite, edits or tagger; unset = server's.")
     max_topics: int | None = Field(default=None, ge=1, le=200)
 
 
@@ -93,6 +101,7 @@ class PunctuateResult(_Result):
 
 class PunctuateResponse(PunctuateResult):
     model_config = _Model.model_config
+    method: PunctuationMethod = "rewrite"
     text: str
     quality: Quality
     alignment: AlignmentReport
@@ -122,6 +131,18 @@ class TopicsResponse(TopicsResult):
     chunks: int
     warnings: list[str] = Field(default_factory=list)
     usage: Usage
+
+
+class ModelInfo(_Model):
+    id: str
+    kind: Literal["llm", "tagger"]
+    license: str | None = Field(default=None, description="From the model card, or known for published taggers.")
+    resident: bool = Field(description="Loaded now (a single-resident service switches between its models).")
+
+
+class ModelsResponse(_Model):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
 
 
 class PostprocessResponse(_Model):

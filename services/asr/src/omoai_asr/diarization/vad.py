@@ -77,6 +77,13 @@ class SileroVad:
                 out.append(np.asarray(probs, dtype=np.float32).reshape(-1))
         return np.concatenate(out)
 
+    def run_rows(self, rows: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One call on prepared rows (rows, 576) with the caller's LSTM state: a stream's next frames
+        (the realtime endpointer carries ``h`` and ``c`` from one call to the next)."""
+        with self._lock:
+            probs, h, c = self._session.run(None, {"input": rows, "h": h, "c": c})
+        return np.asarray(probs, dtype=np.float32).reshape(-1), h, c
+
 
 def speech_regions(probs: np.ndarray, duration: float, options: VadOptions = VadOptions()) -> list[tuple[float, float]]:
     """Hysteresis over the probabilities: regions open at ``onset``, close after ``min_silence_s``

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from omoai_core.errors import ConfigError, ModelLoadError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import Backend, ChatMessage, Completion, estimate_tokens
+from omoai_llm.backends.base import Backend, ChatMessage, Completion, ModelSource, estimate_tokens
 from omoai_llm.settings import LlmSettings
 
-__all__ = ["Backend", "ChatMessage", "Completion", "load_backend"]
+__all__ = ["Backend", "ChatMessage", "Completion", "ModelSource", "load_backend"]
 
 
 async def load_backend(settings: LlmSettings, model: str, policy: MemoryPolicy) -> Backend:
@@ -26,10 +26,7 @@ async def load_backend(settings: LlmSettings, model: str, policy: MemoryPolicy) 
             TransformersBackend.load,
             model,
             policy,
-            offline=settings.offline,
-            revision=settings.revision,
-            trust_remote_code=settings.trust_remote_code,
-            context_tokens=settings.context_tokens,
+            ModelSource.of(settings),
             max_batch_size=settings.max_batch_size,
             batch_wait_ms=settings.batch_wait_ms,
         )
@@ -39,10 +36,7 @@ async def load_backend(settings: LlmSettings, model: str, policy: MemoryPolicy) 
         return await VllmBackend.load(
             model,
             policy,
-            offline=settings.offline,
-            revision=settings.revision,
-            trust_remote_code=settings.trust_remote_code,
-            context_tokens=settings.context_tokens,
+            ModelSource.of(settings),
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
         )

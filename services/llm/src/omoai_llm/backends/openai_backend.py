@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from omoai_core.errors import InvalidInputError, ModelLoadError, TimeoutError_, UpstreamError
 
-from omoai_llm.backends.base import ChatMessage, Completion, estimate_tokens
+from omoai_llm.backends.base import ChatMessage, Completion, JsonSchema, estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,25 @@ class OpenAIBackend:
         return self._counter(text)
 
     async def generate(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        schema: JsonSchema | None = None,
     ) -> Completion:
-        body = {
+        body: dict[str, Any] = {
             "model": self._name,
             "messages": [m.as_dict() for m in messages],
             "max_tokens": max_tokens,
             "temperature": temperature,
             "stream": False,
         }
+        if schema is not None:  # OpenAI's structured outputs; vLLM, SGLang and llama.cpp accept it too
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema, "strict": True},
+            }
         attempt = 0
         while True:
             self.calls += 1

@@ -16,10 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
+from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
+from omoai_llm.backends.base import (
+    DEFAULT_SOURCE,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+    ModelSource,
+    check_room,
+    render_prompt,
+    require_model,
+)
+from omoai_llm.batching import gather_batch
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,7 @@ class _Request:
     max_tokens: int
     temperature: float
     future: asyncio.Future[Completion] = field(repr=False)
+    schema: JsonSchema | None = None
     #: Set when the caller has gone (its future was cancelled); read by generation's worker thread.
     abandoned: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -45,6 +56,59 @@ class _StopAbandoned:
         import torch
 
         return torch.tensor([r.abandoned.is_set() for r in self.group], dtype=torch.bool, device=input_ids.device)
+
+
+class _SchemaRows:
+    """A ``prefix_allowed_tokens_fn`` for a batch: rows with a schema get the tokens that keep their
+    answer valid JSON of that shape (lm-format-enforcer), the other rows get every token."""
+
+    def __init__(self, group: list[_Request], tokenizer_data: Any, vocab: int) -> None:
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer  # type: ignore[import-untyped]
+
+        self._enforcers = [
+            TokenEnforcer(tokenizer_data, JsonSchemaParser(r.schema)) if r.schema is not None else None for r in group
+        ]
+        self._everything = list(range(vocab))
+
+    def __call__(self, batch_id: int, sent: Any) -> list[int]:
+        enforcer = self._enforcers[batch_id]
+        if enforcer is None:
+            return self._everything
+        found = enforcer.get_allowed_tokens(sent.tolist())
+        allowed: list[int] = list(getattr(found, "allowed_tokens", found))
+        return allowed or self._everything
+
+
+def enforcer_tokenizer_data(tokenizer: Any, eos_ids: list[int], vocab: int) -> Any:
+    """lm-format-enforcer's view of a tokenizer: each regular token's text, and whether it starts a
+    word (decoded after a ``0`` token, a word-start token gains its leading space). Written here
+    because the library's own transformers helper imports modules transformers 5 removed."""
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    special = set(tokenizer.all_special_ids)
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    regular = []
+    for i in range(min(vocab, len(tokenizer))):
+        if i in special:
+            continue
+        after_zero = tokenizer.decode([zero, i])[1:]
+        alone = tokenizer.decode([i])
+        regular.append((i, after_zero, len(after_zero) > len(alone)))
+
+    def decode(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids)
+        return text.rstrip("\ufffd")  # a cut multi-byte character is not text yet
+
+    return TokenEnforcerTokenizerData(regular, decode, eos_ids, False, vocab)
+
+
+def constrained_decoding_available() -> bool:
+    """Whether lm-format-enforcer (the ``constrained`` extra) is installed."""
+    try:
+        import lmformatenforcer  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _import_transformers() -> Any:
@@ -99,6 +163,8 @@ class TransformersBackend:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self._fast = getattr(tokenizer, "backend_tokenizer", None)
+        self._enforcer_data: Any = None  # built on the first call with a schema (it walks the vocabulary)
+        self.constrained = constrained_decoding_available()
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -107,28 +173,25 @@ class TransformersBackend:
         cls,
         model: str,
         policy: MemoryPolicy,
+        source: ModelSource = DEFAULT_SOURCE,
         *,
-        offline: bool = False,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        context_tokens: int | None = None,
         max_batch_size: int = 8,
         batch_wait_ms: float = 5.0,
     ) -> TransformersBackend:
         """Blocking: load tokenizer and weights from a directory or hub id onto the policy's device."""
+        offline, context_tokens = source.offline, source.context_tokens
         tf = _import_transformers()
-        if not model:
-            raise ConfigError("no model configured: set OMOAI_MODEL or --model to a hub id or a directory")
+        require_model(model)
         path = Path(model).expanduser()
         if model.startswith(("/", ".", "~")) and not path.is_dir():
             raise ModelLoadError(f"model directory {model!r} does not exist", details={"model": model})
-        source = str(path) if path.is_dir() else model
-        kwargs: dict[str, Any] = {"local_files_only": offline, "trust_remote_code": trust_remote_code}
-        if revision:
-            kwargs["revision"] = revision
+        where = str(path) if path.is_dir() else model
+        kwargs: dict[str, Any] = {"local_files_only": offline, "trust_remote_code": source.trust_remote_code}
+        if source.revision:
+            kwargs["revision"] = source.revision
         try:
-            tokenizer = tf.AutoTokenizer.from_pretrained(source, **kwargs)
-            weights = tf.AutoModelForCausalLM.from_pretrained(source, dtype=policy.dtype, **kwargs)
+            tokenizer = tf.AutoTokenizer.from_pretrained(where, **kwargs)
+            weights = tf.AutoModelForCausalLM.from_pretrained(where, dtype=policy.dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise _load_error(model, offline, e) from e
         weights.to(policy.device)
@@ -164,26 +227,31 @@ class TransformersBackend:
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text: the chat template when the tokenizer has one, else a plain format."""
-        if self.has_chat_template:
-            return self._tok.apply_chat_template(
-                [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
-            )
-        return render_plain_prompt(messages)
+        return render_prompt(self._tok, messages)
 
     async def generate(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        schema: JsonSchema | None = None,
     ) -> Completion:
+        """``schema`` is enforced token by token when lm-format-enforcer is installed (the
+        ``constrained`` extra); without it the answer is free text that callers parse defensively."""
         if self._closed:
             raise UnavailableError(f"model {self._name} was unloaded")
         prompt = self.render(messages)
         ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
-        room = self._context - len(ids)
-        if room < 1:
-            raise InvalidInputError(
-                f"the prompt has {len(ids)} tokens, over the context of {self._context} tokens of {self._name}"
-            )
+        room = check_room(len(ids), self._context, self._name)
         loop = asyncio.get_running_loop()
-        req = _Request(list(ids), max(1, min(max_tokens, room)), temperature, loop.create_future())
+        req = _Request(
+            list(ids),
+            max(1, min(max_tokens, room)),
+            temperature,
+            loop.create_future(),
+            schema if self.constrained else None,
+        )
         req.future.add_done_callback(lambda f: req.abandoned.set() if f.cancelled() else None)
         if self._loop is not loop:  # first call, or the backend moved to another event loop
             self._loop, self._queue, self._worker = loop, asyncio.Queue(), None
@@ -212,23 +280,8 @@ class TransformersBackend:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self._wait_s
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+            batch = await gather_batch(self._queue, self._max_batch, self._wait_s)
             live = [r for r in batch if not r.future.done()]
             # Greedy and sampled requests cannot share one generate() call.
             groups: dict[float, list[_Request]] = {}
@@ -266,9 +319,16 @@ class TransformersBackend:
             if temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        constrain: dict[str, Any] = {}
+        if any(r.schema is not None for r in group):
+            vocab = int(model.get_output_embeddings().weight.shape[0])
+            if self._enforcer_data is None:
+                self._enforcer_data = enforcer_tokenizer_data(tok, sorted(self._eos_ids), vocab)
+            constrain["prefix_allowed_tokens_fn"] = _SchemaRows(group, self._enforcer_data, vocab)
         with self._policy.inference():
             out = model.generate(
                 stopping_criteria=[_StopAbandoned(group)],
+                **constrain,
                 input_ids=ids.to(self._policy.device),
                 attention_mask=mask.to(self._policy.device),
                 max_new_tokens=max_new,

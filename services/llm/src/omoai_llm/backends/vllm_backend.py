@@ -10,10 +10,19 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from omoai_core.errors import ConfigError, InvalidInputError, ModelLoadError, UnavailableError
+from omoai_core.errors import ConfigError, ModelLoadError, UnavailableError
 from omoai_gpu.memory import MemoryPolicy
 
-from omoai_llm.backends.base import ChatMessage, Completion, render_plain_prompt
+from omoai_llm.backends.base import (
+    DEFAULT_SOURCE,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+    ModelSource,
+    check_room,
+    render_prompt,
+    require_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +53,23 @@ class VllmBackend:
         cls,
         model: str,
         policy: MemoryPolicy,
+        source: ModelSource = DEFAULT_SOURCE,
         *,
-        offline: bool = False,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        context_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
         tensor_parallel_size: int = 1,
     ) -> VllmBackend:
         vllm = _import_vllm()
-        if not model:
-            raise ConfigError("no model configured: set OMOAI_MODEL or --model to a hub id or a directory")
-        if offline:
+        require_model(model)
+        if source.offline:
             import os
 
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         args = vllm.AsyncEngineArgs(
             model=model,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
+            revision=source.revision,
+            trust_remote_code=source.trust_remote_code,
             dtype=_DTYPE_NAMES.get(str(policy.dtype), "auto"),
-            max_model_len=context_tokens,
+            max_model_len=source.context_tokens,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             disable_log_stats=False,  # keeps vllm:* metrics flowing
@@ -89,23 +94,31 @@ class VllmBackend:
         return len(self._tok.encode(text, add_special_tokens=False))
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
-        if getattr(self._tok, "chat_template", None):
-            return self._tok.apply_chat_template(
-                [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
-            )
-        return render_plain_prompt(messages)
+        return render_prompt(self._tok, messages)
+
+    def _structured(self, schema: JsonSchema) -> dict[str, Any]:
+        """vLLM's structured-outputs argument for ``schema`` (named ``structured_outputs`` since
+        vLLM 0.10, ``guided_decoding`` before)."""
+        sampling = self._vllm.sampling_params
+        if hasattr(sampling, "StructuredOutputsParams"):
+            return {"structured_outputs": sampling.StructuredOutputsParams(json=schema)}
+        return {"guided_decoding": sampling.GuidedDecodingParams(json=schema)}
 
     async def generate(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        schema: JsonSchema | None = None,
     ) -> Completion:
         if self._engine is None:
             raise UnavailableError(f"model {self._name} was unloaded")
         prompt = self.render(messages)
         n_prompt = self.count_tokens(prompt)
-        room = self._context - n_prompt
-        if room < 1:
-            raise InvalidInputError(f"the prompt has {n_prompt} tokens, over the context of {self._context}")
-        params = self._vllm.SamplingParams(max_tokens=min(max_tokens, room), temperature=temperature)
+        room = check_room(n_prompt, self._context, self._name)
+        extra = self._structured(schema) if schema is not None else {}
+        params = self._vllm.SamplingParams(max_tokens=min(max_tokens, room), temperature=temperature, **extra)
         final = None
         async for out in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
             final = out

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from omoai_core.errors import ConfigError
 
-from omoai_llm.backends.base import Backend, ChatMessage, Completion
+from omoai_llm.backends.base import Backend, ChatMessage, Completion, JsonSchema
+from omoai_llm.hygiene import clean_model_text
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -27,6 +29,7 @@ class Usage:
     completion_tokens: int = 0
     calls: int = 0
     truncated_calls: int = 0  # completions stopped by the token limit
+    cleaned_chars: int = 0  # control characters and broken sequences removed from answers
 
     def add(self, c: Completion) -> None:
         self.prompt_tokens += c.prompt_tokens
@@ -40,6 +43,7 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.calls += other.calls
         self.truncated_calls += other.truncated_calls
+        self.cleaned_chars += other.cleaned_chars
 
 
 @dataclass
@@ -55,14 +59,31 @@ class CallContext:
     def __post_init__(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
 
-    async def chat(self, system: str, user: str, max_tokens: int, *, temperature: float | None = None) -> Completion:
+    async def chat(
+        self,
+        system: str,
+        user: str,
+        max_tokens: int,
+        *,
+        temperature: float | None = None,
+        schema: JsonSchema | None = None,
+    ) -> Completion:
+        """One model call; the answer's text is cleaned (:mod:`omoai_llm.hygiene`) before anyone
+        reads it. ``schema`` asks the backend to enforce a JSON shape where it can."""
+        # ``schema`` is passed only when there is one: backends written before it keep working.
+        extra: dict[str, Any] = {"schema": schema} if schema is not None else {}
         async with self._sem:
             c = await self.backend.generate(
                 [ChatMessage("system", system), ChatMessage("user", user)],
                 max_tokens=max_tokens,
                 temperature=self.temperature if temperature is None else temperature,
+                **extra,
             )
+        text, removed = clean_model_text(c.text)
+        if removed or text != c.text:
+            c = dataclasses.replace(c, text=text)
         self.usage.add(c)
+        self.usage.cleaned_chars += removed
         if self.on_completion is not None:
             self.on_completion(self.backend.model_name, c)
         return c
