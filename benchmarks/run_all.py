@@ -193,6 +193,16 @@ def judge_engine(out: str) -> list[Row]:
     return rows
 
 
+def judge_notifications(out: str) -> list[Row]:
+    m = re.search(r"median throughput ratio with/without: ([0-9.]+); delivery p50 (\d+) ms, worst p95 (\d+) ms", out)
+    if not m:
+        return [("operator: notifications", "-", "-", None)]
+    return [
+        ("operator: jobs/s with / without webhook notifications", m[1], "-", None),
+        ("operator: job Succeeded -> webhook delivered p50 / p95", f"{m[2]} ms / {m[3]} ms", "-", None),
+    ]
+
+
 def judge_system(out: str) -> list[Row]:
     lat = re.search(r"\| job latency p50 / p95 \(create to terminal\) *\| ([^|]+)\|", out)
     problems = _num(r"^\| problems +\| (\d+)", out)
@@ -298,6 +308,12 @@ KNOWN = [
         "llm_service", "benchmarks/llm_service.py", judge_llm, args=LLM_RANDOM, quick=("--repeats", "1"), env=ONE_THREAD
     ),
     Bench("operator_throughput", "benchmarks/operator_throughput.py", judge_operator, quick=("--jobs", "1", "50")),
+    Bench(
+        "operator_notifications",
+        "benchmarks/operator_notifications.py",
+        judge_notifications,
+        quick=("--jobs", "50", "--pairs", "1"),
+    ),
     Bench(
         "replica_scaling",
         "benchmarks/replica_scaling.py",

@@ -79,8 +79,13 @@ def json_schema(crd: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def apply_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
-    """Fill in ``default`` values the way the API server does (objects that are present, recursively)."""
+    """Fill in ``default`` values the way the API server does (objects and list items that are present,
+    recursively)."""
     schema = schema if schema is not None else openapi_schema()
+    if isinstance(obj, list) and schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        for item in obj:  # the API server defaults inside list items too
+            apply_defaults(item, schema["items"])
+        return obj
     if not isinstance(obj, dict) or schema.get("type") != "object":
         return obj
     for name, sub in (schema.get("properties") or {}).items():
@@ -103,7 +108,8 @@ def _relative(self: dict[str, Any], old: Any) -> bool:
 def _immutable(self: dict[str, Any], old: Any) -> bool:
     if old is None:
         return True  # transition rules only run on updates
-    return all(self.get(k) == old.get(k) for k in ("source", "output", "language", "asr", "postprocess", "diarization"))
+    fields = ("source", "output", "language", "asr", "postprocess", "diarization", "notifications")
+    return all(self.get(k) == old.get(k) for k in fields)
 
 
 def _counts_need_enabled(self: dict[str, Any], old: Any) -> bool:
@@ -127,7 +133,7 @@ CEL: dict[str, Callable[[dict[str, Any], Any], bool]] = {
     "!self.path.startsWith('/') && !self.path.split('/').exists(p, p == '..')": _relative,
     "self.source == oldSelf.source && self.output == oldSelf.output && self.language == oldSelf.language "
     "&& self.asr == oldSelf.asr && self.postprocess == oldSelf.postprocess "
-    "&& self.diarization == oldSelf.diarization": _immutable,
+    "&& self.diarization == oldSelf.diarization && self.notifications == oldSelf.notifications": _immutable,
     "self.enabled || (!has(self.numSpeakers) && !has(self.minSpeakers) && !has(self.maxSpeakers))": _counts_need_enabled,
     "!has(self.minSpeakers) || !has(self.maxSpeakers) || self.minSpeakers <= self.maxSpeakers": _min_le_max,
     "!has(self.numSpeakers) || ((!has(self.minSpeakers) || self.minSpeakers <= self.numSpeakers) "

@@ -53,6 +53,7 @@ class LoopbackApp:
         self.port = free_port()
         self._lt = LoopThread(name)
         self._runner: aiohttp.web.AppRunner | None = None
+        self._site: aiohttp.web.TCPSite | None = None
         self._lt.run(self._start())
 
     def app(self) -> aiohttp.web.Application:
@@ -61,7 +62,25 @@ class LoopbackApp:
     async def _start(self) -> None:
         self._runner = aiohttp.web.AppRunner(self.app(), shutdown_timeout=0.5)
         await self._runner.setup()
-        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    async def _stop_listening(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    # -- controls (any thread) ---------------------------------------------------------------------
+    def down(self) -> None:
+        """Refuse connections, as a server that is not running."""
+        self._lt.run(self._stop_listening())
+
+    def up(self) -> None:
+        self._lt.run(self._listen())
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -85,7 +104,6 @@ class ForwardingProxy(LoopbackApp):
     connect_timeout_s: float | None = None
 
     def __init__(self, name: str) -> None:
-        self._site: aiohttp.web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
         super().__init__(name)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -106,16 +124,6 @@ class ForwardingProxy(LoopbackApp):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout)
         await self._listen()
-
-    async def _listen(self) -> None:
-        assert self._runner is not None
-        self._site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await self._site.start()
-
-    async def _stop_listening(self) -> None:
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
 
     async def _shutdown(self) -> None:
         if self._session is not None:
@@ -169,13 +177,6 @@ class FaultProxy(ForwardingProxy):
         super().__init__(name)
 
     # -- controls (any thread) ---------------------------------------------------------------------
-    def down(self) -> None:
-        """Refuse connections, as a service that is not running."""
-        self._lt.run(self._stop_listening())
-
-    def up(self) -> None:
-        self._lt.run(self._listen())
-
     def fail(self, status: int, times: int | None = None, path: str | None = None) -> None:
         self.faults.append(Fault(status=status, times=times, path=path))
 
@@ -261,9 +262,20 @@ class FaultProxy(ForwardingProxy):
 
 
 class StubServices(LoopbackApp):
-    """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``)."""
+    """Instant ASR and LLM stand-ins with the real paths and shapes (``omoai_core.schemas``).
+
+    With ``stream_windows`` set, ``POST /v1/transcriptions?stream=true`` answers as the ASR service
+    streams (``text/event-stream``: a ``progress`` event per window, ``window_delay_s`` apart, then
+    ``done`` with the transcript); ``stream_end`` may instead end it without ``done`` ("cut") or
+    with an ``error`` event. Without it the stub answers plain JSON, as a replica that does not stream.
+    """
 
     def __init__(self, *, asr_delay_s: float = 0.0, llm_delay_s: float = 0.0) -> None:
+        self.stream_windows = 0
+        self.window_delay_s = 0.0
+        self.audio_seconds = 2.0
+        self.stream_end = "done"
+        self.strict = False  # a replica predating streaming: no SSE, and ``stream`` in a body refused
         self.fetch_audio = False  # download audio_url like the real service (presigned S3 URLs)
         self.fetched: dict[str, int] = {}  # audio_url -> bytes downloaded
         self.asr_delay_s = asr_delay_s
@@ -285,8 +297,11 @@ class StubServices(LoopbackApp):
     async def _ready(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({"status": "ready"})
 
-    async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+    async def _asr(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         body = await request.json()
+        if self.strict and "stream" in body:
+            error = {"code": "invalid_input", "message": "stream: unknown field", "retryable": False, "details": {}}
+            return aiohttp.web.json_response({"error": error}, status=400)
         self.asr_order.append(body["audio_url"])
         self.asr_seen.setdefault(body["audio_url"], time.monotonic())
         if self.fetch_audio:
@@ -307,22 +322,49 @@ class StubServices(LoopbackApp):
         if self.asr_delay_s:
             await asyncio.sleep(self.asr_delay_s)
         words = ["xin", "chào", "các", "bạn"]
-        return aiohttp.web.json_response(
-            {
-                "text": " ".join(words),
-                "duration": 2.0,
-                "model": "stub",
-                "language": "vi",
-                "segments": [
-                    {
-                        "text": " ".join(words),
-                        "start": 0.0,
-                        "end": 2.0,
-                        "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)],
-                    }
-                ],
+        segment = {
+            "text": " ".join(words),
+            "start": 0.0,
+            "end": 2.0,
+            "words": [{"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4} for i, w in enumerate(words)],
+        }
+        transcript = {
+            "text": " ".join(words),
+            "duration": self.audio_seconds,
+            "model": "stub",
+            "language": "vi",
+            "segments": [segment],
+        }
+        if self.stream_windows and request.query.get("stream") == "true" and not self.strict:
+            return await self._stream(request, transcript, segment)
+        return aiohttp.web.json_response(transcript)
+
+    async def _stream(
+        self, request: aiohttp.web.Request, transcript: dict[str, Any], segment: dict[str, Any]
+    ) -> aiohttp.web.StreamResponse:
+        resp = aiohttp.web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def send(event: str, data: Any) -> None:
+            await resp.write(f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
+
+        total = self.audio_seconds
+        for i in range(1, self.stream_windows + 1):
+            await asyncio.sleep(self.window_delay_s)
+            await send(
+                "progress", {"audio_seconds_done": total * i / self.stream_windows, "audio_seconds_total": total}
+            )
+            if i == 1:
+                await send("segment", segment)
+        if self.stream_end == "done":
+            await send("done", transcript)
+        elif self.stream_end == "error":
+            body = {
+                "error": {"code": "decode_failed", "message": "the decoder failed", "retryable": True, "details": {}}
             }
-        )
+            await send("error", body)
+        await resp.write_eof()
+        return resp
 
     async def _punctuate(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         body = await request.json()
@@ -347,6 +389,67 @@ class StubServices(LoopbackApp):
     async def _topics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         await request.json()
         return aiohttp.web.json_response({"topics": [{"title": "Chào hỏi", "start": 0.0, "end": 2.0}]})
+
+
+@dataclass
+class Received:
+    """One delivery as the receiver saw it."""
+
+    at: float  # monotonic time of arrival
+    wall: float  # Unix time of arrival
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    verified_by: list[int]  # indices of the receiver's secrets whose check (standardwebhooks) passed
+    status: int  # what the receiver answered
+
+    @property
+    def id(self) -> str:
+        return self.headers["webhook-id"]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver(LoopbackApp):
+    """A webhook endpoint on loopback: every request is checked with the ``standardwebhooks`` library
+    against each of ``secrets`` (which ones pass is recorded), then answered from a script (status,
+    headers, delay), or 204 when the script is empty. ``down``/``up`` make it unreachable and back."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        from standardwebhooks import Webhook
+
+        self.checkers = [Webhook(s) for s in secrets]
+        self.received: list[Received] = []
+        self.script: list[tuple[int, dict[str, str], float]] = []
+        super().__init__("webhook-receiver")
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def app(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application()
+        app.router.add_post("/hook", self._hook)
+        return app
+
+    def answer(self, status: int, times: int = 1, headers: dict[str, str] | None = None, delay_s: float = 0.0) -> None:
+        """Answer the next ``times`` requests with ``status`` (after ``delay_s``)."""
+        self.script += [(status, headers or {}, delay_s)] * times
+
+    async def _hook(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        from standardwebhooks import WebhookVerificationError
+
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        verified = []
+        for i, checker in enumerate(self.checkers):
+            try:
+                checker.verify(body, headers)
+                verified.append(i)
+            except WebhookVerificationError:
+                pass
+        status, extra, delay = self.script.pop(0) if self.script else (204, {}, 0.0)
+        self.received.append(Received(time.monotonic(), time.time(), headers, body, verified, status))
+        if delay:
+            await asyncio.sleep(delay)
+        return aiohttp.web.Response(status=status, headers=extra)
 
 
 class FakeOpenAI(LoopbackApp):

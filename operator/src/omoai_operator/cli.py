@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from omoai_operator.runner import local_service, read_manifests, run_jobs
+    from omoai_operator.runner import check_notifications, local_service, read_manifests, run_jobs
     from omoai_operator.spec import load_manifest
 
     volumes = {}
@@ -107,6 +107,7 @@ async def _run(args: argparse.Namespace) -> int:
         docs = [_with_default_method(d, args.punctuation_method) for d in docs]
     for doc in docs:
         load_manifest(doc)  # a bad manifest is reported before any service starts
+    await check_notifications(docs, base)
     specs = [load_manifest(d)[1] for d in docs]
     needs_llm = any(_needs_llm(spec) for spec in specs)
     async with contextlib.AsyncExitStack() as stack:
@@ -142,7 +143,7 @@ async def _run(args: argparse.Namespace) -> int:
     ok = True
     for res in results:
         s = res.status
-        line = {
+        line: dict[str, object] = {
             "name": res.name,
             "phase": s.phase,
             "reason": s.reason,
@@ -151,6 +152,11 @@ async def _run(args: argparse.Namespace) -> int:
             "audioDuration": s.audio_duration,
             "realTimeFactor": s.real_time_factor,
         }
+        if s.notifications:
+            line["notifications"] = [
+                {"event": d.event, "url": d.url, "state": d.state, "attempts": d.attempts, "message": d.message}
+                for d in s.notifications
+            ]
         print(json.dumps(line, ensure_ascii=False))
         ok = ok and res.ok
     return 0 if ok else 1

@@ -18,12 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from omoai_operator import transitions as tr
 from omoai_operator.clients import AsrClient, LlmClient, ServiceClient
+from omoai_operator.deliveries import RetryPolicy
 from omoai_operator.driver import JobDriver, JobGone, JobRef, Runtime, drive_until_stopped
 from omoai_operator.failures import StageError
 from omoai_operator.kube import KubeClient, KubeError
 from omoai_operator.locations import Locations, SecretReader
 from omoai_operator.metrics import OperatorMetrics
 from omoai_operator.namespaces import NamespaceShares, NamespaceWatcher
+from omoai_operator.notifier import AddressGuard, Notifier
 from omoai_operator.pipeline import Pipeline, Service
 from omoai_operator.placement import EndpointPool, use_service_url
 from omoai_operator.probing import SlotBook
@@ -86,13 +88,27 @@ def build_runtime(
         locations=Locations(cfg.volumes, read_secret),
         metrics=metrics,
         backoff=tr.Backoff(cfg.backoff_base_s, cfg.backoff_max_s),
+        notifier=build_notifier(cfg, read_secret),
         suspend_poll_s=cfg.suspend_poll_s,
+        progress_interval_s=cfg.progress_interval_s,
+    )
+
+
+def build_notifier(cfg: OperatorSettings, read_secret: SecretReader | None) -> Notifier:
+    return Notifier(
+        RetryPolicy(
+            cfg.notify_backoff_base_s, cfg.notify_backoff_max_s, cfg.notify_retry_window_s, cfg.notify_timeout_s
+        ),
+        AddressGuard(cfg.notify_allow_http, cfg.allow_private_addresses, tuple(cfg.url_allowed_networks)),
+        read_secret,
     )
 
 
 async def close_runtime(rt: Runtime) -> None:
     await rt.pipeline.asr.client.aclose()
     await rt.pipeline.llm.client.aclose()
+    if rt.notifier is not None:
+        await rt.notifier.aclose()
 
 
 class KubeSink:

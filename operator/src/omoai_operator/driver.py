@@ -19,20 +19,26 @@ from typing import Any, Protocol, assert_never
 
 from omoai_core.errors import InvalidInputError
 
+from omoai_operator import deliveries
 from omoai_operator import transitions as tr
 from omoai_operator.failures import Failure, StageError
 from omoai_operator.fairness import Ticket
 from omoai_operator.locations import Locations
 from omoai_operator.metrics import OperatorMetrics, PhaseBook
+from omoai_operator.notifier import Notifier
 from omoai_operator.patch import diff
 from omoai_operator.pipeline import JobContext, Pipeline, Stage
 from omoai_operator.placement import Grant
 from omoai_operator.queue import CapacityQueue, Position
 from omoai_operator.reconcile import Decision, DecisionKind, decide
 from omoai_operator.spec import JobSpec, parse_spec
-from omoai_operator.status import TERMINAL, JobStatus, Phase, Reason
+from omoai_operator.status import TERMINAL, Delivery, JobStatus, Phase, Reason
+from omoai_operator.webhooks import JobIdentity
 
 log = logging.getLogger(__name__)
+
+#: After an unexpected error in the delivery loop, the pause before it looks again.
+DELIVERY_PAUSE_S = 1.0
 
 
 class JobGone(Exception):
@@ -69,7 +75,9 @@ class Runtime:
     locations: Locations
     metrics: OperatorMetrics
     backoff: tr.Backoff = field(default_factory=tr.Backoff)
+    notifier: Notifier | None = None
     suspend_poll_s: float = 0.5
+    progress_interval_s: float = 5.0
     position_interval_s: float = 0.5
     now: Callable[[], dt.datetime] = utcnow
     phases: PhaseBook = field(init=False)
@@ -99,13 +107,19 @@ class JobDriver:
         self.status = JobStatus.from_wire(status)
         self._written = self.status
         self._ctx: JobContext | None = None
+        self._flushing = asyncio.Lock()  # the job loop and the delivery loop both write
+        self._spec: JobSpec | None = None  # the last valid spec (what deliveries are sent by)
+        self._wake = asyncio.Event()  # a delivery became due
+        self._spec_known = asyncio.Event()  # deliveries wait for the spec they are sent by
+        self._pending_counted = 0
+        self._progress_written = 0.0
 
     # -- bookkeeping -----------------------------------------------------------------------------
     async def apply(self, t: tr.Transition, *, defer: bool = False) -> None:
         """Record a transition. ``defer`` holds the write back to go out with the next one (a stage's
         end with the next stage's start: half the writes); anything that waits flushes first."""
         before = self.status.phase
-        self.status = t.status
+        self._set_status(t.status)
         if not defer:
             await self.flush()
         if t.event is not None:
@@ -118,12 +132,28 @@ class JobDriver:
             if start and end:
                 self.rt.metrics.job_duration.labels(outcome=after).observe(max(0.0, (end - start).total_seconds()))
 
+    def _set_status(self, after: JobStatus) -> None:
+        """The one place the in-memory status changes: job events it raises become deliveries."""
+        events = deliveries.raised(self.status, after)
+        if events and self._spec is not None and self._spec.notifications:
+            after = deliveries.enqueue(self._spec, after, events, self.ref.uid, self.rt.now())
+            self._wake.set()
+        self.status = after
+        self._count_pending()
+
+    def _count_pending(self) -> None:
+        n = len(deliveries.pending(self.status))
+        if n != self._pending_counted:
+            self.rt.metrics.deliveries_pending.inc(n - self._pending_counted)
+            self._pending_counted = n
+
     async def flush(self) -> None:
-        status = self.status
-        patch = diff(self._written.wire(), status.wire())
-        if patch:
-            await self.sink.patch(patch)
-        self._written = status
+        async with self._flushing:  # one write at a time, each the diff from the last one sent
+            status = self.status
+            patch = diff(self._written.wire(), status.wire())
+            if patch:
+                await self.sink.patch(patch)
+            self._written = status
 
     def spec(self) -> JobSpec:
         return parse_spec(dict(self.read_spec() or {}))
@@ -133,15 +163,33 @@ class JobDriver:
             store = await self.rt.locations.store(spec, self.ref.namespace, self.ref.uid)
             url = await self.rt.locations.audio_url(spec, self.ref.namespace)
             path = self.rt.locations.local_audio(spec)
-            self._ctx = JobContext(self.ref.key, self.ref.name, self.ref.uid, spec, store, url, path)
+            self._ctx = JobContext(
+                self.ref.key, self.ref.name, self.ref.uid, spec, store, url, path, self._audio_progress
+            )
         else:
             self._ctx = dataclasses.replace(self._ctx, spec=spec)
         return self._ctx
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> Decision:
-        """Drive until the job is finished; returns the last decision (``finished`` or ``expire``)."""
+        """Drive until the job is finished; returns the last decision (``finished`` or ``expire``).
+        Webhook deliveries run beside the job (never delaying it) and are waited for at the end."""
         self.rt.phases.set(self.ref.key, self.status.phase)
+        self._count_pending()
+        sending = asyncio.ensure_future(self._deliver())
+        try:
+            d = await self._run()
+            await self._drain(sending, d)
+            return d
+        finally:
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
+            self.rt.metrics.deliveries_pending.dec(self._pending_counted)
+            self._pending_counted = 0
+
+    async def _run(self) -> Decision:
         while True:
             now = self.rt.now()
             try:
@@ -152,6 +200,15 @@ class JobDriver:
                     await self.apply(tr.fail(self.status, Reason.INVALID_SPEC, e.message, now))
                 return Decision(DecisionKind.FINISHED)
             d = decide(spec, self.status, now)
+            if d.kind is DecisionKind.INIT and spec.notifications and self.rt.notifier is not None:
+                try:  # refused before anything runs: nothing half-done
+                    await self.rt.notifier.check(spec, self.ref.namespace)
+                except InvalidInputError as e:
+                    self.rt.metrics.job_failed(Reason.INVALID_SPEC)
+                    await self.apply(tr.fail(self.status, Reason.INVALID_SPEC, e.message, now))
+                    return Decision(DecisionKind.FINISHED)
+            self._spec = spec
+            self._spec_known.set()
             generation = self.generation()
             if (
                 d.kind is not DecisionKind.INIT
@@ -182,6 +239,90 @@ class JobDriver:
                     await self._run_stage(spec, d.stage)
                 case unknown:
                     assert_never(unknown)
+
+    async def _audio_progress(self, done_s: float, total_s: float) -> None:
+        """The ASR service decoded another window. Kept in memory at once; written at most once per
+        ``progress_interval_s`` (thousands of running jobs must not flood the API server): the
+        stage's end writes the final numbers anyway."""
+        spec = self._spec
+        if spec is None or self.status.terminal:
+            return
+        self.status = tr.audio_progress(spec, self.status, done_s, total_s)
+        now = time.monotonic()
+        if now - self._progress_written >= self.rt.progress_interval_s:
+            self._progress_written = now
+            await self.flush()
+
+    # -- webhook deliveries ----------------------------------------------------------------------
+    async def _drain(self, sending: asyncio.Future[None], d: Decision) -> None:
+        """Wait for the deliveries still due and the status write of the last attempt (the delivery
+        loop ends by itself once the job is finished and nothing is pending), at most until the job
+        is to be deleted (TTL)."""
+        if sending.done() or self._spec is None:
+            return
+        limit = None if d.at is None else max(0.0, (d.at - self.rt.now()).total_seconds())
+        self._wake.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sending), timeout=limit)
+
+    async def _deliver(self) -> None:
+        """Send every pending delivery when it is due, until the job is finished and none is left.
+        Nothing here can fail or delay the job: errors are logged and counted."""
+        try:
+            await self._spec_known.wait()
+            while True:
+                due = deliveries.pending(self.status)
+                if not due:
+                    if self.status.terminal:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                first = min(due, key=lambda r: r.next_attempt_time or r.time)
+                wait = ((first.next_attempt_time or first.time) - self.rt.now()).total_seconds()
+                if wait > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    continue
+                try:
+                    await self._attempt_delivery(first)
+                except JobGone:
+                    raise
+                except Exception:
+                    # e.g. the status write failed for a while: the record in memory is current and
+                    # goes out with the next write; try again shortly rather than stop delivering.
+                    log.exception("webhook delivery of %s failed unexpectedly; retrying", self.ref.key)
+                    self.rt.metrics.reconcile_errors.labels(kind="notify").inc()
+                    await asyncio.sleep(DELIVERY_PAUSE_S)
+        except JobGone:
+            return
+
+    async def _attempt_delivery(self, d: Delivery) -> None:
+        notifier, spec = self.rt.notifier, self._spec
+        now = self.rt.now()
+        if notifier is None or spec is None or d.endpoint >= len(spec.notifications):
+            attempt = deliveries.Attempt(None, "the endpoint is no longer in spec.notifications", permanent=True)
+            policy = deliveries.RetryPolicy()
+        else:
+            job = JobIdentity(self.ref.namespace, self.ref.name, self.ref.uid)
+            attempt = await notifier.send(spec.notifications[d.endpoint], d, job, self.status, now)
+            policy = notifier.policy
+            now = self.rt.now()
+        record, outcome = deliveries.after_attempt(d, attempt, now, policy)
+        m = self.rt.metrics
+        m.deliveries.labels(outcome=outcome).inc()
+        m.delivery_duration.observe(attempt.duration_s)
+        if outcome == "delivered":
+            m.delivery_lag.observe(max(0.0, (now - d.time).total_seconds()))
+        self.status = deliveries.replace(self.status, record)
+        self._count_pending()
+        await self.flush()
+        if outcome in deliveries.GIVE_UPS:
+            # The key is never in the record, and URLs are redacted: safe for an event and a log.
+            message = f"{d.event} notification to {d.url} ({d.id}): {record.message}"
+            log.warning("%s: %s", self.ref.key, message)
+            await self.sink.event(tr.Event("Warning", "NotificationFailed", message))
 
     async def _end(self, spec: JobSpec, t: tr.Transition) -> None:
         """Finish: stage results recorded first, then the staging area dropped (and, on failure,

@@ -18,7 +18,11 @@ WAIT_BUCKETS = DURATION_BUCKETS
 #: count the very first event instead of seeing a series appear.
 STAGES = ("asr", "punctuate", "summarize", "topics", "write")
 STAGE_OUTCOMES = ("succeeded", "failed", "deadline")
-ERROR_KINDS = ("driver", "tidy")
+ERROR_KINDS = ("driver", "tidy", "notify")
+#: The bounded ``outcome`` label of webhook delivery attempts (:data:`omoai_operator.deliveries.OUTCOMES`).
+DELIVERY_OUTCOMES = ("delivered", "retry", "rejected", "disabled", "gave_up")
+#: Webhook attempts take milliseconds to the per-attempt time-out.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Seconds between heartbeats; the OmoaiOperatorNotReconciling alert allows several missed ones.
 HEARTBEAT_INTERVAL_S = 10.0
 #: The ``namespace`` label of the per-namespace queue series beyond the busiest N: never a
@@ -62,6 +66,10 @@ class OperatorMetrics:
     wakeups: Counter
     failures: Counter
     heartbeat: Gauge
+    deliveries: Counter
+    delivery_duration: Histogram
+    delivery_lag: Histogram
+    deliveries_pending: Gauge
     namespace_depth: Gauge
     namespace_in_flight: Gauge
     top_namespaces: int = 10
@@ -147,6 +155,29 @@ class OperatorMetrics:
                 "Unix time of the operator loop's last heartbeat (every few seconds, jobs or not).",
                 registry=registry,
             ),
+            deliveries=Counter(
+                "omoai_operator_notification_attempts",
+                "Webhook delivery attempts, by outcome (delivered, retry, rejected, disabled, gave_up).",
+                ["outcome"],
+                registry=registry,
+            ),
+            delivery_duration=Histogram(
+                "omoai_operator_notification_attempt_duration_seconds",
+                "Wall time of one webhook delivery attempt.",
+                buckets=DELIVERY_BUCKETS,
+                registry=registry,
+            ),
+            delivery_lag=Histogram(
+                "omoai_operator_notification_delivery_seconds",
+                "Time from a job event to its successful delivery (retries included).",
+                buckets=DURATION_BUCKETS,
+                registry=registry,
+            ),
+            deliveries_pending=Gauge(
+                "omoai_operator_notifications_pending",
+                "Webhook events not yet delivered, given up or disabled.",
+                registry=registry,
+            ),
             namespace_depth=Gauge(
                 "omoai_operator_namespace_queue_depth",
                 f"Jobs waiting for a slot, by service and namespace (the busiest namespaces; the rest under "
@@ -188,6 +219,8 @@ class OperatorMetrics:
             m.reconcile_errors.labels(kind=kind)
         for reason in FAILURE_REASONS:
             m.failures.labels(reason=reason)
+        for outcome in DELIVERY_OUTCOMES:
+            m.deliveries.labels(outcome=outcome)
         m.heartbeat.set_to_current_time()
         return m
 

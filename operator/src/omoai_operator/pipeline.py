@@ -22,7 +22,7 @@ from omoai_core.schemas import Document, Quality, Segment, Summary, Topic, Trans
 from omoai_formats import render
 from pydantic import TypeAdapter
 
-from omoai_operator.clients import AsrClient, LlmClient
+from omoai_operator.clients import AsrClient, LlmClient, ProgressCallback
 from omoai_operator.failures import StageError
 from omoai_operator.placement import Grant
 from omoai_operator.spec import JobSpec
@@ -58,6 +58,7 @@ class JobContext:
     store: Store
     audio_url: str
     audio_path: Path | None = None  # a local file to upload instead (``omoai run``)
+    on_progress: ProgressCallback | None = None  # audio seconds decoded, while transcribing
 
     @property
     def stem(self) -> str:
@@ -78,6 +79,7 @@ class StageOutcome:
     audio_duration_s: float | None = None  # ASR: the recording's length
     written: Written | None = None  # write: the committed outputs
     summary: str | None = None  # write: one line for ``status.summary``
+    summary_title: str | None = None  # write: the summary's title (notifications carry it)
     duration_s: float = 0.0
 
 
@@ -121,9 +123,9 @@ class Pipeline:
                 **ctx.spec.diarization.asr_fields(),  # speakers on segments and words when enabled
             )
             if ctx.audio_path is not None:
-                staged = await self.asr.transcribe_file(ctx.audio_path, options, at=grant)
+                staged = await self.asr.transcribe_file(ctx.audio_path, options, at=grant, on_progress=ctx.on_progress)
             else:
-                staged = await self.asr.transcribe(ctx.audio_url, options, at=grant)
+                staged = await self.asr.transcribe(ctx.audio_url, options, at=grant, on_progress=ctx.on_progress)
             if staged.duration <= 0:
                 raise StageError.permanent("InvalidAudio", "the ASR service found no audio in the recording")
             await ctx.store.put(ASR_ARTIFACT, staged.model_dump_json().encode())
@@ -168,7 +170,8 @@ class Pipeline:
             summary = f"{doc.summary.title}: {doc.summary.abstract}".strip()
         elif doc.transcript.text:
             summary = doc.transcript.text[:200]
-        return StageOutcome(written=Written(ctx.store.location, tuple(files)), summary=summary)
+        title = doc.summary.title if doc.summary is not None else None
+        return StageOutcome(written=Written(ctx.store.location, tuple(files)), summary=summary, summary_title=title)
 
     # -- assembling ------------------------------------------------------------------------------
     async def document(self, ctx: JobContext) -> Document:

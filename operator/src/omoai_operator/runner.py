@@ -17,11 +17,12 @@ import datetime as dt
 import importlib.util
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from omoai_core.errors import ConfigError, InvalidInputError
 from prometheus_client import CollectorRegistry
 
 from omoai_operator import transitions as tr
-from omoai_operator.controller import build_runtime, close_runtime
+from omoai_operator.controller import build_notifier, build_runtime, close_runtime
 from omoai_operator.driver import JobDriver, JobRef
 from omoai_operator.locations import Locations
 from omoai_operator.settings import OperatorSettings
@@ -98,6 +99,55 @@ class LocalLocations(Locations):
         return await super().store(spec, namespace, uid)
 
 
+class EnvSecret(Mapping[str, str]):
+    """A Secret of a local run: key ``K`` of Secret ``N`` is the environment variable
+    ``OMOAI_SECRET_<N>_<K>`` (upper case, every other character than a letter or digit as ``_``),
+    or the content of the file ``OMOAI_SECRET_<N>_<K>_FILE`` names. Used for webhook signing keys."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def variable(self, key: str) -> str:
+        return "OMOAI_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{self.name}_{key}").upper()
+
+    def __getitem__(self, key: str) -> str:
+        var = self.variable(key)
+        if var in os.environ:
+            return os.environ[var]
+        path = os.environ.get(var + "_FILE")
+        if path is None:
+            raise KeyError(key)
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise KeyError(key) from e
+
+    def __iter__(self) -> Iterator[str]:  # the keys cannot be listed back from variable names
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+async def env_secret(namespace: str, name: str) -> Mapping[str, str]:
+    return EnvSecret(name)
+
+
+async def check_notifications(docs: Sequence[dict[str, Any]], cfg: OperatorSettings) -> None:
+    """Refuse, before anything runs, a manifest whose notifications cannot work (the reason names
+    the job and the field): a URL the address rule forbids, a signing key not in the environment."""
+    notifier = build_notifier(cfg, env_secret)
+    try:
+        for doc in docs:
+            meta, spec = load_manifest(doc)
+            try:
+                await notifier.check(spec, meta.get("namespace") or "local")
+            except InvalidInputError as e:
+                raise InvalidInputError(f"{meta['name']}: {e.message}") from None
+    finally:
+        await notifier.aclose()
+
+
 async def _env_secret(namespace: str, name: str) -> Mapping[str, str]:
     """Without a cluster, S3 credentials come from the usual AWS environment variables."""
     return {
@@ -134,7 +184,8 @@ async def run_jobs(
     for doc in docs:
         meta, _ = load_manifest(doc)  # every manifest checked before anything runs
         parsed.append((meta, doc))
-    rt = build_runtime(cfg, registry or CollectorRegistry())
+    await check_notifications(docs, cfg)
+    rt = build_runtime(cfg, registry or CollectorRegistry(), env_secret)
     rt.locations = LocalLocations(cfg.volumes, data_dir, output_dir)
     try:
         results = await asyncio.gather(*(_run_one(rt, meta, doc) for meta, doc in parsed))

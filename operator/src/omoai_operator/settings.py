@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Annotated
 
+from omoai_core.addresses import IPNetwork
 from omoai_core.errors import ConfigError
 from omoai_core.settings import OmoaiSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 #: Where Kubernetes projects the pod's namespace next to its service-account token.
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -109,6 +113,40 @@ class OperatorSettings(OmoaiSettings):
     )
     cancellation_timeout_s: float = Field(default=5.0, ge=0, description="Grace for in-flight work on delete.")
     suspend_poll_s: float = Field(default=0.5, gt=0, description="How often a suspended job looks at its spec.")
+    # -- notifications (spec.notifications) and progress --------------------------------------------
+    notify_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Time-out of one webhook delivery attempt.")
+    notify_backoff_base_s: float = Field(default=5.0, gt=0, description="First webhook retry delay; doubles per retry.")
+    notify_backoff_max_s: float = Field(default=300.0, gt=0, description="Longest webhook retry delay (before jitter).")
+    notify_retry_window_s: float = Field(
+        default=86400.0, gt=0, le=7 * 86400, description="A webhook event is retried this long after it happened."
+    )
+    notify_allow_http: Switch = Field(
+        default=False, description="Accept http:// notification URLs (default: https only)."
+    )
+    allow_private_addresses: Switch = Field(
+        default=False,
+        description="Let notification URLs reach private, loopback and link-local addresses (the ASR service's "
+        "setting of the same name does this for audio URLs).",
+    )
+    url_allowed_networks: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs notification URLs may reach even though private, comma-separated.",
+    )
+    progress_interval_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=3600,
+        description="At most one audio-progress status write per job this often while transcribing.",
+    )
+
+    @field_validator("url_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        """A JSON list or a comma/space separated string, as the ASR service's setting takes."""
+        if isinstance(v, str):
+            text = v.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return v
 
     @field_validator("asr_url", "llm_url")
     @classmethod
@@ -132,6 +170,8 @@ class OperatorSettings(OmoaiSettings):
                 raise ValueError(f"set OMOAI_{svc.upper()}_API_TOKEN or OMOAI_{svc.upper()}_API_TOKEN_FILE, not both")
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("OMOAI_BACKOFF_MAX_S must be at least OMOAI_BACKOFF_BASE_S")
+        if self.notify_backoff_max_s < self.notify_backoff_base_s:
+            raise ValueError("OMOAI_NOTIFY_BACKOFF_MAX_S must be at least OMOAI_NOTIFY_BACKOFF_BASE_S")
         return self
 
     def own_namespace(self) -> str | None:

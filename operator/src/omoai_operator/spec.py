@@ -179,6 +179,41 @@ class Output(_Model):
         return self
 
 
+#: The job events a notification endpoint may ask for.
+NotificationEvent = Literal["started", "succeeded", "failed"]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("started", "succeeded", "failed")
+DEFAULT_EVENTS: tuple[NotificationEvent, ...] = ("succeeded", "failed")
+#: Most endpoints per job (the CRD's ``maxItems``): each one is a delivery state in the status.
+MAX_NOTIFICATIONS = 5
+_WEBHOOK_URL = r"^https?://[^\s/?#]+[^\s]*$"
+
+
+class SigningKeyRef(_Model):
+    """The Secret (in the job's namespace) and key holding the signing key(s): one or more
+    ``whsec_...`` values separated by whitespace; every one signs (key rotation)."""
+
+    name: DnsName
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "signing-key"
+
+
+class Notification(_Model):
+    """One webhook endpoint: where, which events, how signed, in which format."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=_WEBHOOK_URL)]
+    events: Annotated[list[NotificationEvent], Field(min_length=1, max_length=len(NOTIFICATION_EVENTS))] = Field(
+        default_factory=lambda: list(DEFAULT_EVENTS)
+    )
+    secret_ref: SigningKeyRef
+    format: Literal["standard-webhooks", "cloudevents"] = "standard-webhooks"
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("events must not repeat an event")
+        return v
+
+
 class JobSpec(_Model):
     source: Source
     language: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] = "vi"
@@ -191,6 +226,7 @@ class JobSpec(_Model):
     ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31536000)] | None = None
     suspend: StrictBool = False
     priority: Annotated[StrictInt, Field(ge=-1000, le=1000)] = 0
+    notifications: Annotated[list[Notification], Field(max_length=MAX_NOTIFICATIONS)] = Field(default_factory=list)
 
 
 #: Fields that may change after creation (the CRD's transition rule says the same).

@@ -102,6 +102,33 @@ class StageStatus(_Model):
     message: str | None = None
 
 
+def _precise(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: A time kept to the millisecond (a retry due in 1.5 s must not be rounded to now).
+PreciseTime = Annotated[dt.datetime, PlainSerializer(_precise, return_type=str)]
+
+DeliveryState = Literal["Pending", "Delivered", "Failed", "Disabled"]
+
+
+class Delivery(_Model):
+    """One event for one notification endpoint (``spec.notifications[endpoint]``): what the
+    operator needs to resume it after a restart, and what a human reads about it. Never the key."""
+
+    endpoint: int
+    url: str  # with any secret query values redacted
+    event: str
+    id: str  # the ``webhook-id``: the same on every attempt of this event
+    time: PreciseTime  # when the event happened (its payload's timestamp; the retry window starts here)
+    state: DeliveryState  # no defaults: both always shown (the status leaves defaults out)
+    attempts: int
+    last_attempt_time: Timestamp | None = None
+    last_http_code: int | None = None
+    next_attempt_time: PreciseTime | None = None
+    message: str | None = None
+
+
 class Results(_Model):
     location: str
     files: tuple[str, ...] = ()
@@ -127,6 +154,11 @@ class JobStatus(_Model):
     audio_duration_seconds: float | None = None
     audio_duration: str | None = None
     real_time_factor: float | None = None
+    audio_seconds_done: float | None = None
+    audio_seconds_total: float | None = None
+    audio_progress: str | None = None
+    summary_title: str | None = None
+    notifications: tuple[Delivery, ...] = ()
 
     @classmethod
     def from_wire(cls, raw: Any) -> JobStatus:

@@ -8,6 +8,7 @@ Events mark phase transitions, retries, suspensions and failures; a stage's prog
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,10 +54,25 @@ class AfterFailure:
     failed: bool = False
 
 
-def progress(spec: JobSpec, status: JobStatus) -> str:
+def progress(spec: JobSpec, status: JobStatus, partial: float = 0.0) -> str:
+    """The share of the job done: each stage an equal share, the running one counted by ``partial``
+    (the ASR stage: audio seconds transcribed / total), rounded down while a stage is under way."""
     stages = plan(spec)
     done = sum(status.stage_done(s.name) for s in stages)
+    if partial > 0:
+        return f"{math.floor(100 * (done + min(partial, 0.999)) / len(stages))}%"
     return f"{round(100 * done / len(stages))}%"
+
+
+def audio_progress(spec: JobSpec, status: JobStatus, done_s: float, total_s: float) -> JobStatus:
+    """While transcribing: how much of the recording the ASR service has decoded (its streamed answer)."""
+    done_s = min(done_s, total_s) if total_s > 0 else done_s
+    return status.evolve(
+        audio_seconds_done=round(done_s, 1),
+        audio_seconds_total=round(total_s, 1),
+        audio_progress=f"{clock(done_s, hours=True)} / {clock(total_s, hours=True)}",
+        progress=progress(spec, status, done_s / total_s if total_s > 0 else 0.0),
+    )
 
 
 def initialize(spec: JobSpec, now: dt.datetime, generation: int | None) -> Transition:
@@ -163,14 +179,21 @@ def stage_succeeded(
         "message": f"{stage.name} done in {duration_s:.2f}s",
     }
     if outcome.audio_duration_s is not None:
+        total = outcome.audio_duration_s
         changes |= {
-            "audio_duration_seconds": round(outcome.audio_duration_s, 3),
-            "audio_duration": clock(outcome.audio_duration_s, hours=True),
+            "audio_duration_seconds": round(total, 3),
+            "audio_duration": clock(total, hours=True),
+            # all of it, streamed or not (a service that does not stream jumps here from nothing)
+            "audio_seconds_done": round(total, 1),
+            "audio_seconds_total": round(total, 1),
+            "audio_progress": f"{clock(total, hours=True)} / {clock(total, hours=True)}",
         }
     if outcome.written is not None:
         changes["results"] = Results(location=outcome.written.location, files=outcome.written.files)
     if outcome.summary:
         changes["summary"] = outcome.summary[:2000]
+    if outcome.summary_title:
+        changes["summary_title"] = outcome.summary_title[:500]
     return Transition(after.evolve(**changes))
 
 

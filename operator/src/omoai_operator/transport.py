@@ -8,6 +8,8 @@ about 3 ms of the operator's event loop per service call. aiohttp's connector do
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
 import httpx
 
@@ -39,31 +41,53 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if k.lower() not in (b"host", b"content-length", b"transfer-encoding")
         ]
         try:
-            async with self._client().request(
+            resp = await self._client().request(
                 request.method,
                 str(request.url),
                 data=body or None,
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
-            ) as resp:
-                content = await resp.read()
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
-                status = resp.status
-        except TimeoutError as e:  # aiohttp's socket timeouts (the deadline cancels instead)
-            if isinstance(e, aiohttp.ConnectionTimeoutError):
-                raise httpx.ConnectTimeout(str(e) or "connect timed out", request=request) from e
-            raise httpx.ReadTimeout(str(e) or "read timed out", request=request) from e
-        except aiohttp.ClientConnectorError as e:
-            raise httpx.ConnectError(str(e), request=request) from e
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
-            raise httpx.RemoteProtocolError(str(e) or type(e).__name__, request=request) from e
-        except (aiohttp.ClientOSError, ConnectionError) as e:
-            raise httpx.ReadError(str(e) or type(e).__name__, request=request) from e
-        except aiohttp.ClientError as e:
-            raise httpx.TransportError(str(e) or type(e).__name__) from e
-        return httpx.Response(status, headers=raw, content=content, request=request)
+            )
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+            raise _translated(e, request) from e
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+        # The body streams: a caller reading server-sent events sees each one as it comes.
+        return httpx.Response(resp.status, headers=raw, stream=_Body(resp, request), request=request)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx reads it: chunks as they arrive, errors translated."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._resp = resp
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+            raise _translated(e, self._request) from e
+
+    async def aclose(self) -> None:
+        self._resp.release()
+
+
+def _translated(e: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """httpx's exception for what aiohttp raised (the service clients classify httpx's)."""
+    if isinstance(e, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(e) or "connect timed out", request=request)
+    if isinstance(e, TimeoutError):  # aiohttp's socket timeouts (the deadline cancels instead)
+        return httpx.ReadTimeout(str(e) or "read timed out", request=request)
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(e), request=request)
+    if isinstance(e, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return httpx.RemoteProtocolError(str(e) or type(e).__name__, request=request)
+    if isinstance(e, (aiohttp.ClientOSError, ConnectionError)):
+        return httpx.ReadError(str(e) or type(e).__name__, request=request)
+    return httpx.TransportError(str(e) or type(e).__name__)

@@ -185,6 +185,18 @@ class Kube:
         self.http.post(f"/api/v1/namespaces/{NAMESPACE}/secrets", json=body).raise_for_status()
 
 
+PEERINGS = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+
+
+def enable_peering(emulator: EmulatorThread) -> None:
+    """Serve kopf's peering kind and create the ``omoai`` peering object (as the chart does)."""
+    emulator.emulator.add_kind(PEERINGS)
+    httpx.post(
+        f"{emulator.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings",
+        json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "omoai"}},
+    ).raise_for_status()
+
+
 @pytest.fixture
 def emulator() -> Iterator[EmulatorThread]:
     emu = Emulator()

@@ -7,14 +7,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import NAMESPACE, Kube, job, operator_env, operator_process, proxies_for, run_operator
+from operator_harness import (
+    NAMESPACE,
+    Kube,
+    enable_peering,
+    job,
+    operator_env,
+    operator_process,
+    proxies_for,
+    run_operator,
+)
 
-from tests.support.emulator import EmulatorThread, Kind
+from tests.support.emulator import EmulatorThread
 from tests.support.operator_services import StubServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-PEERINGS = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 
 
 def test_only_the_highest_priority_replica_acts(
@@ -26,11 +33,7 @@ def test_only_the_highest_priority_replica_acts(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    emulator.emulator.add_kind(PEERINGS)
-    httpx.post(
-        f"{emulator.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings",
-        json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "omoai"}},
-    ).raise_for_status()
+    enable_peering(emulator)
     log = tmp_path / "standby.log"
     with proxies_for(stubs.url, stubs.url) as (asr, llm):
         env = operator_env(asr.url, llm.url, data_dir.parent, OMOAI_PEERING_STANDALONE="false")

@@ -39,6 +39,8 @@ def with_spec(**changes: Any) -> dict[str, Any]:
     return obj
 
 
+HOOK: dict[str, Any] = {"url": "https://hooks.example/omoai", "secretRef": {"name": "hook-key"}}
+
 INVALID: dict[str, dict[str, Any]] = {
     "two sources": with_spec(
         source={"url": "https://a.example/x", "s3": {"bucket": "bkt", "key": "k", "secretRef": {"name": "s"}}}
@@ -86,6 +88,13 @@ INVALID: dict[str, dict[str, Any]] = {
     "zero speakers": with_spec(diarization={"enabled": True, "numSpeakers": 0}),
     "too many speakers": with_spec(diarization={"enabled": True, "maxSpeakers": 21}),
     "diarization flag not bool": with_spec(diarization={"enabled": "yes"}),
+    "notification unknown event": with_spec(notifications=[{**HOOK, "events": ["finished"]}]),
+    "notification without secret": with_spec(notifications=[{"url": HOOK["url"]}]),
+    "notification ftp url": with_spec(notifications=[{**HOOK, "url": "ftp://hooks.example/x"}]),
+    "notification repeated event": with_spec(notifications=[{**HOOK, "events": ["failed", "failed"]}]),
+    "notification no events": with_spec(notifications=[{**HOOK, "events": []}]),
+    "notification unknown format": with_spec(notifications=[{**HOOK, "format": "xml"}]),
+    "too many notifications": with_spec(notifications=[HOOK] * 6),
 }
 
 VALID: dict[str, dict[str, Any]] = {
@@ -119,6 +128,13 @@ VALID: dict[str, dict[str, Any]] = {
     ),
     "diarization bounded": with_spec(diarization={"enabled": True, "minSpeakers": 2, "maxSpeakers": 4}),
     "diarization given": with_spec(diarization={"enabled": True, "numSpeakers": 3, "minSpeakers": 3, "maxSpeakers": 3}),
+    "notification defaults": with_spec(notifications=[HOOK]),
+    "notifications all fields": with_spec(
+        notifications=[
+            {**HOOK, "events": ["started", "succeeded", "failed"], "format": "cloudevents"},
+            {"url": "http://hooks.internal:8080/x?token=t", "secretRef": {"name": "k2", "key": "keys"}},
+        ]
+    ),
 }
 
 
@@ -136,6 +152,7 @@ def test_the_crd_names_and_columns_are_what_users_type_and_see() -> None:
     cols = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert cols["Phase"] == ".status.phase" and cols["Progress"] == ".status.progress"
     assert cols["Audio"] == ".status.audioDuration" and cols["RTF"] == ".status.realTimeFactor"
+    assert cols["Transcribed"] == ".status.audioProgress"
     assert cols["Age"] == ".metadata.creationTimestamp"
     status_props = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     for path in cols.values():  # every column points at a field the schema keeps (no pruning)
@@ -177,7 +194,16 @@ def test_valid_specs_are_accepted_by_both_with_the_same_defaults(case: str) -> N
     defaulted = operator_crd.apply_defaults(copy.deepcopy(obj))["spec"]
     model = parse_spec(obj["spec"]).model_dump(by_alias=True, exclude_none=True)
     assert model == parse_spec(defaulted).model_dump(by_alias=True, exclude_none=True)
-    for key in ("language", "asr", "diarization", "postprocess", "backoffLimit", "suspend", "priority"):
+    for key in (
+        "language",
+        "asr",
+        "diarization",
+        "postprocess",
+        "backoffLimit",
+        "suspend",
+        "priority",
+        "notifications",
+    ):
         assert model[key] == defaulted[key], key
 
 
@@ -206,6 +232,9 @@ def test_spec_is_immutable_except_the_job_controls() -> None:
     changed_speakers = copy.deepcopy(old)
     changed_speakers["spec"]["diarization"] = {"enabled": True}
     assert operator_crd.validate(changed_speakers, old)
+    changed_hooks = copy.deepcopy(old)
+    changed_hooks["spec"]["notifications"] = [HOOK]
+    assert operator_crd.validate(changed_hooks, old)
 
 
 def test_manifest_of_another_kind_is_refused_with_a_clear_message() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
+from omoai_core.addresses import IPAddress, is_ip, refusal
 from omoai_core.errors import (
     InvalidInputError,
     NotFoundError,
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 MAX_URL_LENGTH = 8192
 _CHUNK = 1 << 16
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -102,68 +101,18 @@ class FetchPolicy:
 # -- addresses ----------------------------------------------------------------------------------
 
 
-#: IPv6 ranges refused outright: deprecated site-local, local-use NAT64 (RFC 8215) and Teredo
-#: (its client address is obfuscated, so what it reaches cannot be checked).
-_REFUSED_V6 = tuple(ipaddress.IPv6Network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "2001::/32"))
-#: IPv6 forms that carry an IPv4 address in their low 32 bits: NAT64 (RFC 6052), IPv4-compatible,
-#: IPv4-mapped and IPv4-translated (SIIT). The embedded address is checked like any IPv4 address.
-_EMBED_LOW32 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96"))
-_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
-
-
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (NAT64, 6to4, mapped, compatible), if any."""
-    if ip in _SIX_TO_FOUR:
-        return ip.sixtofour
-    if any(ip in net for net in _EMBED_LOW32):
-        if int(ip) >> 32 == 0 and int(ip) <= 1:  # :: and ::1 are themselves, not IPv4 forms
-            return None
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def _kind(ip: IPAddress) -> str | None:
-    """Why ``ip`` may not be fetched from, or None when it is a public unicast address."""
-    if ip.is_multicast:
-        return "multicast"
-    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
-        return "deprecated or tunnelled"
-    if not ip.is_global:
-        return (
-            "loopback"
-            if ip.is_loopback
-            else "link-local"
-            if ip.is_link_local
-            else "private"
-            if ip.is_private
-            else "non-public"
-        )
-    return None
-
-
 def check_address(address: str, policy: FetchPolicy, host: str) -> IPAddress:
     """The parsed address, or :class:`UrlNotAllowedError` when policy forbids reaching it.
 
     An IPv6 address that embeds an IPv4 address (NAT64 ``64:ff9b::10.0.0.1``, 6to4, IPv4-mapped or
     -compatible) is judged by that IPv4 address too: on a NAT64 cluster it is where the packets go.
     """
-    ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
-    if policy.allow_private or any(a in net for net in policy.allowed_networks for a in (ip, inner) if a is not None):
-        return ip
-    for candidate in (ip, inner):
-        if candidate is None:
-            continue
-        kind = _kind(candidate)
-        if kind is not None:
-            via = f" (embedded in {ip})" if candidate is inner else ""
-            raise UrlNotAllowedError(
-                f"audio_url host {host!r} resolves to the {kind} address {candidate}{via}, "
-                "which this server does not fetch from",
-                details={"host": host, "address": str(ip)},
-            )
+    ip, why = refusal(address, allow_private=policy.allow_private, allowed_networks=policy.allowed_networks)
+    if why is not None:
+        raise UrlNotAllowedError(
+            f"audio_url host {host!r} resolves to {why}, which this server does not fetch from",
+            details={"host": host, "address": str(ip)},
+        )
     return ip
 
 
@@ -185,7 +134,7 @@ class _GuardedBackend:
         self._resolver = resolver
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, **kwargs: Any) -> Any:
-        addresses = [host] if _is_ip(host) else await self._resolver(host, port)
+        addresses = [host] if is_ip(host) else await self._resolver(host, port)
         if not addresses:
             raise UrlFetchError(f"audio_url host {host!r} has no addresses")
         checked = [check_address(a, self._policy, host) for a in addresses]  # any bad one refuses the host
@@ -196,14 +145,6 @@ class _GuardedBackend:
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
 
 
 def _transport(policy: FetchPolicy, resolver: Resolver) -> httpx.AsyncHTTPTransport:

@@ -56,19 +56,28 @@ MAX_JSON_BYTES = 1024 * 1024
 @router.post("/v1/transcriptions", openapi_extra=_OPENAPI, summary="Transcribe one recording")
 async def transcriptions(request: Request, serving: ServingDep) -> Response:
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    streamq = _query_stream(request)
     if ctype == "multipart/form-data":
-        return await serving.run(request, lambda body: _from_form(body, serving))
+        return await serving.run(request, lambda body: _from_form(body, serving, streamq))
     if ctype.startswith(_RAW_TYPES):
         options = validate(TranscriptionOptions, dict(request.query_params))  # before admission: no body read
         return await serving.run(request, lambda body: _from_raw(body, serving, options))
     if ctype in ("application/json", ""):
-        return await serving.run(request, lambda body: _from_json(body, serving))
+        return await serving.run(request, lambda body: _from_json(body, serving, streamq))
     raise UnsupportedMediaError(
         f"unsupported content type {ctype!r}; send multipart/form-data, audio/* or application/json"
     )
 
 
-async def _from_form(body: Body, serving: AsrServing) -> Response:
+def _query_stream(request: Request) -> bool:
+    """``?stream=true`` asks for the streamed answer whatever the body (the operator asks this way:
+    a replica that predates streaming ignores a query parameter, where it would refuse a field). As
+    a query parameter it is a preference: a request that cannot stream (diarization, a text format)
+    gets the plain answer instead of the 400 the ``stream`` field gets."""
+    return request.query_params.get("stream", "").lower() in ("true", "1")
+
+
+async def _from_form(body: Body, serving: AsrServing, streamq: bool = False) -> Response:
     form = await body.form(max_files=1, max_fields=32)
     upload = form.get("file")
     fields = {k: v for k, v in form.multi_items() if k != "file"}
@@ -79,10 +88,12 @@ async def _from_form(body: Body, serving: AsrServing) -> Response:
     if upload is None:
         if "audio_url" not in fields:
             raise InvalidInputError("no audio: send a 'file' upload, or JSON with 'audio_url'")
-        return await _from_url(serving, validate(UrlTranscriptionRequest, fields))
+        return await _from_url(serving, validate(UrlTranscriptionRequest, fields), streamq)
     if "audio_url" in fields:
         raise InvalidInputError("send either a 'file' upload or 'audio_url', not both")
     options = validate(TranscriptionOptions, fields)
+    if streamq and _streamable(options):
+        options = options.model_copy(update={"stream": True})
     decode = options.decode_options(serving.settings)
     speakers = options.diarization_options()
     path = await body.upload_to_file(upload)
@@ -106,18 +117,18 @@ async def _from_raw(body: Body, serving: AsrServing, options: TranscriptionOptio
     return render_transcript(transcript, options.format)
 
 
-async def _from_json(body: Body, serving: AsrServing) -> Response:
+async def _from_json(body: Body, serving: AsrServing, streamq: bool = False) -> Response:
     raw = await body.read(MAX_JSON_BYTES)
     payload = parse_json(raw) if raw else None
     if not isinstance(payload, dict):
         raise InvalidInputError('expected a JSON object such as {"audio_url": "https://..."}')
-    return await _from_url(serving, validate(UrlTranscriptionRequest, payload))
+    return await _from_url(serving, validate(UrlTranscriptionRequest, payload), streamq)
 
 
-async def _from_url(serving: AsrServing, req: UrlTranscriptionRequest) -> Response:
+async def _from_url(serving: AsrServing, req: UrlTranscriptionRequest, streamq: bool = False) -> Response:
     decode = req.decode_options(serving.settings)
     speakers = req.diarization_options()
-    if req.stream:
+    if req.stream or (streamq and _streamable(req)):
         _check_streamable(req)
         return _sse_response(await serving.open_url_stream(req.audio_url, decode))
     transcript = await serving.transcribe_url(req.audio_url, decode, speakers)
@@ -141,8 +152,12 @@ async def _streamed(serving: AsrServing, path: Path, options: TranscriptionOptio
     return _sse_response(await serving.open_file_stream(path, options.decode_options(serving.settings)))
 
 
+def _streamable(options: TranscriptionOptions) -> bool:
+    return options.format == "json" and options.diarization_options() is None
+
+
 def _check_streamable(options: TranscriptionOptions) -> None:
-    if options.format != "json" or options.diarization_options() is not None:
+    if not _streamable(options):
         raise InvalidInputError("stream=true answers JSON events without diarization; drop format or diarization")
 
 
