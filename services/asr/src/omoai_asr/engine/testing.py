@@ -376,11 +376,16 @@ def _construct_joint(
         joint.enc_ffn.bias[:half] = -gain * (mu / sigma + threshold)
 
         def linguistic(tokens: torch.Tensor, blanks_after: int) -> torch.Tensor:
-            """(N, J/2) the linguistic half after start, token, then ``blanks_after`` blanks."""
+            """(N, J/2) the linguistic half after start, token, then ``blanks_after`` blanks.
+
+            With more than two slots, blanks before the token fill every slot with blank's
+            pattern, so that each term differs from the start state in its own slot only.
+            """
             n = tokens.numel()
             state = predictor.initial_state(n, torch.device("cpu"))
             zeros = torch.zeros(n, dtype=torch.long)
-            out, state = predictor.step(zeros, state)
+            for _ in range(max(1, slots - 1)):  # the start symbol, then the fill
+                out, state = predictor.step(zeros, state)
             out, state = predictor.step(tokens, state)
             for _ in range(blanks_after):
                 out, state = predictor.step(zeros, state)
@@ -466,7 +471,9 @@ def write_random_checkpoint(
     return out
 
 
-def write_benchmark_transducer(directory: str | Path, speech: np.ndarray | None = None, *, seed: int = 0) -> Path:
+def write_benchmark_transducer(
+    directory: str | Path, speech: np.ndarray | None = None, *, seed: int = 0, dims: ModelDimensions | None = None
+) -> Path:
     """The transducer benchmark checkpoint: ``LARGE_VIE_RNNT`` searching like a trained model.
 
     The size of ``khanhld/chunkformer-rnnt-large-vie`` (encoder 512 x 17 blocks, LSTM predictor,
@@ -474,11 +481,11 @@ def write_benchmark_transducer(directory: str | Path, speech: np.ndarray | None 
     benchmark passes its own speech, default :func:`synthetic_speech`) so that greedy search on
     that audio has at least 70 % blank frames and at most 4 emissions in a frame
     (:class:`SearchProfile`), as trained models do. Every speed benchmark of the default model
-    uses it.
+    uses it. ``dims`` (default ``LARGE_VIE_RNNT``): the same construction at another size (tests).
     """
     return write_random_checkpoint(
         directory,
-        LARGE_VIE_RNNT,
+        dims or LARGE_VIE_RNNT,
         seed=seed,
         blank_fraction=BENCHMARK_BLANK_FRACTION,
         calibration=speech,
