@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ def levers() -> dict[str, object]:
         "fixed look-ahead 4 (before)": SearchTuning(lookahead=4, max_lookahead=4, check_every=1, masked_updates=False),
         "fixed look-ahead 32": SearchTuning(lookahead=32, max_lookahead=32, check_every=1, masked_updates=False),
         "accelerator branch (masked, 32)": ACCELERATOR_TUNING,
-        "adaptive look-ahead 4..32 (default)": CPU_TUNING,
+        "adaptive look-ahead 4..32": replace(CPU_TUNING, cpu_threads=None),
+        "adaptive 4..32, search on 1 thread (default)": CPU_TUNING,
     }
 
 

@@ -110,9 +110,14 @@ def test_accelerator_branch_run_on_cpu_equals_the_cpu_branch() -> None:
     assert sum(e.tokens.size for e in on_cpu) > 0
     for a, b in zip(on_cpu, masked, strict=True):
         assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.frames, b.frames)
-    # The carried state too (long form continues from it).
-    assert torch.equal(cpu_state.h, masked_state.h) and torch.equal(cpu_state.c, masked_state.c)
-    assert torch.allclose(cpu_state.pred_proj, masked_state.pred_proj, atol=1e-6)
+    # The carried state too (long form continues from it), up to float32 rounding: stepping B
+    # rows or only the emitting ones sums the same products in another order.
+    for a, b in (
+        (cpu_state.h, masked_state.h),
+        (cpu_state.c, masked_state.c),
+        (cpu_state.pred_proj, masked_state.pred_proj),
+    ):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_search_tuning_refuses_an_empty_window() -> None:

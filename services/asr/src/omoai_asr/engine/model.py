@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -625,8 +625,28 @@ class RnnPredictor(nn.Module):
         self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """tokens (B,) int64, state (h, c) -> output (B, P) and the next state."""
-        out, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), state)  # out (B, 1, H)
-        return F.linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
+        x = self.embed(tokens)  # (B, E)
+        if x.device.type != "cpu" or torch.is_grad_enabled():
+            out, (h, c) = self.rnn(x.unsqueeze(1), state)  # out (B, 1, H)
+            return F.linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
+        # CPU inference: the LSTM cell written out. One step of nn.LSTM on CPU goes through
+        # oneDNN, which reorders the 9 MB of large-vie weights on every call (about 5 ms, most
+        # of a search iteration); two matrix-vector products read them once.
+        h0, c0 = state
+        hs, cs = [], []
+        rnn: Any = self.rnn  # nn.LSTM's per-layer parameters are not typed attributes
+        for layer in range(self.dims.num_layers):
+            suffix = f"_l{layer}"
+            gates = F.linear(x, getattr(rnn, "weight_ih" + suffix), getattr(rnn, "bias_ih" + suffix, None))
+            gates = gates + F.linear(
+                h0[layer], getattr(rnn, "weight_hh" + suffix), getattr(rnn, "bias_hh" + suffix, None)
+            )
+            i, f, g, o = gates.chunk(4, dim=-1)  # (B, H) each, PyTorch's gate order
+            c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        return F.linear(x, self.projection.weight, self.projection.bias), (torch.stack(hs), torch.stack(cs))
 
 
 class TransducerJoint(nn.Module):

@@ -363,7 +363,14 @@ def _construct_joint(
         )
         # Acoustic half: standardised random features, "on" above a per-dimension threshold.
         (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
-        directions = torch.randn(half, enc.size(1), generator=g)
+        # Random directions in the whitened encoder space: a random encoder's features are
+        # strongly correlated, and correlated "on" dimensions would fire together (many tokens in
+        # one frame, cycling to the 64-emission cap, and long blank stretches elsewhere).
+        centred = (enc - enc.mean(0)).double()
+        cov = centred.T @ centred / max(1, enc.size(0) - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov + 1e-4 * cov.diagonal().mean() * torch.eye(cov.size(0)))
+        whitening = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T  # (D, D), symmetric
+        directions = (torch.randn(half, enc.size(1), generator=g).double() @ whitening).float()
         pre = enc @ directions.T  # (T, J/2)
         mu, sigma = pre.mean(0), pre.std(0).clamp(min=1e-6)
         z = (pre - mu) / sigma

@@ -39,7 +39,8 @@ reference's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,13 +109,18 @@ class SearchTuning:
     pauses, cost few calls). The host checks for finished streams every ``check_every``
     iterations. ``masked_updates``: the predictor steps every row and a mask keeps the emitting
     rows' results (no host synchronisation, for accelerators) instead of stepping the emitting
-    rows alone (cheaper where the host knows the rows for free, on CPU).
+    rows alone (cheaper where the host knows the rows for free, on CPU). ``cpu_threads``: torch's
+    CPU threads during the search (None: unchanged). Its operations are small (a few rows), so
+    sharing each between threads saves little and, on a busy machine, every operation waits for
+    the slowest thread to be scheduled: measured 15x slower with 2 threads than with 1 on a
+    loaded 2-core machine (docs/benchmarks.md). The setting is process-wide while it lasts.
     """
 
     lookahead: int
     max_lookahead: int
     check_every: int
     masked_updates: bool
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.lookahead <= self.max_lookahead or self.check_every < 1:
@@ -128,7 +134,7 @@ class SearchTuning:
 # On CPU a decision costs the host nothing, so the window adapts and only emitting rows step.
 # On an accelerator every host decision is a synchronisation: a fixed window, masked updates,
 # and a check for finished streams every 32 iterations.
-CPU_TUNING = SearchTuning(lookahead=4, max_lookahead=32, check_every=1, masked_updates=False)
+CPU_TUNING = SearchTuning(lookahead=4, max_lookahead=32, check_every=1, masked_updates=False, cpu_threads=1)
 ACCELERATOR_TUNING = SearchTuning(lookahead=32, max_lookahead=32, check_every=32, masked_updates=True)
 
 
@@ -201,7 +207,7 @@ def greedy_search(
     window = tuning.lookahead
     # Each iteration emits one token or moves at least one frame on: a hard bound.
     max_iterations = n_frames * (n_steps + 1) + 1
-    with torch.autocast(device.type, enabled=False):
+    with torch.autocast(device.type, enabled=False), _cpu_threads(tuning.cpu_threads):
         for iteration in range(max_iterations):
             if iteration % tuning.check_every == 0 and not bool((frame < lengths).any()):
                 break
@@ -242,6 +248,19 @@ def greedy_search(
         mask = tokens[i] >= 0
         results.append(StreamEmissions(tokens[i][mask].astype(np.int64), frames[i][mask].astype(np.int64)))
     return results, SearchState(h, c, pred_proj)
+
+
+@contextmanager
+def _cpu_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _trace(trace: list[SearchStep], scores: torch.Tensor, t: int, count: int, first: int, n_valid: int) -> None:
