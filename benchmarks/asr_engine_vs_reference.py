@@ -341,13 +341,18 @@ def search_verdicts(label: str, res: dict[str, Any]) -> list[str]:
     from omoai_asr.engine.testing import SearchProfile
 
     frames, _ = res["emissions"]
-    profile = SearchProfile.of(np.asarray(frames, dtype=np.int64), len(res["argmax_path"]))
-    return [
-        f"{label}: blank frames {profile.blank_share * 100:.1f} % (target >= {profile.MIN_BLANK_SHARE * 100:.0f} %: "
-        f"{'met' if profile.blank_share >= profile.MIN_BLANK_SHARE else 'NOT met'}); "
-        f"most emissions in a frame {profile.max_per_frame} (target <= {profile.MAX_PER_FRAME}: "
-        f"{'met' if profile.max_per_frame <= profile.MAX_PER_FRAME else 'NOT met'})"
-    ]
+    return [profile_verdict(label, SearchProfile.of(np.asarray(frames, dtype=np.int64), len(res["argmax_path"])))]
+
+
+def profile_verdict(label: str, profile: Any) -> str:
+    """A ``testing.SearchProfile`` against its targets, as one verdict line."""
+    blank_ok = profile.blank_share >= profile.MIN_BLANK_SHARE
+    most_ok = profile.max_per_frame <= profile.MAX_PER_FRAME
+    return (
+        f"{label}: blank frame share {profile.blank_share:.3f} (target >= {profile.MIN_BLANK_SHARE}: "
+        f"{'met' if blank_ok else 'NOT met'}); most emissions in a frame {profile.max_per_frame} "
+        f"(target <= {profile.MAX_PER_FRAME}: {'met' if most_ok else 'NOT met'})"
+    )
 
 
 def compare_paths(ours: list[int], ref: list[int]) -> str:
