@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from omoai_asr.engine.kernels import linear, lstm_step
-from omoai_asr.geometry import SUBSAMPLING
+from omoai_asr.geometry import SUBSAMPLING as SUBSAMPLING  # re-exported: transcribe.py imports it from here
 
 SUBSAMPLING_CONTEXT = 15  # input frames one output frame needs (receptive field)
 
