@@ -18,9 +18,9 @@ For one audio file and one set of decoding settings it measures, after loading t
 - peak resident memory of this process (``VmHWM``) and, on CUDA, peak allocated memory
   (``torch.cuda.max_memory_allocated``) over the timed runs.
 
-The argmax path (token id per 80 ms encoder frame) is captured with a pass-through wrapper at
-the same seam on both sides and written out, so the driver can check that both produce the same
-output. The result is one JSON object written to ``--result``.
+The argmax path (token id per 80 ms encoder frame; for a transducer the first search step's) is
+captured with a pass-through wrapper at the same seam on both sides and written out, so the driver
+can check that both produce the same output; for a transducer also every emission (frame, token). The result is one JSON object written to ``--result``.
 """
 
 from __future__ import annotations
@@ -85,10 +85,17 @@ class Reference:
         self.dtype = dtype
         self.model = ChunkFormerModel.from_pretrained(model_dir).to(device).eval()
         self.last_path: list[int] | None = None
+        self.last_emissions: list[list[int]] | None = None
         original = cfm.get_output_with_timestamps
 
         def capture(hyps: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self.last_path = hyps.reshape(-1).tolist()
+            if hyps.dim() == 3 and hyps.size(-1) > 1:  # transducer: (1, T, n_steps), 0 after the blank
+                grid = hyps[0]
+                self.last_path = grid[:, 0].tolist()
+                frames, steps = grid.nonzero(as_tuple=True)
+                self.last_emissions = [frames.tolist(), grid[frames, steps].tolist()]
+            else:
+                self.last_path = hyps.reshape(-1).tolist()
             return original(hyps, *args, **kwargs)
 
         cfm.get_output_with_timestamps = capture  # pass-through: records the argmax path
@@ -156,11 +163,14 @@ class Ours:
         policy = MemoryPolicy.from_settings(str(device), dtype, debug_empty_cache=False, registry=CollectorRegistry())
         self.engine = ChunkFormerEngine.load(model_dir, policy)
         self.last_path: list[int] | None = None
+        self.last_emissions: list[list[int]] | None = None
         decode_frames = self.engine.decode_frames
 
         def capture(*args: Any, **kwargs: Any) -> Any:
             result = decode_frames(*args, **kwargs)
             self.last_path = result.argmax  # numpy array: converted to a list after timing
+            if result.emissions is not None:
+                self.last_emissions = [result.emissions.frames.tolist(), result.emissions.tokens.tolist()]
             return result
 
         self.engine.decode_frames = capture  # type: ignore[method-assign]  # pass-through
@@ -289,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_segments": n_segments,
         "last_segment_end": last_end,
         "argmax_path": path_list,
+        # transducer: [frames, tokens] of every emission in order (None for CTC)
+        "emissions": impl.last_emissions,
     }
     with open(args.result, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

@@ -51,12 +51,14 @@ def test_omoai_run_executes_the_pvc_example_against_running_services(
     assert "Completed" in res.stderr  # transitions are logged as they happen
 
 
-def test_omoai_run_starts_the_services_in_process_and_honours_output_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dims", ["TINY", "TINY_RNNT"])  # a CTC and a transducer (the default's kind) checkpoint
+def test_omoai_run_starts_the_services_in_process_and_honours_output_dir(tmp_path: Path, dims: str) -> None:
     model = tmp_path / "asr-model"
     script = (
-        "import sys; from omoai_asr.engine.testing import write_random_checkpoint; write_random_checkpoint(sys.argv[1])"
+        "import sys; from omoai_asr.engine import testing; "
+        "testing.write_random_checkpoint(sys.argv[1], getattr(testing, sys.argv[2]))"
     )
-    subprocess.run([sys.executable, "-c", script, str(model)], check=True, timeout=180)
+    subprocess.run([sys.executable, "-c", script, str(model), dims], check=True, timeout=180)
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
     fake = FakeOpenAI()
@@ -81,6 +83,9 @@ def test_omoai_run_starts_the_services_in_process_and_honours_output_dir(tmp_pat
     assert json.loads(res.stdout.strip().splitlines()[-1])["phase"] == "Succeeded"
     assert len(list((tmp_path / "results").glob("xin-chao.*"))) == 5
     assert not (tmp_path / "out").exists()
+    transcript = json.loads((tmp_path / "results" / "xin-chao.json").read_text())["transcript"]
+    assert transcript["model"] == "asr-model" and transcript["duration"] == pytest.approx(7.2, abs=0.01)
+    assert transcript["segments"] and transcript["text"]
 
 
 def test_omoai_run_reports_a_bad_manifest_and_a_failed_job_with_exit_codes(

@@ -150,3 +150,25 @@ def test_transducer_weights_missing_from_the_file_are_a_model_load_error(tiny_rn
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="joint.ffn_out.weight"):
         load_checkpoint(tmp_path)
+
+
+def test_the_benchmark_construction_searches_like_a_trained_model(tmp_path: Path, policy: MemoryPolicy) -> None:
+    """``write_benchmark_transducer``'s construction at a small size (the tiny encoder; a
+    predictor and joint wide enough for its four-token memory): on its calibration speech most
+    frames are blank and no frame emits more than 4 tokens."""
+    from omoai_asr.engine.testing import SearchProfile, write_benchmark_transducer
+
+    small = replace(
+        TINY_RNNT,
+        transducer=TransducerDimensions(
+            embed_size=32, hidden_size=256, pred_output_size=256, num_layers=1, join_dim=256
+        ),
+    )
+    speech = synthetic_speech(12.0, seed=3)
+    model = write_benchmark_transducer(tmp_path / "bench-rnnt", speech, dims=small)
+    result = ChunkFormerEngine.load(model, policy).decode_frames(speech)
+    assert result.emissions is not None and result.emissions.tokens.size > 10
+    profile = SearchProfile.of(result.emissions.frames, result.n_frames)
+    assert profile.trained_like, profile
+    assert SearchProfile.of(np.array([0, 0, 0, 0, 0, 2]), 4) == SearchProfile(4, 0.5, 5)
+    assert not SearchProfile(4, 0.5, 5).trained_like

@@ -17,11 +17,12 @@ import torch
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
 from omoai_asr.engine.decoding import detokenize, format_timestamp
 from omoai_asr.engine.transcribe import LongFormResult, reference_batches
-from omoai_asr.engine.transducer import SearchStep, greedy_search, per_frame, project_encoder
+from omoai_asr.engine.transducer import SearchStep, greedy_search, project_encoder
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
 from .conftest import FIXTURES, audio, expected, expected_array
+from .emissions import per_frame
 
 FIXTURE = "rnnt_small"
 TOL = 1e-3

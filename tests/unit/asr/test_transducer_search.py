@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
-from omoai_asr.engine.transducer import greedy_search, per_frame, project_encoder
+from omoai_asr.engine.transducer import ACCELERATOR_TUNING, CPU_TUNING, SearchTuning, greedy_search, project_encoder
 from omoai_gpu.memory import MemoryPolicy
 from prometheus_client import CollectorRegistry
 
 from .conftest import FIXTURES, audio, expected_array
+from .emissions import per_frame
 
 FIXTURE = "rnnt_small"
 
@@ -79,11 +80,48 @@ def test_streams_searched_together_equal_streams_searched_alone() -> None:
         for p, found in zip(projected, together, strict=True):
             (alone,), _ = greedy_search(model, p[None], torch.tensor([p.size(0)]))
             assert np.array_equal(alone.tokens, found.tokens) and np.array_equal(alone.frames, found.frames)
-    # Any look-ahead gives the same decisions (it only changes how many frames one GEMM covers).
+    # Any look-ahead, fixed or adaptive, gives the same decisions (it only changes how many
+    # frames one joint call covers).
     with torch.inference_mode():
-        for k in (1, 2, 7, 64):
-            (found,), _ = greedy_search(model, projected[0][None], torch.tensor([encs[0].shape[0]]), lookahead=k)
+        for lookahead, most in ((1, 1), (2, 2), (7, 7), (64, 64), (1, 64), (3, 5)):
+            tuning = SearchTuning(lookahead=lookahead, max_lookahead=most, check_every=1, masked_updates=False)
+            (found,), _ = greedy_search(model, projected[0][None], torch.tensor([encs[0].shape[0]]), tuning=tuning)
             assert np.array_equal(found.tokens, together[0].tokens)
+            assert np.array_equal(found.frames, together[0].frames)
+
+
+def test_accelerator_branch_run_on_cpu_equals_the_cpu_branch() -> None:
+    """Masked predictor updates, a fixed window and sparse host checks (what an accelerator runs)
+    decide exactly what the CPU branch decides, streams of different lengths together."""
+    assert ACCELERATOR_TUNING.masked_updates and not CPU_TUNING.masked_updates
+    model = engine().model
+    eng = engine()
+    clips = [audio(FIXTURE, n) for n in ("short", "tiny", "long")]
+    with torch.inference_mode():
+        encs = [r.encoder_out for r in eng.decode_frames_batch(clips, DecodeOptions(), keep_encoder_out=True)]
+        projected = [project_encoder(model, e) for e in encs if e is not None]
+        padded = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True)
+        lengths = torch.tensor([p.size(0) for p in projected])
+        on_cpu, cpu_state = greedy_search(model, padded, lengths, tuning=CPU_TUNING)
+        masked, masked_state = greedy_search(model, padded, lengths, tuning=ACCELERATOR_TUNING)
+    assert sum(e.tokens.size for e in on_cpu) > 0
+    for a, b in zip(on_cpu, masked, strict=True):
+        assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.frames, b.frames)
+    # The carried state too (long form continues from it), up to float32 rounding: stepping B
+    # rows or only the emitting ones sums the same products in another order.
+    for a, b in (
+        (cpu_state.h, masked_state.h),
+        (cpu_state.c, masked_state.c),
+        (cpu_state.pred_proj, masked_state.pred_proj),
+    ):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_search_tuning_refuses_an_empty_window() -> None:
+    with pytest.raises(ValueError, match="lookahead"):
+        SearchTuning(lookahead=0, max_lookahead=4, check_every=1, masked_updates=False)
+    with pytest.raises(ValueError, match="lookahead"):
+        SearchTuning(lookahead=8, max_lookahead=4, check_every=1, masked_updates=False)
 
 
 def test_words_start_and_end_on_the_frames_that_emitted_their_tokens() -> None:

@@ -30,7 +30,7 @@ def test_parser_defaults_match_the_documented_ones() -> None:
     args = build_parser().parse_args(["transcribe", "m", "a.wav", "b.mp3"])
     assert (args.chunk_size, args.left_context, args.right_context) == (64, 128, 128)
     assert args.total_batch_duration == 1800.0 and args.format == "json" and args.output_dir is None
-    assert args.include_frames is False and args.word_timestamps is True and args.audio == ["a.wav", "b.mp3"]
+    assert args.include_frames is False and args.word_timestamps is True and args.inputs == ["m", "a.wav", "b.mp3"]
     args = build_parser().parse_args(["serve", "--model", "m", "--host", "0.0.0.0", "--port", "9000"])
     assert (args.model, args.host, args.port) == ("m", "0.0.0.0", 9000)
 
@@ -139,10 +139,63 @@ def test_a_missing_model_is_a_clear_error_with_status_2(
     assert "omoai-asr: error:" in err and "config.yaml" in err
 
 
-def test_serve_without_a_model_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.delenv("OMOAI_MODEL", raising=False)
+def test_serve_with_an_empty_model_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("OMOAI_MODEL", "")
     assert main(["serve"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_the_service_cli_and_chart_default_to_the_transducer_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+    from omoai_asr.checkpoints import DEFAULT_MODEL
+    from omoai_asr.settings import AsrSettings
+
+    assert DEFAULT_MODEL == "khanhld/chunkformer-rnnt-large-vie"
+    monkeypatch.delenv("OMOAI_MODEL", raising=False)
+    assert AsrSettings().model == DEFAULT_MODEL
+    values = yaml.safe_load((Path(__file__).resolve().parents[3] / "charts" / "omoai" / "values.yaml").read_text())
+    assert values["asr"]["config"]["model"] == DEFAULT_MODEL
+    for command in ("transcribe", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"default {DEFAULT_MODEL}" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("inputs", "model", "audio"),
+    [
+        (["a.wav"], None, ["a.wav"]),
+        (["-"], None, ["-"]),
+        (["khanhld/chunkformer-rnnt-large-vie", "a.wav", "-"], "khanhld/chunkformer-rnnt-large-vie", ["a.wav", "-"]),
+        (["-", "b.wav"], None, ["-", "b.wav"]),
+    ],
+)
+def test_the_transcribe_model_argument_is_optional(inputs: list[str], model: str | None, audio: list[str]) -> None:
+    from omoai_asr.cli import split_model
+
+    assert split_model(inputs) == (model, audio)
+
+
+def test_an_existing_file_first_is_audio_and_a_directory_first_is_the_model(
+    tiny_model: Path, speech: list[Path]
+) -> None:
+    from omoai_asr.cli import split_model
+
+    assert split_model([str(speech[0]), str(speech[1])]) == (None, [str(speech[0]), str(speech[1])])
+    assert split_model([str(tiny_model), str(speech[0])]) == (str(tiny_model), [str(speech[0])])
+
+
+def test_transcribe_without_a_model_uses_the_configured_default(
+    tiny_model: Path, speech: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OMOAI_MODEL", str(tiny_model))  # the default hub id needs the network
+    assert main(["transcribe", str(speech[0]), "-f", "txt"]) == 0
+    monkeypatch.delenv("OMOAI_MODEL")
+    with_model = capsys.readouterr().out
+    assert main(["transcribe", str(tiny_model), str(speech[0]), "-f", "txt"]) == 0
+    assert capsys.readouterr().out == with_model
 
 
 def test_the_console_script_keeps_stdout_clean_and_prints_no_traceback(

@@ -42,8 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         "json, '==> FILE <==' headers for several inputs in the text formats.",
     )
     t.epilog = "known checkpoints: " + describe_known_checkpoints()
-    t.add_argument("model", help=f"checkpoint directory or hub id (e.g. {DEFAULT_MODEL}, the recommended one)")
-    t.add_argument("audio", nargs="+", help="audio or video files; '-' reads stdin")
+    t.usage = "%(prog)s [MODEL] AUDIO [AUDIO ...] [options]"
+    t.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="[MODEL] AUDIO",
+        help=f"MODEL (optional): checkpoint directory or hub id, default {DEFAULT_MODEL} (env OMOAI_MODEL); "
+        "it is taken as the model when it is not a file and audio follows. AUDIO: audio or video files; "
+        "'-' reads stdin",
+    )
     _decode_flags(t)
     t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto; env OMOAI_DEVICE)")
     t.add_argument(
@@ -68,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the HTTP API (FastAPI + uvicorn). Every flag is also an environment variable "
         "(OMOAI_MODEL, OMOAI_HOST, OMOAI_PORT, ...; see docs/asr-service.md); flags win.",
     )
-    s.add_argument("--model", default=None, help="checkpoint directory or hub id (env OMOAI_MODEL)")
+    s.add_argument(
+        "--model", default=None, help=f"checkpoint directory or hub id (default {DEFAULT_MODEL}; env OMOAI_MODEL)"
+    )
     s.add_argument("--host", default=None, help="bind address (default 127.0.0.1; env OMOAI_HOST)")
     s.add_argument("--port", type=int, default=None, help="port (default 8000; env OMOAI_PORT)")
     s.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (env OMOAI_DEVICE)")
@@ -191,13 +200,26 @@ def _listen(args: argparse.Namespace) -> int:
 # -- transcribe ------------------------------------------------------------------------------------
 
 
+def split_model(inputs: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[MODEL] AUDIO...`` -> (model or None for the default, audio inputs).
+
+    The first input is the model when audio follows it and it is not a file: a checkpoint
+    directory or a hub id (audio inputs are files or '-').
+    """
+    first = inputs[0]
+    if len(inputs) > 1 and first != "-" and not Path(first).is_file():
+        return first, list(inputs[1:])
+    return None, list(inputs)
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from omoai_core.settings import load_settings
 
     from omoai_asr.engine.options import DecodeOptions
     from omoai_asr.settings import AsrSettings
 
-    settings = load_settings(AsrSettings, model=args.model, device=args.device, dtype=args.dtype)
+    model, args.audio = split_model(args.inputs)
+    settings = load_settings(AsrSettings, model=model, device=args.device, dtype=args.dtype)
     _setup_logging(settings, logging.INFO if args.verbose else logging.WARNING)
     options = DecodeOptions(  # invalid combinations fail here, before the model loads
         chunk_size=args.chunk_size,
@@ -231,7 +253,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     policy = MemoryPolicy.from_settings(
         settings.device, settings.dtype, debug_empty_cache=settings.debug_empty_cache, registry=CollectorRegistry()
     )
-    engine = ChunkFormerEngine.load(args.model, policy)
+    engine = ChunkFormerEngine.load(settings.model, policy)
     diarizer = _load_diarizer(settings, policy) if speakers is not None else None
 
     failed = 0

@@ -14,6 +14,7 @@ from omoai_core.settings import InferenceSettings, ServerSettings, Switch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from omoai_asr.checkpoints import DEFAULT_MODEL
 from omoai_asr.diarization.config import DEFAULTS as DIARIZATION
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -24,7 +25,10 @@ class AsrSettings(InferenceSettings, ServerSettings):
     """Everything ``omoai-asr serve`` reads; every field is also ``OMOAI_<FIELD>`` in the environment."""
 
     # -- model -------------------------------------------------------------------------------------
-    model: str = Field(default="", description="Checkpoint directory or hub id (required to serve).")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description=f"Checkpoint directory or hub id (default {DEFAULT_MODEL}, the recommended one; CC-BY-4.0).",
+    )
     served_model_name: str | None = Field(
         default=None, description="Name reported by /v1/models and in transcripts; default: the model's name."
     )

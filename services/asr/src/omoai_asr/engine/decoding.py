@@ -64,10 +64,6 @@ class Vocabulary:
         token = self.tokens[token_id]
         return token_id == self.blank_id or (token.startswith("<") and token.endswith(">"))
 
-    def special_mask(self) -> np.ndarray:
-        """(V,) bool: ids that never reach text."""
-        return np.array([self.is_special(i) for i in range(len(self.tokens))], dtype=bool)
-
 
 @dataclass(frozen=True)
 class TokenRuns:

@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-SUBSAMPLING = 8  # three stride-2 convolutions
+from omoai_asr.engine.kernels import linear, lstm_step
+from omoai_asr.geometry import SUBSAMPLING as SUBSAMPLING  # re-exported: transcribe.py imports it from here
+
 SUBSAMPLING_CONTEXT = 15  # input frames one output frame needs (receptive field)
-MAX_RELATIVE_POSITION = 5000  # the reference's positional table; it bounds chunk + context
 
 
 @dataclass(frozen=True)
@@ -108,42 +108,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 def subsampled_length(n_frames: int) -> int:
     """Output frames of the 8x subsampling for ``n_frames`` inputs (negative inputs clamp to 0)."""
     return max(0, (n_frames - 7) // SUBSAMPLING)
-
-
-# Activations oneDNN can apply in its GEMM epilogue (``_linear_pointwise`` attribute names).
-_FUSABLE_ACTIVATIONS: dict[type[nn.Module], str] = {nn.SiLU: "swish", nn.ReLU: "relu"}
-
-
-@lru_cache(maxsize=1)
-def _onednn_linear_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: nn.Module | None = None
-) -> torch.Tensor:
-    """``activation(F.linear(x, weight, bias))``.
-
-    On CPU in float32 inference this is one oneDNN GEMM with the bias (and a swish or ReLU)
-    applied in its epilogue: 15-25 % faster on the encoder's shapes than MKL's addmm, which
-    first copies the bias into the whole output, followed by a separate activation pass.
-    Elsewhere (accelerators, autocast, autograd) the plain ops.
-    """
-    if (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and _onednn_linear_available()
-    ):
-        attr = "none" if activation is None else _FUSABLE_ACTIVATIONS.get(type(activation))
-        if attr is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], "")
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        return activation(y) if activation is not None else y
-    y = F.linear(x, weight, bias)
-    return y if activation is None else activation(y)
 
 
 class RMSNorm(nn.Module):
@@ -679,8 +643,8 @@ class RnnPredictor(nn.Module):
         self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """tokens (B,) int64, state (h, c) -> output (B, P) and the next state."""
-        out, (h, c) = self.rnn(self.embed(tokens).unsqueeze(1), state)  # out (B, 1, H)
-        return F.linear(out.squeeze(1), self.projection.weight, self.projection.bias), (h, c)
+        out, (h, c) = lstm_step(self.rnn, self.embed(tokens), state)  # out (B, H)
+        return F.linear(out, self.projection.weight, self.projection.bias), (h, c)
 
 
 class TransducerJoint(nn.Module):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,12 @@ TINY_RNNT = replace(
     TINY,
     transducer=TransducerDimensions(embed_size=32, hidden_size=96, pred_output_size=64, num_layers=1, join_dim=128),
 )
+
+# The transducer benchmark checkpoint's construction (:func:`write_benchmark_transducer`): blank
+# wins this share of the calibration frames, and the predictor remembers this many emitted tokens
+# (a frame with as many tokens "on" emits each once; more than that would cycle to the cap).
+BENCHMARK_BLANK_FRACTION = 0.75
+BENCHMARK_SUPPRESSION = (20.0, 17.0, 14.0, 11.0)
 
 _ONSETS = (
     "",
@@ -238,10 +244,13 @@ def random_state_dict(
     blank_fraction: float = 0.6,
     ctc_scale: float = 8.0,
     construct_joint: bool = True,
+    calibration: np.ndarray | None = None,
+    suppression: tuple[float, ...] = (20.0, 14.0),
 ) -> dict[str, torch.Tensor]:
     """Random weights with the official key names, including ``encoder.global_cmvn`` buffers.
 
-    CMVN statistics come from the fbank of :func:`synthetic_speech`. A random encoder's output
+    CMVN statistics come from the fbank of ``calibration`` (16 kHz int16; default 20 s of
+    :func:`synthetic_speech`). A random encoder's output
     barely depends on its input, so a random CTC head would emit one token everywhere; the head
     is calibrated on that audio instead: weights scaled by ``ctc_scale``, bias centring every
     token, blank bias set so that blank wins about ``blank_fraction`` of the frames. Output then
@@ -259,12 +268,13 @@ def random_state_dict(
             value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
         elif key.endswith("running_var"):
             value.copy_(1.0 + torch.rand(value.shape, generator=generator))
-    feats = fbank(samples_to_tensor(synthetic_speech(20.0, seed=seed)), dims.n_mels)
+    speech = synthetic_speech(20.0, seed=seed) if calibration is None else calibration
+    feats = fbank(samples_to_tensor(speech), dims.n_mels)
     mean = feats.mean(0)
     istd = 1.0 / feats.std(0).clamp(min=1e-3)
     _calibrate_ctc_head(ctc_model, (feats - mean) * istd, blank_fraction, ctc_scale)
     if dims.is_transducer and construct_joint:
-        _construct_joint(model, (feats - mean) * istd, blank_fraction, seed)
+        _construct_joint(model, (feats - mean) * istd, blank_fraction, seed, suppression)
     state = model.state_dict()
     if dims.is_transducer:
         state.update({k: v for k, v in ctc_model.state_dict().items() if k.startswith("ctc.")})
@@ -353,7 +363,14 @@ def _construct_joint(
         )
         # Acoustic half: standardised random features, "on" above a per-dimension threshold.
         (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
-        directions = torch.randn(half, enc.size(1), generator=g)
+        # Random directions in the whitened encoder space: a random encoder's features are
+        # strongly correlated, and correlated "on" dimensions would fire together (many tokens in
+        # one frame, cycling to the 64-emission cap, and long blank stretches elsewhere).
+        centred = (enc - enc.mean(0)).double()
+        cov = centred.T @ centred / max(1, enc.size(0) - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov + 1e-4 * cov.diagonal().mean() * torch.eye(cov.size(0)))
+        whitening = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T  # (D, D), symmetric
+        directions = (torch.randn(half, enc.size(1), generator=g).double() @ whitening).float()
         pre = enc @ directions.T  # (T, J/2)
         mu, sigma = pre.mean(0), pre.std(0).clamp(min=1e-6)
         z = (pre - mu) / sigma
@@ -366,11 +383,16 @@ def _construct_joint(
         joint.enc_ffn.bias[:half] = -gain * (mu / sigma + threshold)
 
         def linguistic(tokens: torch.Tensor, blanks_after: int) -> torch.Tensor:
-            """(N, J/2) the linguistic half after start, token, then ``blanks_after`` blanks."""
+            """(N, J/2) the linguistic half after start, token, then ``blanks_after`` blanks.
+
+            With more than two slots, blanks before the token fill every slot with blank's
+            pattern, so that each term differs from the start state in its own slot only.
+            """
             n = tokens.numel()
             state = predictor.initial_state(n, torch.device("cpu"))
             zeros = torch.zeros(n, dtype=torch.long)
-            out, state = predictor.step(zeros, state)
+            for _ in range(max(1, slots - 1)):  # the start symbol, then the fill
+                out, state = predictor.step(zeros, state)
             out, state = predictor.step(tokens, state)
             for _ in range(blanks_after):
                 out, state = predictor.step(zeros, state)
@@ -414,11 +436,23 @@ def write_random_checkpoint(
     blank_fraction: float = 0.6,
     config_overrides: dict[str, Any] | None = None,
     construct_joint: bool = True,
+    calibration: np.ndarray | None = None,
+    suppression: tuple[float, ...] = (20.0, 14.0),
 ) -> Path:
-    """Write a random checkpoint directory in the official layout and return its path."""
+    """Write a random checkpoint directory in the official layout and return its path.
+
+    ``calibration`` and ``suppression``: see :func:`random_state_dict` and :func:`_construct_joint`.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = random_state_dict(dims, seed=seed, blank_fraction=blank_fraction, construct_joint=construct_joint)
+    state = random_state_dict(
+        dims,
+        seed=seed,
+        blank_fraction=blank_fraction,
+        construct_joint=construct_joint,
+        calibration=calibration,
+        suppression=suppression,
+    )
     mean = state["encoder.global_cmvn.mean"].double()
     istd = state["encoder.global_cmvn.istd"].double()
     if not cmvn_in_weights:
@@ -442,6 +476,51 @@ def write_random_checkpoint(
     vocab = vietnamese_vocab(dims.n_vocab)
     (out / "vocab.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(vocab)), encoding="utf-8")
     return out
+
+
+def write_benchmark_transducer(
+    directory: str | Path, speech: np.ndarray | None = None, *, seed: int = 0, dims: ModelDimensions | None = None
+) -> Path:
+    """The transducer benchmark checkpoint: ``LARGE_VIE_RNNT`` searching like a trained model.
+
+    The size of ``khanhld/chunkformer-rnnt-large-vie`` (encoder 512 x 17 blocks, LSTM predictor,
+    joint 512, vocabulary 6992) with the joint constructed on ``speech`` (16 kHz int16; the
+    benchmark passes its own speech, default :func:`synthetic_speech`) so that greedy search on
+    that audio has at least 70 % blank frames and at most 4 emissions in a frame
+    (:class:`SearchProfile`), as trained models do. Every speed benchmark of the default model
+    uses it. ``dims`` (default ``LARGE_VIE_RNNT``): the same construction at another size (tests).
+    """
+    return write_random_checkpoint(
+        directory,
+        dims or LARGE_VIE_RNNT,
+        seed=seed,
+        blank_fraction=BENCHMARK_BLANK_FRACTION,
+        calibration=speech,
+        suppression=BENCHMARK_SUPPRESSION,
+    )
+
+
+@dataclass(frozen=True)
+class SearchProfile:
+    """How a transducer's greedy search spent an utterance's frames (trained models: mostly blank)."""
+
+    MIN_BLANK_SHARE = 0.70  # a trained model's search emits nothing on most frames
+    MAX_PER_FRAME = 4  # and rarely more than a few tokens in one frame
+
+    n_frames: int
+    blank_share: float  # frames without an emission / frames
+    max_per_frame: int  # most emissions in one frame
+
+    @classmethod
+    def of(cls, emission_frames: np.ndarray, n_frames: int) -> SearchProfile:
+        """From the frame of every emission (non-decreasing) and the utterance's frame count."""
+        counts = np.bincount(emission_frames, minlength=n_frames)
+        blank = float((counts == 0).mean()) if n_frames else 1.0
+        return cls(n_frames, blank, int(counts.max()) if counts.size else 0)
+
+    @property
+    def trained_like(self) -> bool:
+        return self.blank_share >= self.MIN_BLANK_SHARE and self.max_per_frame <= self.MAX_PER_FRAME
 
 
 def with_dims(base: ModelDimensions = TINY, **changes: Any) -> ModelDimensions:

@@ -18,25 +18,29 @@ This module computes exactly those decisions, but never evaluates what it does n
   output layer's weights, 14 MB for large-vie, are read once). The first non-blank position j
   is the next emission; positions before it are blanks the reference would also take (same
   inputs, same arithmetic up to GEMM rounding, far below the decisions' margins), positions
-  after it are discarded. So one iteration = one emission, or k frames of blank.
+  after it are discarded. So one iteration = one emission, or k frames of blank. On CPU the
+  window adapts (:class:`SearchTuning`): small after an emission, doubled after each all-blank
+  window, so pauses cost few calls and speech wastes few rows.
 - All streams of a batch advance together: each iteration handles every active stream's next
   emission (or blank run) in one batched joint evaluation; finished streams drop out.
 - The predictor runs only where the iteration emitted: on CPU on the emitting rows alone; on an
   accelerator for all rows with the results kept by a mask (selecting rows would need the
   device to tell the host which rows, a synchronisation; an LSTM step over B rows costs the
-  same as over fewer there).
+  same as over fewer there). The update is chosen once, before the loop.
 
 On an accelerator the loop never waits for the device per frame or per step: there is no
 data-dependent Python branch inside an iteration (positions, masks and counters are tensors),
 emitted tokens go into a device-side record, and the host asks whether any stream is still
 active only every ``check_every`` iterations (one synchronisation per 32 iterations, each of
-which consumes up to ``k`` = 32 frames or one emission); the iterations after the last stream
+which consumes up to 32 frames or one emission); the iterations after the last stream
 finished are no-ops. The search runs in float32 outside autocast: its decisions must be the
 reference's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +99,52 @@ def project_encoder(model: ChunkFormer, enc: torch.Tensor) -> torch.Tensor:
         return model.joint.project_encoder(enc.float())
 
 
+@dataclass(frozen=True)
+class SearchTuning:
+    """How the search spends its calls on a device; never what it decides.
+
+    Each iteration evaluates ``window`` frames per stream in one joint call. Right after an
+    emission the window is ``lookahead`` frames (the next emission is likely near); each window
+    in which no stream emitted doubles the next, up to ``max_lookahead`` (long blank runs, as in
+    pauses, cost few calls). The host checks for finished streams every ``check_every``
+    iterations. ``masked_updates``: the predictor steps every row and a mask keeps the emitting
+    rows' results (no host synchronisation, for accelerators) instead of stepping the emitting
+    rows alone (cheaper where the host knows the rows for free, on CPU). ``cpu_threads``: torch's
+    CPU threads during the search (None: unchanged). Its operations are small (a few rows), so
+    sharing each between threads saves little and, on a busy machine, every operation waits for
+    the slowest thread to be scheduled: measured 15x slower with 2 threads than with 1 on a
+    loaded 2-core machine (docs/benchmarks.md). The setting is process-wide while it lasts.
+    """
+
+    lookahead: int
+    max_lookahead: int
+    check_every: int
+    masked_updates: bool
+    cpu_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lookahead <= self.max_lookahead or self.check_every < 1:
+            raise ValueError("need 1 <= lookahead <= max_lookahead and check_every >= 1")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max_lookahead > self.lookahead
+
+
+# On CPU a decision costs the host nothing, so the window adapts and only emitting rows step.
+# On an accelerator every host decision is a synchronisation: a fixed window, masked updates,
+# and a check for finished streams every 32 iterations.
+CPU_TUNING = SearchTuning(lookahead=4, max_lookahead=32, check_every=1, masked_updates=False, cpu_threads=1)
+ACCELERATOR_TUNING = SearchTuning(lookahead=32, max_lookahead=32, check_every=32, masked_updates=True)
+
+
+def tuning_for(device: torch.device) -> SearchTuning:
+    return CPU_TUNING if device.type == "cpu" else ACCELERATOR_TUNING
+
+
+PredictorUpdate = Callable[[torch.Tensor, torch.Tensor], None]
+
+
 def greedy_search(
     model: ChunkFormer,
     enc_proj: torch.Tensor,
@@ -102,8 +152,7 @@ def greedy_search(
     state: SearchState | None = None,
     *,
     n_steps: int = N_STEPS,
-    lookahead: int | None = None,
-    check_every: int | None = None,
+    tuning: SearchTuning | None = None,
     trace: list[SearchStep] | None = None,
 ) -> tuple[list[StreamEmissions], SearchState]:
     """Greedy search over B streams of projected encoder frames.
@@ -112,8 +161,9 @@ def greedy_search(
     per stream, ``state`` from a previous call on the preceding frames of the same streams
     (long form: the state is carried across windows, never reset) or None for the start.
     Returns each stream's emissions (frames relative to this call's first frame) and the state
-    after the last frame. ``trace`` (one stream only, slow) receives every joint evaluation the
-    reference makes, in its order.
+    after the last frame. ``tuning`` (default: :func:`tuning_for` the device) changes only the
+    speed. ``trace`` (one stream only, slow) receives every joint evaluation the reference
+    makes, in its order.
     """
     predictor, joint = model.predictor, model.joint
     assert predictor is not None and joint is not None, "a transducer model"
@@ -121,9 +171,7 @@ def greedy_search(
         raise ValueError("n_steps must be at least 1")
     b, n_frames, _ = enc_proj.shape
     device = enc_proj.device
-    on_cpu = device.type == "cpu"
-    k = lookahead if lookahead is not None else (4 if on_cpu else 32)
-    check = check_every if check_every is not None else (1 if on_cpu else 32)
+    tuning = tuning or tuning_for(device)
     if trace is not None and b != 1:
         raise ValueError("trace needs a single stream")
     if state is None:
@@ -134,52 +182,65 @@ def greedy_search(
         empty = np.zeros(0, dtype=np.int64)
         return [StreamEmissions(empty, empty) for _ in range(b)], SearchState(h, c, pred_proj)
 
-    t = torch.zeros(b, dtype=torch.long, device=device)  # current frame of each stream
-    count = torch.zeros(b, dtype=torch.long, device=device)  # emissions so far at frame t
-    offsets = torch.arange(k, device=device)  # (k,)
-    rows = torch.arange(b, device=device)[:, None]  # (B, 1)
-    no_hit = torch.full((), k, dtype=torch.long, device=device)
+    def step_emitting_rows(emit: torch.Tensor, token: torch.Tensor) -> None:
+        rows = emit.nonzero().squeeze(1)
+        if rows.numel():
+            out, (h_new, c_new) = predictor.step(token[rows], (h[:, rows], c[:, rows]))
+            h[:, rows] = h_new
+            c[:, rows] = c_new
+            pred_proj[rows] = joint.project_predictor(out)
+
+    def step_all_rows_masked(emit: torch.Tensor, token: torch.Tensor) -> None:
+        out, (h_new, c_new) = predictor.step(token, (h, c))
+        keep = emit[None, :, None]
+        h.copy_(torch.where(keep, h_new, h))
+        c.copy_(torch.where(keep, c_new, c))
+        pred_proj.copy_(torch.where(emit[:, None], joint.project_predictor(out), pred_proj))
+
+    update_predictor: PredictorUpdate = step_all_rows_masked if tuning.masked_updates else step_emitting_rows
+    frame = torch.zeros(b, dtype=torch.long, device=device)  # each stream's current frame
+    emitted_here = torch.zeros(b, dtype=torch.long, device=device)  # emissions so far at that frame
+    all_offsets = torch.arange(tuning.max_lookahead, device=device)
+    stream_rows = torch.arange(b, device=device)[:, None]  # (B, 1)
     rec_tokens: list[torch.Tensor] = []
     rec_frames: list[torch.Tensor] = []
+    window = tuning.lookahead
     # Each iteration emits one token or moves at least one frame on: a hard bound.
     max_iterations = n_frames * (n_steps + 1) + 1
-    with torch.autocast(device.type, enabled=False):
+    with torch.autocast(device.type, enabled=False), _cpu_threads(tuning.cpu_threads):
         for iteration in range(max_iterations):
-            if iteration % check == 0 and not bool((t < lengths).any()):
+            if iteration % tuning.check_every == 0 and not bool((frame < lengths).any()):
                 break
-            idx = t[:, None] + offsets  # (B, k) frames of the look-ahead window
+            offsets = all_offsets[:window]  # (k,)
+            idx = frame[:, None] + offsets  # (B, k) frames of the look-ahead window
             valid = idx < lengths[:, None]
-            window = enc_proj[rows, idx.clamp(max=n_frames - 1)]  # (B, k, J)
-            scores = joint.combine(window, pred_proj[:, None, :])  # (B, k, V)
+            scores = joint.combine(enc_proj[stream_rows, idx.clamp(max=n_frames - 1)], pred_proj[:, None, :])
             decision = scores.argmax(dim=-1)  # (B, k), ties -> lowest id
             hit = (decision != BLANK_ID) & valid
-            first = torch.where(hit, offsets, no_hit).amin(dim=1)  # (B,) first emission or k
-            emit = first < k
+            # Position of each stream's first emission in the window, or the window size.
+            first_emission = torch.where(hit, offsets, window).amin(dim=1)  # (B,)
+            emit = first_emission < window
             if trace is not None:
-                _trace(trace, scores[0], int(t.item()), int(count.item()), int(first.item()), int(valid.sum().item()))
-            step_to = torch.where(emit, first, valid.sum(dim=1))  # frames passed (all blank)
-            token = decision.gather(1, first.clamp(max=k - 1)[:, None]).squeeze(1)  # (B,)
-            t = t + step_to
-            same_frame = emit & (first == 0)
-            count = torch.where(same_frame, count, 0) + emit.long()
+                _trace(
+                    trace,
+                    scores[0],
+                    int(frame.item()),
+                    int(emitted_here.item()),
+                    int(first_emission.item()),
+                    int(valid.sum().item()),
+                )
+            token = decision.gather(1, first_emission.clamp(max=window - 1)[:, None]).squeeze(1)  # (B,)
+            # Emitting: move to the emitting frame; all blank: past the window's valid frames.
+            frame = frame + torch.where(emit, first_emission, valid.sum(dim=1))
+            emitted_here = torch.where(emit & (first_emission == 0), emitted_here, 0) + emit.long()
             rec_tokens.append(torch.where(emit, token, -1))
-            rec_frames.append(t)
-            capped = count >= n_steps  # the 64th emission ends the frame without a blank
-            t = t + capped.long()
-            count = torch.where(capped, 0, count)
-            if on_cpu:
-                emitting = emit.nonzero().squeeze(1)
-                if emitting.numel():
-                    out, (h_new, c_new) = predictor.step(token[emitting], (h[:, emitting], c[:, emitting]))
-                    h[:, emitting] = h_new
-                    c[:, emitting] = c_new
-                    pred_proj[emitting] = joint.project_predictor(out)
-            else:
-                out, (h_new, c_new) = predictor.step(token, (h, c))
-                keep = emit[None, :, None]
-                h = torch.where(keep, h_new, h)
-                c = torch.where(keep, c_new, c)
-                pred_proj = torch.where(emit[:, None], joint.project_predictor(out), pred_proj)
+            rec_frames.append(frame)
+            capped = emitted_here >= n_steps  # the 64th emission ends the frame without a blank
+            frame = frame + capped.long()
+            emitted_here = torch.where(capped, 0, emitted_here)
+            update_predictor(emit, token)
+            if tuning.adaptive:
+                window = tuning.lookahead if bool(emit.any()) else min(2 * window, tuning.max_lookahead)
     tokens = torch.stack(rec_tokens, dim=1).cpu().numpy()  # (B, iterations), -1 = none
     frames = torch.stack(rec_frames, dim=1).cpu().numpy()
     results = []
@@ -187,6 +248,19 @@ def greedy_search(
         mask = tokens[i] >= 0
         results.append(StreamEmissions(tokens[i][mask].astype(np.int64), frames[i][mask].astype(np.int64)))
     return results, SearchState(h, c, pred_proj)
+
+
+@contextmanager
+def _cpu_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _trace(trace: list[SearchStep], scores: torch.Tensor, t: int, count: int, first: int, n_valid: int) -> None:
@@ -204,11 +278,3 @@ def frame_path(emissions: StreamEmissions, n_frames: int) -> np.ndarray:
         first = np.concatenate(([True], emissions.frames[1:] != emissions.frames[:-1]))
         path[emissions.frames[first]] = emissions.tokens[first]
     return path
-
-
-def per_frame(emissions: StreamEmissions, n_frames: int) -> list[list[int]]:
-    """Emissions as one list per frame (the reference's output grid without padding)."""
-    out: list[list[int]] = [[] for _ in range(n_frames)]
-    for token, frame in zip(emissions.tokens.tolist(), emissions.frames.tolist(), strict=True):
-        out[frame].append(token)
-    return out
