@@ -116,8 +116,9 @@ async def paced(
     the right context of a window (``right_context_frames / 100``): a window ending at ``d`` can
     be committed once the audio up to ``d + right_s`` has arrived.
     """
-    from omoai_asr.live import Committed, Final, LiveScheduler, Partial
+    from omoai_asr.live import Committed, Final, LiveScheduler, Partial, StreamingEngine
 
+    assert isinstance(engine, StreamingEngine)  # as the service's runtime checks it
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1)
     live = LiveScheduler(
