@@ -253,6 +253,25 @@ def judge_streaming(out: str) -> list[Row]:
     return rows
 
 
+def judge_streaming_realtime(out: str) -> list[Row]:
+    """``asr_streaming.py --realtime``: the largest N in real time and the latencies at N = 1 per model."""
+    rows: list[Row] = []
+    for kind, best in re.findall(r"largest N in real time \((\w+)\): (\d+)", out):
+        rows.append((f"ASR live, real-time pacing: {kind}, largest N with lag < 2 s", best, "(measured)", None))
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 8 and cells[1] == "1":
+            rows.append(
+                (
+                    f"ASR live, real-time pacing: {cells[0]}, 1 stream, word -> committed / first partial p50 / p95",
+                    f"{cells[4]}; {cells[5]}",
+                    "(measured)",
+                    None,
+                )
+            )
+    return rows
+
+
 @dataclass
 class Bench:
     """One benchmark: its script, the arguments both forms share, and what each form adds."""
@@ -335,6 +354,14 @@ KNOWN = [
         env=ONE_THREAD,
     ),
     Bench("asr_streaming", "benchmarks/asr_streaming.py", judge_streaming, quick=("--quick",), env=ONE_THREAD),
+    Bench(
+        "asr_streaming_realtime",
+        "benchmarks/asr_streaming.py",
+        judge_streaming_realtime,
+        args=("--realtime",),
+        quick=("--kinds", "ctc", "--max-n", "8", "--refine", "0", "--rt-seconds", "16"),
+        env=ONE_THREAD,
+    ),
     Bench(
         "llm_service", "benchmarks/llm_service.py", judge_llm, args=LLM_RANDOM, quick=("--repeats", "1"), env=ONE_THREAD
     ),

@@ -62,3 +62,24 @@ def test_every_known_benchmark_script_exists_and_names_are_unique() -> None:
     assert len(names) == len(set(names))
     for b in run_all.KNOWN:
         assert (run_all.ROOT / b.script).is_file(), b.script
+
+
+REALTIME = """| model | streams | lag beyond algorithmic latency p50 / p95 / max | real time (max lag < 2 s) | word -> committed p50 / p95 | word -> first partial p50 / p95 | windows committed | CPU s / wall s |
+|---|---|---|---|---|---|---|---|
+| ctc | 1 | 0.20 / 0.40 / 0.50 s | yes | 12.00 / 13.10 s | 0.40 / 0.90 s | 3 | 9 / 20 |
+| ctc | 2 | 0.90 / 2.40 / 3.00 s | NO | 12.90 / 15.00 s | 0.90 / 2.90 s | 6 | 19 / 20 |
+largest N in real time (ctc): 1 (lag under 2 s beyond the algorithmic latency)
+"""
+
+
+def test_realtime_pacing_rows_give_the_largest_n_and_the_one_stream_latencies() -> None:
+    rows = run_all.judge_streaming_realtime(REALTIME)
+    assert rows == [
+        ("ASR live, real-time pacing: ctc, largest N with lag < 2 s", "1", "(measured)", None),
+        (
+            "ASR live, real-time pacing: ctc, 1 stream, word -> committed / first partial p50 / p95",
+            "12.00 / 13.10 s; 0.40 / 0.90 s",
+            "(measured)",
+            None,
+        ),
+    ]
