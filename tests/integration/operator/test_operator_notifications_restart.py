@@ -20,17 +20,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def hook_env(stubs: StubServices, data_dir: Path, kubeconfig: Path, **extra: str) -> dict[str, str]:
-    env = operator_env(
-        stubs.url,
-        stubs.url,
-        data_dir.parent,
-        OMOAI_NOTIFY_ALLOW_HTTP="true",  # a plain-http receiver on loopback needs both allowances
-        OMOAI_URL_ALLOWED_NETWORKS="127.0.0.0/8",
-        OMOAI_NOTIFY_BACKOFF_BASE_S="0.6",
-        OMOAI_NOTIFY_BACKOFF_MAX_S="1.2",
-        OMOAI_NOTIFY_TIMEOUT_S="2",
+    settings = {
+        "OMOAI_NOTIFY_ALLOW_HTTP": "true",  # a plain-http receiver on loopback needs both allowances
+        "OMOAI_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "OMOAI_NOTIFY_BACKOFF_BASE_S": "0.6",
+        "OMOAI_NOTIFY_BACKOFF_MAX_S": "1.2",
+        "OMOAI_NOTIFY_TIMEOUT_S": "2",
         **extra,
-    )
+    }
+    env = operator_env(stubs.url, stubs.url, data_dir.parent, **settings)
     return {**env, "KUBECONFIG": str(kubeconfig)}
 
 
@@ -106,10 +104,13 @@ def test_with_two_peered_replicas_each_event_is_delivered_once(
     enable_peering(emulator)
     receiver = WebhookReceiver([signing_key])
     try:
-        env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false")
+        # A receiver slower than the delivery timeout (a loaded machine) would get a retry of the
+        # same event from the one acting replica, which the count below would take for a second
+        # replica sending: the timeout here is far above any answer time.
+        env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false", OMOAI_NOTIFY_TIMEOUT_S="30")
         low, high = tmp_path / "low.log", tmp_path / "high.log"
         with operator_process(env, low, "--priority", "10"), operator_process(env, high, "--priority", "100"):
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90  # two operator processes starting on a loaded machine
             while "Pausing operations in favour of" not in low.read_text(errors="replace"):
                 assert time.monotonic() < deadline, low.read_text()[-3000:]
                 time.sleep(0.2)
