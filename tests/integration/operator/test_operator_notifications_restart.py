@@ -109,23 +109,29 @@ def test_with_two_peered_replicas_each_event_is_delivered_once(
         # replica sending: the timeout here is far above any answer time.
         env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false", OMOAI_NOTIFY_TIMEOUT_S="30")
         low, high = tmp_path / "low.log", tmp_path / "high.log"
-        with operator_process(env, low, "--priority", "10"), operator_process(env, high, "--priority", "100"):
-            deadline = time.monotonic() + 90  # two operator processes starting on a loaded machine
-            while "Pausing operations in favour of" not in low.read_text(errors="replace"):
+        with operator_process(env, low, "--priority", "10"):
+            # The standby first, then the acting replica (as test_operator_peering does): two replicas
+            # started in the same instant on a loaded machine were seen never to pause the standby.
+            deadline = time.monotonic() + 90  # operator processes starting on a loaded machine
+            while "omoai operator" not in low.read_text(errors="replace"):
                 assert time.monotonic() < deadline, low.read_text()[-3000:]
                 time.sleep(0.2)
-            for i in range(3):
-                kube.create(hooked_job(f"peer-{i}", receiver.url, data_dir))
-            for i in range(3):
-                kube.wait(
-                    f"peer-{i}",
-                    lambda o: (
-                        len(((o or {}).get("status") or {}).get("notifications") or []) == 2
-                        and all(r["state"] == "Delivered" for r in o["status"]["notifications"])
-                    ),  # type: ignore[index]
-                    timeout=60,
-                )
-            time.sleep(1.0)  # a second replica sending too would show up by now
+            with operator_process(env, high, "--priority", "100"):
+                while "Pausing operations in favour of" not in low.read_text(errors="replace"):
+                    assert time.monotonic() < deadline, low.read_text()[-3000:]
+                    time.sleep(0.2)
+                for i in range(3):
+                    kube.create(hooked_job(f"peer-{i}", receiver.url, data_dir))
+                for i in range(3):
+                    kube.wait(
+                        f"peer-{i}",
+                        lambda o: (
+                            len(((o or {}).get("status") or {}).get("notifications") or []) == 2
+                            and all(r["state"] == "Delivered" for r in o["status"]["notifications"])
+                        ),  # type: ignore[index]
+                        timeout=60,
+                    )
+                time.sleep(1.0)  # a second replica sending too would show up by now
         ids = [r.id for r in receiver.received]
         assert len(ids) == 6 and len(set(ids)) == 6  # 3 jobs x (started, succeeded), each once
     finally:
