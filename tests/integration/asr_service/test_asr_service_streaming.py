@@ -10,9 +10,11 @@ import json
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import AsrServer, MediaServer
+from prometheus_client.parser import text_string_to_metric_families
 
 MANY_WINDOWS = {"chunk_size": "8", "left_context": "16", "right_context": "4", "total_batch_duration": "3"}
 
@@ -70,6 +72,43 @@ def test_stream_true_sends_progress_and_segments_then_the_same_transcript(
     # The first text arrives after the first windows, not at the end.
     first_segment = names.index("segment") if "segment" in names else len(names)
     assert first_segment < names.index("done") - 1
+
+
+def scraped(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one ``/metrics`` scrape: (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for sample in family.samples
+    }
+
+
+def test_a_streamed_request_records_the_same_metrics_as_a_plain_one(
+    server: AsrServer, clips: list[Path], tmp_path: Path
+) -> None:
+    """Engine time, batch size, audio seconds and the request's audio duration, as the batcher records
+    them for a plain request: the real-time factor and the dashboard see streamed work too."""
+    clip = long_clip(clips, tmp_path)
+    with wave.open(str(clip), "rb") as w:
+        seconds = w.getnframes() / 16000
+    with server.client() as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+        engine_calls = ("omoai_inference_duration_seconds_count", (("model", model), ("task", "transcribe")))
+        audio = ("omoai_asr_audio_seconds_total", (("model", model),))
+        before = scraped(http)
+        r = http.post("/v1/transcriptions", data={**MANY_WINDOWS, "stream": "true"}, files={"file": clip.read_bytes()})
+        assert r.status_code == 200 and parse_events(r.text)[-1][0] == "done"
+        after = scraped(http)
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after[(name, labels)] - before.get((name, labels), 0.0)
+
+    steps = grew(*engine_calls)
+    assert steps >= 3  # several windows: several engine calls
+    assert grew("omoai_asr_batch_size_count") == steps and grew("omoai_asr_batch_size_sum") == steps  # one stream
+    assert grew(*audio) == pytest.approx(seconds, abs=1e-3)  # every second decoded, counted once
+    assert grew("omoai_asr_request_audio_seconds_count") == 1
+    assert grew("omoai_asr_request_audio_seconds_sum") == pytest.approx(seconds, abs=1e-3)
 
 
 def test_stream_true_refuses_formats_it_cannot_stream(server: AsrServer, clips: list[Path]) -> None:

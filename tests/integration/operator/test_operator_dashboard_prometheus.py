@@ -1,13 +1,17 @@
 """The dashboard and the `helm test` script against the real components.
 
 A real Prometheus scrapes the real ASR service, the real LLM service and the real operator (kopf
-against the API emulator) while a TranscriptionJob goes through all of them; then every query of
-every dashboard panel must return data. Only panels that need hardware this machine lacks (GPU
+against the API emulator) while a TranscriptionJob goes through all of them (the operator asks the
+ASR service for its streamed answer) and a short realtime session (``/v1/realtime``, with partials
+and a commit) runs against the same ASR service; then every query of every dashboard panel must
+return data. Only panels that need hardware this machine lacks (GPU
 memory, vLLM's own metrics) are exempt, each named with its reason. The chart's `helm test` script
 (charts/omoai/files/smoke_test.py) runs against the same two services."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import math
 import os
@@ -15,11 +19,13 @@ import shutil
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import CLAIM, HERE, Kube, RealServices, job, operator_env, run_operator
+import websockets
+from operator_harness import CLAIM, HERE, SAMPLE, Kube, RealServices, job, operator_env, run_operator
 
 from tests.support.processes import free_port, start_process, stop_processes
 
@@ -97,6 +103,50 @@ def prometheus(tmp_path: Path):
         stop_processes(*started)
 
 
+def _realtime_session(asr_url: str) -> None:
+    """One realtime session on the real ASR service: the sample spoken in real time (so windows are
+    committed and partials decoded while it arrives), then a commit and its completed transcript.
+    That fills the realtime row (sessions, lag, audio, ends, and the commit, partial and final
+    latencies)."""
+    with wave.open(str(SAMPLE), "rb") as w:
+        pcm = w.readframes(w.getnframes())  # 16 kHz mono int16
+    piece = 16000 * 2 // 4  # 0.25 s of audio
+    update = {
+        "type": "session.update",
+        "session": {
+            "type": "transcription",
+            "include": ["omoai.partials"],
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}},
+            "omoai": {"decode": {"chunk_size": 8, "left_context": 16, "right_context": 4}},
+        },
+    }
+
+    async def until(ws: websockets.ClientConnection, wanted: str) -> list[str]:
+        seen: list[str] = []
+        while not seen or seen[-1] != wanted:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert event["type"] != "error", event
+            seen.append(event["type"])
+        return seen
+
+    async def session() -> None:
+        url = "ws" + asr_url.removeprefix("http") + "/v1/realtime?intent=transcription"
+        async with websockets.connect(url) as ws:
+            await until(ws, "session.created")
+            await ws.send(json.dumps(update))
+            await until(ws, "session.updated")
+            for lo in range(0, len(pcm), piece):
+                audio = base64.b64encode(pcm[lo : lo + piece]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+                await asyncio.sleep(0.25)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            seen = await until(ws, "conversation.item.input_audio_transcription.completed")
+            # The events the latency panels observe (those sent while the audio arrived included).
+            assert "omoai.input_audio_transcription.partial" in seen, seen
+
+    asyncio.run(session())
+
+
 def _wait_all_up(prom: str, n: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -145,6 +195,7 @@ def test_every_dashboard_panel_returns_data_from_the_real_components_after_a_job
         missing["spec"] = {**body["spec"], "source": {"pvc": {"claimName": CLAIM, "path": "samples/none.wav"}}}
         kube.create(missing)
         assert kube.wait_phase("missing", "Succeeded", "Failed", timeout=60)["phase"] == "Failed"
+        _realtime_session(real_services.asr_url)
         time.sleep(4)  # a few scrapes after the work
         end = time.time()
         panels = _panels()

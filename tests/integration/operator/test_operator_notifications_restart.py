@@ -20,17 +20,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def hook_env(stubs: StubServices, data_dir: Path, kubeconfig: Path, **extra: str) -> dict[str, str]:
-    env = operator_env(
-        stubs.url,
-        stubs.url,
-        data_dir.parent,
-        OMOAI_NOTIFY_ALLOW_HTTP="true",  # a plain-http receiver on loopback needs both allowances
-        OMOAI_URL_ALLOWED_NETWORKS="127.0.0.0/8",
-        OMOAI_NOTIFY_BACKOFF_BASE_S="0.6",
-        OMOAI_NOTIFY_BACKOFF_MAX_S="1.2",
-        OMOAI_NOTIFY_TIMEOUT_S="2",
+    settings = {
+        "OMOAI_NOTIFY_ALLOW_HTTP": "true",  # a plain-http receiver on loopback needs both allowances
+        "OMOAI_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "OMOAI_NOTIFY_BACKOFF_BASE_S": "0.6",
+        "OMOAI_NOTIFY_BACKOFF_MAX_S": "1.2",
+        "OMOAI_NOTIFY_TIMEOUT_S": "2",
         **extra,
-    )
+    }
+    env = operator_env(stubs.url, stubs.url, data_dir.parent, **settings)
     return {**env, "KUBECONFIG": str(kubeconfig)}
 
 
@@ -106,25 +104,34 @@ def test_with_two_peered_replicas_each_event_is_delivered_once(
     enable_peering(emulator)
     receiver = WebhookReceiver([signing_key])
     try:
-        env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false")
+        # A receiver slower than the delivery timeout (a loaded machine) would get a retry of the
+        # same event from the one acting replica, which the count below would take for a second
+        # replica sending: the timeout here is far above any answer time.
+        env = hook_env(stubs, data_dir, kubeconfig, OMOAI_PEERING_STANDALONE="false", OMOAI_NOTIFY_TIMEOUT_S="30")
         low, high = tmp_path / "low.log", tmp_path / "high.log"
-        with operator_process(env, low, "--priority", "10"), operator_process(env, high, "--priority", "100"):
-            deadline = time.monotonic() + 60
-            while "Pausing operations in favour of" not in low.read_text(errors="replace"):
+        with operator_process(env, low, "--priority", "10"):
+            # The standby first, then the acting replica (as test_operator_peering does): two replicas
+            # started in the same instant on a loaded machine were seen never to pause the standby.
+            deadline = time.monotonic() + 90  # operator processes starting on a loaded machine
+            while "omoai operator" not in low.read_text(errors="replace"):
                 assert time.monotonic() < deadline, low.read_text()[-3000:]
                 time.sleep(0.2)
-            for i in range(3):
-                kube.create(hooked_job(f"peer-{i}", receiver.url, data_dir))
-            for i in range(3):
-                kube.wait(
-                    f"peer-{i}",
-                    lambda o: (
-                        len(((o or {}).get("status") or {}).get("notifications") or []) == 2
-                        and all(r["state"] == "Delivered" for r in o["status"]["notifications"])
-                    ),  # type: ignore[index]
-                    timeout=60,
-                )
-            time.sleep(1.0)  # a second replica sending too would show up by now
+            with operator_process(env, high, "--priority", "100"):
+                while "Pausing operations in favour of" not in low.read_text(errors="replace"):
+                    assert time.monotonic() < deadline, low.read_text()[-3000:]
+                    time.sleep(0.2)
+                for i in range(3):
+                    kube.create(hooked_job(f"peer-{i}", receiver.url, data_dir))
+                for i in range(3):
+                    kube.wait(
+                        f"peer-{i}",
+                        lambda o: (
+                            len(((o or {}).get("status") or {}).get("notifications") or []) == 2
+                            and all(r["state"] == "Delivered" for r in o["status"]["notifications"])
+                        ),  # type: ignore[index]
+                        timeout=60,
+                    )
+                time.sleep(1.0)  # a second replica sending too would show up by now
         ids = [r.id for r in receiver.received]
         assert len(ids) == 6 and len(set(ids)) == 6  # 3 jobs x (started, succeeded), each once
     finally:

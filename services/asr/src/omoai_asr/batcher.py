@@ -259,9 +259,7 @@ class Batcher:
                     item.future.set_exception(err)
             return
         if self.metrics:
-            self.metrics.observe_inference(elapsed)
-            self.metrics.batch_size.observe(len(batch))
-            self.metrics.audio_seconds.inc(sum(i.duration for i in batch))
+            self.metrics.observe_engine_call(elapsed, len(batch), sum(i.duration for i in batch))
         for item, transcript in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(transcript)

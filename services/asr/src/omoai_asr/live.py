@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -57,6 +58,7 @@ from omoai_core.errors import InvalidInputError, OmoaiError, OverloadedError, Un
 from omoai_core.schemas import Segment, Transcript
 
 from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
+from omoai_asr.metrics import AsrMetrics
 
 log = logging.getLogger(__name__)
 
@@ -330,8 +332,12 @@ class LiveStream:
             return False
         return asyncio.get_running_loop().time() - self._partial_at >= self.scheduler.partial_interval_s
 
-    def _deliver(self, update: StreamUpdate, finished: bool) -> None:
+    def _deliver(self, update: StreamUpdate, finished: bool) -> int:
+        """Queue the events of ``update``; returns the item samples it decoded for good (committed
+        now, or the whole rest of the item when it finished): what the audio-seconds metric counts."""
         clock = self._item_start_samples / SAMPLE_RATE
+        before = self._samples_done
+        decoded = max(0, update.samples_done - before)
         if update.text_delta or update.segments or update.samples_done > self._samples_done:
             self._samples_done = update.samples_done
             self._events.put_nowait(
@@ -346,6 +352,7 @@ class LiveStream:
         if finished:
             assert update.final is not None
             self._events.put_nowait(Final(update.final, clock))
+            decoded = max(0, self._fed_samples - self._item_start_samples - before)
             future = self._commits.pop(0)
             if not future.done():
                 future.set_result(update.final)
@@ -353,6 +360,7 @@ class LiveStream:
             self._item_start_samples = self._fed_samples
             self._samples_done = 0
         self._drained.set()
+        return decoded
 
     def _fail(self, error: OmoaiError) -> None:
         self._events.put_nowait(Failed(error))
@@ -389,7 +397,9 @@ class LiveScheduler:
     """Owns the open streams and decodes their ready windows together on the engine thread.
 
     ``run_in_engine_thread`` is the batcher's (:meth:`Batcher.run_in_engine_thread`): live work
-    and file batches take turns on one worker thread and one device.
+    and file batches take turns on one worker thread and one device. With ``metrics``, each step is
+    recorded as the batcher records a batch (:meth:`AsrMetrics.observe_engine_call`): its engine
+    time, the streams it decoded together and the seconds of audio it decoded for good.
     """
 
     def __init__(
@@ -400,6 +410,7 @@ class LiveScheduler:
         max_streams: int,
         max_buffered_s: float,
         partial_interval_s: float = 0.5,
+        metrics: AsrMetrics | None = None,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
@@ -410,6 +421,7 @@ class LiveScheduler:
         self.max_streams = max_streams
         self.max_buffered_s = max_buffered_s
         self.partial_interval_s = partial_interval_s
+        self.metrics = metrics
         self._streams: dict[str, LiveStream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -500,6 +512,7 @@ class LiveScheduler:
                 s._partial_at = now
         streams = [e for _, e, _ in jobs]
         finish = [f for _, _, f in jobs]
+        started = time.perf_counter()
         try:
             updates = await self.run_in_engine_thread(
                 lambda: self.engine.step_streams(streams, finish=finish, partial=partial)
@@ -510,9 +523,13 @@ class LiveScheduler:
             for s, _, _ in jobs:
                 s._fail(error)
             return
+        elapsed = time.perf_counter() - started
         self.steps_run += 1
         assert isinstance(updates, list) and len(updates) == len(jobs)
+        decoded = 0
         for (s, engine_stream, finished), update in zip(jobs, updates, strict=True):
             if s._closed or s._engine_stream is not engine_stream:
                 continue  # closed or cleared while the step ran: its results are dropped
-            s._deliver(update, finished and update.final is not None)
+            decoded += s._deliver(update, finished and update.final is not None)
+        if self.metrics is not None:
+            self.metrics.observe_engine_call(elapsed, len(jobs), decoded / SAMPLE_RATE)

@@ -1,8 +1,8 @@
 """The ASR service's Prometheus metrics, on an injected registry.
 
 ``omoai_inference_duration_seconds{task="transcribe",model}`` observes the wall time of each
-engine call (one masked batch, or one long recording), so its ``_sum`` is the time the engine was
-busy; with ``omoai_asr_audio_seconds_total`` the real-time factor is one PromQL ratio::
+engine call (one masked batch, one long recording, or one step of the live streams: streamed
+files and realtime sessions), so its ``_sum`` is the time the engine was busy; with ``omoai_asr_audio_seconds_total`` the real-time factor is one PromQL ratio::
 
     rate(omoai_inference_duration_seconds_sum{task="transcribe"}[5m])
       / rate(omoai_asr_audio_seconds_total[5m])
@@ -76,8 +76,12 @@ class AsrMetrics:
             registry=registry,
         )
 
-    def observe_inference(self, seconds: float) -> None:
+    def observe_engine_call(self, seconds: float, batch_size: int, audio_seconds: float) -> None:
+        """One engine call: its wall time, how many inputs it decoded together and the seconds of
+        audio it decoded (the batcher's file batches and the live scheduler's steps alike)."""
         self._inference.labels(task="transcribe", model=self.model).observe(seconds)
+        self.batch_size.observe(batch_size)
+        self.audio_seconds.inc(audio_seconds)
 
     def outcome(self, outcome: Outcome) -> None:
         self.requests.labels(outcome=outcome).inc()

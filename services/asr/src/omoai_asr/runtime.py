@@ -115,6 +115,7 @@ async def asr_runtime(
                 max_streams=settings.live_max_streams,
                 max_buffered_s=settings.live_max_buffered_s,
                 partial_interval_s=settings.live_partial_interval_s,
+                metrics=metrics,
             )
             live.start()
         log.info("model %s ready in %.1f s", settings.served_name(), time.perf_counter() - started)

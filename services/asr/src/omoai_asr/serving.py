@@ -183,6 +183,7 @@ class AsrServing:
         """
         audio = await self._decoded(path)
         stream = self.live.open(options)
+        self.metrics.request_audio.observe(audio.duration)
         return self._file_events(stream, audio.samples)
 
     async def open_url_stream(self, url: str, options: DecodeOptions) -> AsyncIterator[FileStreamEvent]:
