@@ -31,8 +31,9 @@ from omoai_asr.diarization.types import Diarization, DiarizationBackend, Diariza
 from omoai_asr.fetch import FetchPolicy, Resolver, open_url, system_resolver
 from omoai_asr.geometry import SAMPLE_RATE, DecodeOptions
 from omoai_asr.live import Committed, Failed, Final, LiveScheduler, LiveStream
-from omoai_asr.metrics import AsrMetrics, DiarizationMetrics, outcome_of
+from omoai_asr.metrics import AsrMetrics, DiarizationMetrics, Outcome, outcome_of
 from omoai_asr.settings import AsrSettings
+from omoai_asr.sse import EventStream
 
 if TYPE_CHECKING:
     from omoai_asr.runtime import AsrRuntime
@@ -116,19 +117,29 @@ class AsrServing:
         """``handler(body)`` admitted before its body is read, under the request timeout, cancelled
         if the client disconnects. Every outcome is counted once in ``omoai_asr_requests_total``."""
         started = time.perf_counter()
-        outcome = "error"
+
+        def record(outcome: Outcome) -> None:
+            self.metrics.outcome(outcome)
+            self.metrics.request_duration.observe(time.perf_counter() - started)
+
+        outcome: Outcome = "error"
+        streamed = False
         try:
             if not self.ready:
                 raise UnavailableError("the model is still loading; retry shortly")
             result = await self.lifecycle.run(request, handler)
+            if isinstance(result, EventStream):
+                # A streamed answer's outcome and duration are known when its stream ends.
+                result.on_end = record
+                streamed = True
             outcome = "success"
             return result
         except OmoaiError as e:
             outcome = "cancelled" if isinstance(e, ClientClosedError) else outcome_of(e.code, e.http_status)
             raise
         finally:
-            self.metrics.outcome(outcome)  # type: ignore[arg-type]
-            self.metrics.request_duration.observe(time.perf_counter() - started)
+            if not streamed:
+                record(outcome)
 
     # -- transcription -----------------------------------------------------------------------------
 
