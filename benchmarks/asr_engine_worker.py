@@ -168,7 +168,7 @@ class Ours:
 
         def capture(*args: Any, **kwargs: Any) -> Any:
             result = decode_frames(*args, **kwargs)
-            self.last_path = result.argmax  # numpy array: converted to a list after timing
+            self.last_path = result.frame_tokens  # numpy array: converted to a list after timing
             if result.emissions is not None:
                 self.last_emissions = [result.emissions.frames.tolist(), result.emissions.tokens.tolist()]
             return result
@@ -194,7 +194,7 @@ class Ours:
 
     def encode(self, feats: torch.Tensor, s: dict[str, Any]) -> torch.Tensor:
         engine = self.engine
-        return torch.from_numpy(self._endless_decode(engine.model, feats, self._options(s), engine.policy).argmax)
+        return torch.from_numpy(self._endless_decode(engine.model, feats, self._options(s), engine.policy).frame_tokens)
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:

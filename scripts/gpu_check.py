@@ -323,7 +323,7 @@ def _clip(fixture: str, key: str) -> Any:
 
 def _frames(result: Any) -> list[int]:
     """The per-frame decision: the CTC argmax path, or each frame's first transducer step."""
-    return [int(t) for t in result.argmax.tolist()]
+    return [int(t) for t in result.frame_tokens.tolist()]
 
 
 def step_fidelity(device: str, sizes: Sizes) -> dict[str, Any]:

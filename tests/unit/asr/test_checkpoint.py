@@ -130,11 +130,11 @@ def test_encoder_variants_load_in_official_layout_and_decode(
     assert engine.dims == dims
     options = DecodeOptions(chunk_size=16, left_context=16, right_context=8, total_batch_duration=0.5)
     result = engine.decode_frames(CLIP, options, keep_encoder_out=True)
-    assert result.argmax.shape == (86,)
+    assert result.frame_tokens.shape == (86,)
     assert result.encoder_out is not None and torch.isfinite(result.encoder_out).all()
     # Long-form windows and a single window agree on the path for these short inputs.
     single = engine.decode_frames(CLIP, DecodeOptions(16, 16, 8, 1800.0))
-    assert len(result.windows) > 1 and single.argmax.shape == result.argmax.shape
+    assert len(result.windows) > 1 and single.frame_tokens.shape == result.frame_tokens.shape
 
 
 def test_batch_norm_uses_running_statistics(tmp_path: Path, policy: MemoryPolicy) -> None:

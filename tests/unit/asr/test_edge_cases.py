@@ -50,7 +50,7 @@ def test_one_to_fourteen_fbank_frames_give_an_empty_transcript(small_engine: Chu
 def test_fifteen_fbank_frames_give_one_encoder_frame(small_engine: ChunkFormerEngine) -> None:
     samples = audio("small", "short")[: _samples_for_frames(15)]
     result = small_engine.decode_frames(samples, keep_logprobs=True)
-    assert result.argmax.shape == (1,)
+    assert result.frame_tokens.shape == (1,)
     assert result.logprobs is not None and torch.isfinite(result.logprobs).all()
 
 
@@ -63,7 +63,9 @@ def test_small_total_batch_duration_works_and_matches_the_one_chunk_window(
     options = DecodeOptions(64, 128, 128, tbd)
     assert window_keep_frames(options) == 64
     result = small_engine.decode_frames(audio("small", "long"), options)
-    assert result.argmax.tolist() == expected("small")["endless_decode"]["long__c64_l128_r128_tbd11"]["argmax_path"]
+    assert (
+        result.frame_tokens.tolist() == expected("small")["endless_decode"]["long__c64_l128_r128_tbd11"]["argmax_path"]
+    )
 
 
 @pytest.mark.parametrize(("chunk", "left", "right"), [(64, 128, 128), (16, 32, 16), (8, 16, 4), (4, 0, 0), (1, 3, 2)])
@@ -91,7 +93,7 @@ def test_tail_shorter_than_one_encoder_frame_adds_no_garbage(tiny_engine: ChunkF
     n_frames = 2 * 8 * keep + 3
     samples = synthetic_speech(10.0)[: _samples_for_frames(n_frames)]
     result = tiny_engine.decode_frames(samples, options)
-    assert result.argmax.shape == (subsampled_length(n_frames),)
+    assert result.frame_tokens.shape == (subsampled_length(n_frames),)
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_endless_encoder_out_and_logprobs_within_1e3(fixture: str, key: str) -> 
 def test_endless_argmax_windows_and_segments_equal_reference(fixture: str, key: str) -> None:
     entry = expected(fixture)["endless_decode"][key]
     result = endless(fixture, key)
-    assert result.argmax.tolist() == entry["argmax_path"]
+    assert result.frame_tokens.tolist() == entry["argmax_path"]
     assert len(result.windows) == entry["n_windows"]
     for ours, theirs in zip(result.windows, entry["windows"], strict=True):
         assert ours.input_frames == theirs["input_frames"][0]
@@ -98,7 +98,8 @@ def test_endless_argmax_windows_and_segments_equal_reference(fixture: str, key: 
         assert ours.n_chunks == theirs["n_chunks"][0]
         assert ours.offset_after == theirs["offset_in_after"][0]
     segments = [
-        (format_timestamp(s.start_seconds), format_timestamp(s.end_seconds)) for s in frame_segments(result.argmax)
+        (format_timestamp(s.start_seconds), format_timestamp(s.end_seconds))
+        for s in frame_segments(result.frame_tokens)
     ]
     assert segments == [(s["start"], s["end"]) for s in entry["segments"]]
 
@@ -136,7 +137,7 @@ def test_batch_decode_argmax_paths_and_texts_equal_reference(fixture: str, key: 
     eng = engine(fixture)
     results = eng.decode_frames_batch([audio(fixture, n) for n in names], options)
     for name, result in zip(names, results, strict=True):
-        assert result.argmax.tolist() == entry["argmax_paths"][name]
+        assert result.frame_tokens.tolist() == entry["argmax_paths"][name]
     transcripts = eng.transcribe_batch([audio(fixture, n) for n in names], options)
     for transcript, text in zip(transcripts, entry["texts"], strict=True):
         assert transcript.text == " ".join(text.replace("<unk>", "").replace("<sos/eos>", "").split())
@@ -151,6 +152,6 @@ def test_batch_matches_single_window_long_form(fixture: str) -> None:
     batched = eng.decode_frames_batch(clips, options, keep_encoder_out=True)
     for clip, b in zip(clips, batched, strict=True):
         single = eng.decode_frames(clip, options, keep_encoder_out=True)
-        assert b.argmax.tolist() == single.argmax.tolist()
+        assert b.frame_tokens.tolist() == single.frame_tokens.tolist()
         assert b.encoder_out is not None and single.encoder_out is not None
         assert torch.allclose(b.encoder_out, single.encoder_out, atol=1e-4)

@@ -78,7 +78,7 @@ def test_endless_emissions_of_every_frame_equal_reference(key: str) -> None:
     assert per_frame(result.emissions, result.n_frames) == entry["emissions"]
     assert result.emissions.tokens.tolist() == entry["tokens"]
     # The frame path is each frame's first search step: its first emission, or blank.
-    assert result.argmax.tolist() == [e[0] if e else 0 for e in entry["emissions"]]
+    assert result.frame_tokens.tolist() == [e[0] if e else 0 for e in entry["emissions"]]
 
 
 @pytest.mark.parametrize("key", ENDLESS)

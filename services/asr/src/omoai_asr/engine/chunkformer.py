@@ -223,7 +223,7 @@ class ChunkFormerEngine:
         return [s.update(finished=finish[i], tail=forks[i] if i in forks else None) for i, s in enumerate(streams)]
 
     def _transcript(self, result: LongFormResult, n_samples: int, options: DecodeOptions) -> Transcript:
-        path = result.argmax
+        path = result.frame_tokens
         if result.emissions is not None:
             segments = transducer_segments(
                 result.emissions.tokens,
@@ -363,9 +363,9 @@ class TranscriptStream:
             fsegs = transducer_frame_segments(runs.ids, runs.first, n, msf)
             text = transducer_text(schema_segments(runs, fsegs, vocab, False))
         else:
-            runs = token_runs(result.argmax, vocab.blank_id)
-            fsegs = frame_segments(result.argmax, vocab.blank_id, msf)
-            text = ctc_text(result.argmax, vocab)
+            runs = token_runs(result.frame_tokens, vocab.blank_id)
+            fsegs = frame_segments(result.frame_tokens, vocab.blank_id, msf)
+            text = ctc_text(result.frame_tokens, vocab)
         if decoder is not self.decoder:
             return text, []
         closed = len(fsegs)

@@ -179,9 +179,9 @@ class LongFormStream:
         """What has been decoded so far, as :func:`endless_decode` returns it."""
         if isinstance(self.head, TransducerCollector):
             emissions = self.head.emissions()
-            result = LongFormResult(argmax=frame_path(emissions, self.frames_done), emissions=emissions)
+            result = LongFormResult(frame_tokens=frame_path(emissions, self.frames_done), emissions=emissions)
         else:
-            result = LongFormResult(argmax=self.head.path())
+            result = LongFormResult(frame_tokens=self.head.path())
             if self.head.keep_logprobs:
                 result.logprobs = torch.cat(self.head.logprobs) if self.head.logprobs else None
         result.windows = list(self.windows)

@@ -67,7 +67,9 @@ class WindowStats:
 class LongFormResult:
     """Frame-level outputs of one utterance."""
 
-    argmax: np.ndarray  # (T',) int64 token id per encoder frame (transducer: of its first search step)
+    #: (T',) int64 token id per encoder frame: CTC's argmax path; for a transducer the first token the
+    #: search emitted in that frame (blank where it emitted none).
+    frame_tokens: np.ndarray
     encoder_out: torch.Tensor | None = None  # (T', D) float32 on CPU, when asked for
     logprobs: torch.Tensor | None = None  # (T', V) float32 on CPU, when asked for (CTC only)
     windows: list[WindowStats] = field(default_factory=list)
@@ -75,11 +77,11 @@ class LongFormResult:
 
     @property
     def n_frames(self) -> int:
-        return int(self.argmax.size)
+        return int(self.frame_tokens.size)
 
 
 def _transducer_result(emissions: StreamEmissions, n_frames: int) -> LongFormResult:
-    return LongFormResult(argmax=frame_path(emissions, n_frames), emissions=emissions)
+    return LongFormResult(frame_tokens=frame_path(emissions, n_frames), emissions=emissions)
 
 
 def reference_batches(frame_counts: Sequence[int], options: DecodeOptions) -> list[list[int]]:
@@ -223,7 +225,7 @@ def batch_decode(
     transducer = dims.is_transducer
     empty = np.zeros(0, dtype=np.int64)
     results = [
-        _transducer_result(StreamEmissions(empty, empty), 0) if transducer else LongFormResult(argmax=empty)
+        _transducer_result(StreamEmissions(empty, empty), 0) if transducer else LongFormResult(frame_tokens=empty)
         for _ in feats
     ]
     active = [i for i, f in enumerate(feats) if subsampled_length(f.size(0)) > 0]
@@ -263,7 +265,7 @@ def batch_decode(
         bounds = np.cumsum([0, *lengths])
         for j, i in enumerate(active):
             r = results[i]
-            r.argmax = paths[bounds[j] : bounds[j + 1]]
+            r.frame_tokens = paths[bounds[j] : bounds[j + 1]]
             r.windows = [WindowStats(feats[i].size(0), lengths[j], n_chunks[j], lengths[j], lengths[j])]
             if keep_encoder_out:
                 r.encoder_out = outs[j].float().cpu()
