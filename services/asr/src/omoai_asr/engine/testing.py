@@ -316,7 +316,9 @@ def _construct_joint(
       dimension is "on" in the few frames where its feature is high (about
       ``1 - blank_fraction`` of the frames have one on). Each dimension belongs to one
       emitting token (a random subset of the ordinary tokens), whose logit is +8 while it is
-      on and -8 otherwise; blank's logit is 0; every other token sits at -30.
+      on and -8 otherwise; every other token sits at -30. Blank's logit grows with the
+      number of emitting dimensions on, so a frame with 4 or more on (an outlier frame of the
+      random encoder) is blank rather than a burst of tokens.
     - Linguistic half: the LSTM is a shift register of the last ``len(suppression)`` tokens
       (hidden units in slots; slot 0 a saturated sign pattern of the input token, slot k a copy
       of slot k-1 through ``weight_hh``), read out linearly (``projection``, ``pred_ffn`` in
