@@ -151,14 +151,14 @@ class Ours:
 
     def __init__(self, model_dir: str, device: torch.device, dtype: str) -> None:
         from omoai_asr.engine import ChunkFormerEngine, DecodeOptions
-        from omoai_asr.engine import transcribe as transcribe_mod
+        from omoai_asr.engine.streaming import endless_decode
         from omoai_audio import decode_audio
         from omoai_gpu.memory import MemoryPolicy
         from prometheus_client import CollectorRegistry
 
         self._decode_audio = decode_audio
         self._options_cls = DecodeOptions
-        self._endless_decode = transcribe_mod.endless_decode
+        self._endless_decode = endless_decode
         self.device = device
         policy = MemoryPolicy.from_settings(str(device), dtype, debug_empty_cache=False, registry=CollectorRegistry())
         self.engine = ChunkFormerEngine.load(model_dir, policy)

@@ -631,7 +631,13 @@ class RnnPredictor(nn.Module):
     def __init__(self, n_vocab: int, dims: TransducerDimensions) -> None:
         super().__init__()
         self.dims = dims
-        self.embed = nn.Embedding(n_vocab, dims.embed_size)
+        # nn.Embedding's own initialisation, except on the meta device (checkpoint loading):
+        # normal_ on a meta tensor imports torch's Python reference kernels, 67 MiB of resident
+        # memory in every process that loads a transducer, for weights replaced anyway.
+        weight = torch.empty(n_vocab, dims.embed_size)
+        if not weight.is_meta:
+            nn.init.normal_(weight)
+        self.embed = nn.Embedding(n_vocab, dims.embed_size, _weight=weight)
         self.rnn = nn.LSTM(dims.embed_size, dims.hidden_size, dims.num_layers, bias=dims.rnn_bias, batch_first=True)
         self.projection = nn.Linear(dims.hidden_size, dims.pred_output_size)
 

@@ -52,6 +52,7 @@ TINY_RNNT = replace(
 # (a frame with as many tokens "on" emits each once; more than that would cycle to the cap).
 BENCHMARK_BLANK_FRACTION = 0.75
 BENCHMARK_SUPPRESSION = (20.0, 17.0, 14.0, 11.0)
+BLANK_GUARD = 1.15  # see _construct_joint: frames with 4 or more acoustic features on are blank
 
 _ONSETS = (
     "",
@@ -315,7 +316,9 @@ def _construct_joint(
       dimension is "on" in the few frames where its feature is high (about
       ``1 - blank_fraction`` of the frames have one on). Each dimension belongs to one
       emitting token (a random subset of the ordinary tokens), whose logit is +8 while it is
-      on and -8 otherwise; blank's logit is 0; every other token sits at -30.
+      on and -8 otherwise; every other token sits at -30. Blank's logit grows with the
+      number of emitting dimensions on, so a frame with 4 or more on (an outlier frame of the
+      random encoder) is blank rather than a burst of tokens.
     - Linguistic half: the LSTM is a shift register of the last ``len(suppression)`` tokens
       (hidden units in slots; slot 0 a saturated sign pattern of the input token, slot k a copy
       of slot k-1 through ``weight_hh``), read out linearly (``projection``, ``pred_ffn`` in
@@ -365,12 +368,18 @@ def _construct_joint(
         (enc,), _, _, _ = _encode(model, [(feats, 0)], DecodeOptions(64, 128, 128), None, None, 0)
         # Random directions in the whitened encoder space: a random encoder's features are
         # strongly correlated, and correlated "on" dimensions would fire together (many tokens in
-        # one frame, cycling to the 64-emission cap, and long blank stretches elsewhere).
+        # one frame, cycling to the 64-emission cap, and long blank stretches elsewhere). Only
+        # the leading principal half is whitened: a minute of audio (~750 frames) estimates the
+        # small variances of a 512-wide space badly, and whitening those directions blows up
+        # whatever other audio puts there (calibrated on the whole space, 60 s searched like a
+        # trained model but the rest of a 600 s file switched most features on in every frame).
         centred = (enc - enc.mean(0)).double()
         cov = centred.T @ centred / max(1, enc.size(0) - 1)
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov + 1e-4 * cov.diagonal().mean() * torch.eye(cov.size(0)))
-        whitening = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T  # (D, D), symmetric
-        directions = (torch.randn(half, enc.size(1), generator=g).double() @ whitening).float()
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+        k = cov.size(0) // 2
+        top = eigenvalues[-k:].clamp(min=0.0)
+        whitening = eigenvectors[:, -k:] * (top + 0.01 * top.mean()).rsqrt()  # (D, k)
+        directions = (torch.randn(half, k, generator=g).double() @ whitening.T).float()
         pre = enc @ directions.T  # (T, J/2)
         mu, sigma = pre.mean(0), pre.std(0).clamp(min=1e-6)
         z = (pre - mu) / sigma
@@ -403,21 +412,29 @@ def _construct_joint(
         # the register's typical content shifts no token; the bias absorbs the typical content.
         start = linguistic(torch.zeros(1, dtype=torch.long), 0)[0]
         neutral = start.clone()
-        terms, targets = [], []
+        terms, targets, means = [], [], []
         for k, strength in enumerate(suppression):
             term = linguistic(emitting, k) - start  # (n, J/2): token u in slot k
             mean = term.mean(0)
+            means.append(mean)
             neutral += mean
             terms.append(term - mean)
             targets.append(-strength * torch.eye(n_emit))
-        # Rows that read exactly -strength off their own token in each slot and 0 off every
-        # other (minimum-norm solution; the slots' patterns are fewer than the dimensions).
-        d = torch.cat(terms).double()  # (slots * n, J/2)
-        t = torch.cat(targets, dim=1).double()  # (n, slots * n)
+        # Rows that read exactly -strength off their own token in each slot, 0 off every other,
+        # and 0 off each slot's typical content (minimum-norm solution; the slots' patterns are
+        # fewer than the dimensions). Without the last, the start state (an empty register)
+        # pushed some tokens far above blank in the first frame, whatever the audio.
+        d = torch.cat([*terms, torch.stack(means)]).double()  # (slots * n + slots, J/2)
+        t = torch.cat([*targets, torch.zeros(n_emit, slots)], dim=1).double()  # (n, slots * n + slots)
         suppress = (t @ torch.linalg.solve(d @ d.T + 1e-6 * torch.eye(d.size(0), dtype=d.dtype), d)).float()
         weight = torch.zeros(n_vocab, dims.join_dim)
         out_bias = torch.full((n_vocab,), -30.0)
-        out_bias[0] = 0.0  # blank
+        # Blank reads the emitting tokens' acoustic dimensions: 2 * BLANK_GUARD per dimension on,
+        # so a frame with up to 3 of them on emits them (8 > 6.9) and a frame with 4 or more
+        # (an outlier frame of the random encoder) emits nothing (9.2 > 8), like a trained
+        # model, which never bursts many tokens out of one frame.
+        weight[0, :n_emit] = BLANK_GUARD
+        out_bias[0] = BLANK_GUARD * n_emit
         weight[emitting, torch.arange(n_emit)] = 8.0  # +8 when on (tanh = 1), -8 when off
         weight[emitting, half:] = suppress
         out_bias[emitting] = -(suppress @ neutral)
