@@ -134,16 +134,25 @@ def ensure_checkpoint(directory: Path, calibration_audio: Path) -> Path:
 
 
 def ensure_transducer_checkpoint(directory: Path, calibration_audio: Path) -> Path:
-    """The transducer benchmark checkpoint, its joint constructed on the benchmark's speech, written once."""
-    if (directory / "pytorch_model.bin").is_file() and (directory / "config.yaml").is_file():
-        return directory
-    from omoai_asr.engine.testing import write_benchmark_transducer
+    """The transducer benchmark checkpoint, its joint constructed on the benchmark's speech, written once
+    (again when the construction's version differs from the cached copy's)."""
+    from omoai_asr.engine.testing import BENCHMARK_TRANSDUCER_VERSION, write_benchmark_transducer
     from omoai_audio import decode_audio
+
+    stamp = directory / "construction-version"
+    if (
+        (directory / "pytorch_model.bin").is_file()
+        and (directory / "config.yaml").is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == str(BENCHMARK_TRANSDUCER_VERSION)
+    ):
+        return directory
 
     print(f"writing the transducer benchmark checkpoint to {directory} ...", file=sys.stderr)
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     write_benchmark_transducer(tmp, decode_audio(calibration_audio).samples)
+    (tmp / "construction-version").write_text(f"{BENCHMARK_TRANSDUCER_VERSION}\n")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     return directory

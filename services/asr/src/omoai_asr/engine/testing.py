@@ -52,6 +52,8 @@ TINY_RNNT = replace(
 # (a frame with as many tokens "on" emits each once; more than that would cycle to the cap).
 BENCHMARK_BLANK_FRACTION = 0.75
 BENCHMARK_SUPPRESSION = (20.0, 17.0, 14.0, 11.0)
+#: Bumped whenever the benchmark transducer's construction changes: cached copies are keyed by it.
+BENCHMARK_TRANSDUCER_VERSION = 2
 BLANK_GUARD = 1.15  # see _construct_joint: frames with 4 or more acoustic features on are blank
 
 _ONSETS = (
