@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import aiohttp.web
 from omoai_core.errors import error_body
+from omoai_operator.sse import EventParser
 
 from tests.support.operator_services import ForwardingProxy, answer
 
@@ -64,11 +65,20 @@ class Balancer(ForwardingProxy):
                 rep.in_flight -= 1
             if status == 200 and request.path == "/v1/transcriptions":
                 rep.ok[incarnation] += 1
-                try:
-                    rep.audio_s[incarnation] += float(json.loads(data).get("duration") or 0.0)
-                except ValueError:
-                    pass
+                rep.audio_s[incarnation] += _answered_duration(data, ctype)
             return answer(status, data, ctype)
         return aiohttp.web.json_response(
             error_body("no_endpoints", "no ASR replica is listening", retryable=True), status=503
         )
+
+
+def _answered_duration(data: bytes, ctype: str) -> float:
+    """The audio duration of a transcript answer: plain JSON, or the ``done`` event of a streamed
+    (``stream=true``) answer, which is what the operator asks for."""
+    try:
+        if ctype.startswith("text/event-stream"):
+            done = [e for e in EventParser().feed(data.decode() + "\n\n") if e.event == "done"]
+            return float(json.loads(done[-1].data).get("duration") or 0.0) if done else 0.0
+        return float(json.loads(data).get("duration") or 0.0)
+    except (ValueError, UnicodeDecodeError):
+        return 0.0
